@@ -1,0 +1,29 @@
+/** Generic Linux errno numbering (include/uapi/asm-generic/errno-base.h and errno.h). */
+export const ERRNO = {
+  EPERM: 1, ENOENT: 2, EIO: 5, E2BIG: 7, EBADF: 9, EAGAIN: 11, ENOMEM: 12, EFAULT: 14,
+  ESRCH: 3, EBUSY: 16, EEXIST: 17, ENODEV: 19, EINVAL: 22, EMFILE: 24, ENOTTY: 25, EFBIG: 27,
+  ENOSPC: 28, ESPIPE: 29, ERANGE: 34, ENODATA: 61, EOVERFLOW: 75, EOPNOTSUPP: 95,
+  EADDRINUSE: 98, EADDRNOTAVAIL: 99, EHWPOISON: 133,
+  /** Kernel-internal; the ioctl layer turns it into ENOTTY before userspace sees it. */
+  ENOIOCTLCMD: 515,
+} as const;
+
+export type ErrnoCode = keyof typeof ERRNO;
+
+/** A kernel error as userspace (or a caller of a kernel API) sees it: the errno by name and number. */
+export class ErrnoError extends Error {
+  override readonly name = 'ErrnoError';
+  readonly errno: number;
+  constructor(readonly code: ErrnoCode, readonly syscall: string, detail?: string) {
+    super(`${syscall}: ${code}${detail ? ` (${detail})` : ''}`);
+    this.errno = ERRNO[code];
+  }
+}
+
+export const isErrno = (e: unknown, code?: ErrnoCode): e is ErrnoError =>
+  e instanceof ErrnoError && (code === undefined || e.code === code);
+
+/** The kernel is gone (after kexec): every call on it throws this. */
+export class KernelDeadError extends Error {
+  override readonly name = 'KernelDeadError';
+}

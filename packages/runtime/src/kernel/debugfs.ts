@@ -1,0 +1,34 @@
+/** debugfs: read-only blobs under /sys/kernel/debug, registered by path prefix. */
+import { ErrnoError } from '../errno.js';
+
+export interface DebugfsDir {
+  list(): string[];
+  read(name: string): Uint8Array | undefined;
+}
+
+export class Debugfs {
+  private readonly dirs = new Map<string, DebugfsDir>();
+
+  /** Register a directory ('kho/out'); names may contain '/' (e.g. 'sub_fdts/LUO'). */
+  register(dir: string, provider: DebugfsDir): void { this.dirs.set(dir, provider); }
+  unregister(dir: string): void { this.dirs.delete(dir); }
+
+  read(path: string): Uint8Array {
+    const p = path.replace(/^\/?(sys\/kernel\/debug\/)?/, '');
+    for (const [dir, provider] of this.dirs) {
+      if (!p.startsWith(`${dir}/`)) continue;
+      const data = provider.read(p.slice(dir.length + 1));
+      if (data) return data;
+    }
+    throw new ErrnoError('ENOENT', 'open', path);
+  }
+
+  readText(path: string): string { return new TextDecoder().decode(this.read(path)); }
+
+  /** Every file path, sorted. */
+  list(): string[] {
+    const out: string[] = [];
+    for (const [dir, provider] of this.dirs) for (const name of provider.list()) out.push(`${dir}/${name}`);
+    return out.sort();
+  }
+}

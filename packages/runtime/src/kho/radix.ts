@@ -1,0 +1,212 @@
+/**
+ * The KHO preserved-memory tracker (kho-v2 and later): one radix tree of page-sized nodes
+ * linked by physical address, handed over in place. Five table levels of 512 u64 entries and
+ * a leaf level of 32768-bit bitmaps; key = (1 << (52 - order)) | (phys >> (12 + order)).
+ */
+import { PAGE_SIZE, type PhysMemory } from '@liveupdate/hw';
+import { KHO_BITMAP_SIZE_LOG2, KHO_ORDER_0_LOG2, KHO_TABLE_SIZE_LOG2, KHO_TREE_MAX_DEPTH } from '../abi/kho.js';
+
+const LEAF_BITS = 2 ** KHO_BITMAP_SIZE_LOG2;
+const TABLE_ENTRIES = 2 ** KHO_TABLE_SIZE_LOG2;
+const TABLE_LEVELS = KHO_TREE_MAX_DEPTH - 1;
+/** Keys are at most 53 bits: bit 52 is the order bit of order 0. */
+const KEY_LIMIT = 2 ** (KHO_ORDER_0_LOG2 + 1);
+
+/** kho_radix_encode_key, on page frame numbers: exact in doubles because keys stay below 2^53. */
+export function encodeKey(pfn: number, order: number): number {
+  return 2 ** (KHO_ORDER_0_LOG2 - order) + Math.floor(pfn / 2 ** order);
+}
+
+/** The inverse; order -1 for a key no valid (pfn, order) encodes. */
+export function decodeKey(key: number): { pfn: number; order: number } {
+  if (!(key >= 1 && key < KEY_LIMIT) || !Number.isInteger(key)) return { pfn: 0, order: -1 };
+  const fls = Math.floor(Math.log2(key)) + 1;
+  // Math.log2 can round up just below a power of two; correct by one if needed.
+  const top = 2 ** (fls - 1) > key ? fls - 1 : fls;
+  const order = KHO_ORDER_0_LOG2 - top + 1;
+  return { pfn: (key - 2 ** (top - 1)) * 2 ** order, order };
+}
+
+/** Index into the table at `level` (5 = root .. 1 = last table level). */
+export const tableIndex = (key: number, level: number): number =>
+  Math.floor(key / 2 ** ((level - 1) * KHO_TABLE_SIZE_LOG2 + KHO_BITMAP_SIZE_LOG2)) % TABLE_ENTRIES;
+export const bitmapIndex = (key: number): number => key % LEAF_BITS;
+
+/** Page allocation the tracker needs from its kernel; nodes are zeroed pages. */
+export interface TrackerPages {
+  allocZeroedPage(): number | null; // pfn, or null on -ENOMEM
+  freePage(pfn: number): void;
+}
+
+export type WalkResult = { ok: true; keys: number } | { ok: false; reason: string };
+
+/**
+ * The outgoing tracker, live in emulated memory. JavaScript keeps only views of node pages
+ * (the kernel's phys_to_virt); the bytes in memory are the truth and the handover.
+ */
+export class KhoRadixTree {
+  readonly rootPfn: number;
+  private readonly views = new Map<number, Uint32Array>(); // node pfn -> view
+  private readonly leaves = new Map<number, Uint32Array>(); // key >> 15 -> leaf view
+  private lastLeafId = -1;
+  private lastLeaf: Uint32Array | undefined;
+
+  constructor(private readonly memory: PhysMemory, private readonly pages: TrackerPages, rootPfn: number) {
+    this.rootPfn = rootPfn;
+  }
+
+  /** Add (pfn, order). Returns false on allocation failure, with every node this call allocated freed. */
+  add(pfn: number, order: number): boolean {
+    const key = encodeKey(pfn, order);
+    const leafId = Math.floor(key / LEAF_BITS);
+    let leaf = leafId === this.lastLeafId ? this.lastLeaf : this.leaves.get(leafId);
+    if (!leaf) {
+      leaf = this.descend(key, true);
+      if (!leaf) return false;
+      this.leaves.set(leafId, leaf);
+    }
+    this.lastLeafId = leafId;
+    this.lastLeaf = leaf;
+    const bit = key % LEAF_BITS;
+    leaf[bit >>> 5] = ((leaf[bit >>> 5] as number) | (1 << (bit & 31))) >>> 0;
+    return true;
+  }
+
+  /** Clear (pfn, order); false (the kernel WARNs) when a node on the path is missing. Empty nodes are never freed. */
+  del(pfn: number, order: number): boolean {
+    const key = encodeKey(pfn, order);
+    const leafId = Math.floor(key / LEAF_BITS);
+    const leaf = leafId === this.lastLeafId ? this.lastLeaf : (this.leaves.get(leafId) ?? this.descend(key, false));
+    if (!leaf) return false;
+    const bit = key % LEAF_BITS;
+    leaf[bit >>> 5] = ((leaf[bit >>> 5] as number) & ~(1 << (bit & 31))) >>> 0;
+    return true;
+  }
+
+  has(pfn: number, order: number): boolean {
+    const key = encodeKey(pfn, order);
+    const leaf = this.leaves.get(Math.floor(key / LEAF_BITS)) ?? this.descend(key, false);
+    if (!leaf) return false;
+    const bit = key % LEAF_BITS;
+    return (((leaf[bit >>> 5] as number) >>> (bit & 31)) & 1) === 1;
+  }
+
+  private view(pfn: number): Uint32Array {
+    let v = this.views.get(pfn);
+    if (!v) {
+      const page = this.memory.mapPage(pfn);
+      v = new Uint32Array(page.buffer, page.byteOffset, PAGE_SIZE >>> 2);
+      this.views.set(pfn, v);
+    }
+    return v;
+  }
+
+  private descend(key: number, create: boolean): Uint32Array | undefined {
+    const allocated: number[] = [];
+    let node = this.view(this.rootPfn);
+    let anchor: { node: Uint32Array; slot: number } | undefined;
+    for (let level = TABLE_LEVELS; level >= 1; level--) {
+      const slot = tableIndex(key, level);
+      const lo = node[2 * slot] as number;
+      const hi = node[2 * slot + 1] as number;
+      let childPfn = (hi * 0x1_0000_0000 + lo) / PAGE_SIZE;
+      if (childPfn === 0) {
+        if (!create) return undefined;
+        const pfn = this.pages.allocZeroedPage();
+        if (pfn === null) {
+          // Free every node allocated in this call and clear the entry that anchored them.
+          if (anchor) { anchor.node[2 * anchor.slot] = 0; anchor.node[2 * anchor.slot + 1] = 0; }
+          for (const p of allocated) { this.views.delete(p); this.pages.freePage(p); }
+          return undefined;
+        }
+        if (!anchor) anchor = { node, slot };
+        allocated.push(pfn);
+        const phys = pfn * PAGE_SIZE;
+        node[2 * slot] = phys % 0x1_0000_0000;
+        node[2 * slot + 1] = Math.floor(phys / 0x1_0000_0000);
+        childPfn = pfn;
+      }
+      node = this.view(childPfn);
+    }
+    return node;
+  }
+}
+
+export interface WalkCallbacks {
+  /** A key in ascending order; return a string to abort the walk with that reason. */
+  key(pfn: number, order: number): string | undefined;
+  /** Every node page visited (tables and leaves), before its children. */
+  node?(pfn: number, level: number): string | undefined;
+}
+
+/**
+ * Depth-first walk in ascending index order (leaf bits ascending), over bytes that may be
+ * hostile: node pointers must be page-aligned pages inside RAM that `nodeOk` accepts, no node
+ * may be reached twice (that is how a cycle or a shared subtree shows), and every key must
+ * decode to a block inside RAM.
+ */
+export function walkTracker(
+  memory: PhysMemory,
+  rootPhys: number,
+  cb: WalkCallbacks,
+  nodeOk: (pfn: number) => boolean = () => true,
+): WalkResult {
+  const seen = new Set<number>();
+  const page = new Uint32Array(PAGE_SIZE >>> 2);
+  const pageBytes = new Uint8Array(page.buffer);
+  const ramPages = memory.size / PAGE_SIZE;
+  let keys = 0;
+
+  const checkNode = (phys: number, level: number): string | undefined => {
+    if (phys % PAGE_SIZE !== 0) return `node 0x${phys.toString(16)} at level ${level} is not page aligned`;
+    const pfn = phys / PAGE_SIZE;
+    if (pfn >= ramPages) return `node 0x${phys.toString(16)} at level ${level} is outside RAM`;
+    if (!nodeOk(pfn)) return `node 0x${phys.toString(16)} at level ${level} is inside a scratch area`;
+    if (seen.has(pfn)) return `node 0x${phys.toString(16)} is reached twice (cycle or shared node)`;
+    seen.add(pfn);
+    return cb.node?.(pfn, level);
+  };
+
+  const visit = (phys: number, level: number, keyBase: number): string | undefined => {
+    const bad = checkNode(phys, level);
+    if (bad) return bad;
+    memory.readInto(phys, pageBytes);
+    if (level === 0) {
+      // Below order 38 the order bit sits above the leaf index, so one decode serves the leaf.
+      const base = keyBase >= LEAF_BITS ? decodeKey(keyBase) : undefined;
+      for (let w = 0; w < LEAF_BITS / 32; w++) {
+        let bits = page[w] as number;
+        while (bits !== 0) {
+          const low = bits & -bits;
+          const bit = w * 32 + (31 - Math.clz32(low));
+          bits = (bits ^ low) >>> 0;
+          const { pfn, order } = base && base.order >= 0
+            ? { pfn: base.pfn + bit * 2 ** base.order, order: base.order }
+            : decodeKey(keyBase + bit);
+          if (order < 0) return `invalid key 0x${(keyBase + bit).toString(16)}`;
+          if (pfn + 2 ** order > ramPages) return `preserved block pfn 0x${pfn.toString(16)} order ${order} is outside RAM`;
+          keys++;
+          const stop = cb.key(pfn, order);
+          if (stop) return stop;
+        }
+      }
+      return undefined;
+    }
+    // Copy the entries: the recursion below reuses the page buffer.
+    const entries: Array<[slot: number, phys: number]> = [];
+    for (let slot = 0; slot < TABLE_ENTRIES; slot++) {
+      const lo = page[2 * slot] as number;
+      const hi = page[2 * slot + 1] as number;
+      if (lo !== 0 || hi !== 0) entries.push([slot, hi * 0x1_0000_0000 + lo]);
+    }
+    const shift = 2 ** ((level - 1) * KHO_TABLE_SIZE_LOG2 + KHO_BITMAP_SIZE_LOG2);
+    for (const [slot, child] of entries) {
+      const bad2 = visit(child, level - 1, keyBase + slot * shift);
+      if (bad2) return bad2;
+    }
+    return undefined;
+  };
+
+  const reason = visit(rootPhys, TABLE_LEVELS, 0);
+  return reason ? { ok: false, reason } : { ok: true, keys };
+}
