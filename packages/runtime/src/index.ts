@@ -30,3 +30,8 @@ export type {
   LiveupdateFileHandler, LiveupdateFileOps, LiveupdateFileOpArgs, LiveupdateFlb, LiveupdateFlbOps, LiveupdateFlbOpArgs,
   LuoSessionRef, FileOpName, FlbOpName,
 } from './luo/types.js';
+export {
+  FormatRegistry, FormatNegotiationError, PluginLoadError, compatibleFor, versionOf, coreFormats, checkPluginSdk, SDK_API_VERSION,
+  type FormatSpec, type KernelManifest, type ManifestEntry, type NegotiationRefusal,
+} from './kernel/formats.js';
+export { imageManifest, type CoreAbiRanges } from './kernel/kernel.js';

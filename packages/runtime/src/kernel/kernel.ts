@@ -15,6 +15,7 @@ import { encodeScratchArray, reserveScratch, scratchRanges, type ScratchArea } f
 import { Luo } from '../luo/luo.js';
 import { ErrnoError } from '../errno.js';
 import { parseBootOptions, type BootOptions } from './cmdline.js';
+import { checkPluginSdk, coreFormats, FormatRegistry, type FormatSpec, type KernelManifest } from './formats.js';
 import type { KFile } from './file.js';
 import { Process, type ProcessHost } from './process.js';
 import { Debugfs } from './debugfs.js';
@@ -36,12 +37,30 @@ const PAGEBLOCK_PAGES = 512;
 export interface RuntimePlugin {
   readonly name: string;
   readonly version: string;
+  /** The SDK range the plugin was built against; checked at boot. */
+  readonly sdk?: string;
+  /** Formats the plugin writes and reads: static, so a kernel image's manifest is known before it boots. */
+  readonly formats?: readonly FormatSpec[];
   setup(kernel: Kernel): void;
+}
+
+/** Override the core ABI ranges a kernel reads (to model kernels of other ABI generations). */
+export interface CoreAbiRanges {
+  readonly kho?: string;
+  readonly luo?: string;
+}
+
+/** The manifest of a kernel image that has not booted yet (what kexec_file_load could read from it). */
+export function imageManifest(config: BootConfig): KernelManifest {
+  const reg = new FormatRegistry(config.release ?? '7.1.0', coreFormats(config.abi));
+  for (const p of config.plugins ?? []) for (const f of p.formats ?? []) reg.register(f);
+  return reg.manifest();
 }
 
 export interface BootConfig {
   /** Subsystem plugins of this kernel build, set up in order at late_initcall. */
   readonly plugins?: readonly RuntimePlugin[];
+  readonly abi?: CoreAbiRanges;
   /** Used on a cold boot; after a kexec the command line comes from the boot parameters. */
   readonly cmdline?: string;
   /** uname -r of this kernel. */
@@ -82,6 +101,8 @@ export class Kernel implements ProcessHost {
   readonly kexecCount: number;
   readonly luo: Luo<Kernel>;
   readonly plugins: readonly RuntimePlugin[];
+  /** Formats this kernel reads and writes; its manifest is what a previous kernel negotiates against. */
+  readonly formats: FormatRegistry;
   private readonly processes = new Map<number, Process>();
   private readonly devices = new Map<string, (proc: Process, flags: number) => KFile>();
   private nextPid = 1;
@@ -172,6 +193,11 @@ export class Kernel implements ProcessHost {
     this.luo.earlyStartup();
     this.luo.lateStartup();
     this.plugins = config.plugins ?? [];
+    this.formats = new FormatRegistry(this.release, coreFormats(config.abi));
+    for (const p of this.plugins) {
+      checkPluginSdk(p.name, p.sdk);
+      for (const f of p.formats ?? []) this.formats.register(f);
+    }
     for (const p of this.plugins) p.setup(this);
     if (this.luo.enabled) {
       this.devices.set('/dev/liveupdate', () => this.luo.openDevice(this.id));
@@ -268,10 +294,23 @@ export class Kernel implements ProcessHost {
    * survive, mark this kernel dead and cross the boundary. The next kernel is booted by the
    * caller (here: kexec(); a test: a worker thread).
    */
-  kexecJump(cmdline: string): void {
+  kexecJump(next: KexecConfig | string): void {
     this.assertAlive();
+    const target = typeof next === 'string' ? { cmdline: next } : next;
+    const cmdline = target.cmdline;
+    // Before any freeze: every format in use must be readable by the target, or nothing happens.
+    if (this.khoOut) {
+      const inUse = new Set<string>();
+      for (const s of this.luo.sessions.outgoing) for (const f of s.fileSet.files) if (f.handler.format) inUse.add(f.handler.format);
+      this.formats.negotiate(imageManifest({ ...target, plugins: target.plugins ?? this.plugins }), inUse);
+    }
     // kernel_kexec → liveupdate_reboot: a freeze failure is rolled back and returned; we keep running.
-    this.luo.reboot();
+    try {
+      this.luo.reboot();
+    } catch (e) {
+      this.formats.reset();
+      throw e;
+    }
     let survivors = new PfnRanges();
     let khoDataBytes: Uint8Array | undefined;
     const out = this.khoOut;
@@ -294,7 +333,7 @@ export class Kernel implements ProcessHost {
 
   /** kexec -s: the reboot path, then the next kernel boots from bytes. */
   kexec(next: KexecConfig): Kernel {
-    this.kexecJump(next.cmdline);
+    this.kexecJump(next);
     return Kernel.boot(this.machine, next);
   }
 

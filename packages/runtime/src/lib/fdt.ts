@@ -35,17 +35,12 @@ const FDT_PROP = 3;
 const FDT_NOP = 4;
 const FDT_END = 9;
 
-// Header field offsets. size_dt_struct only exists from version 17 on, which is why a
-// version 16 header is 4 bytes shorter and its structure block runs to totalsize.
-const H_TOTALSIZE = 4;
-const H_OFF_STRUCT = 8;
-const H_OFF_STRINGS = 12;
-const H_OFF_RSVMAP = 16;
-const H_VERSION = 20;
-const H_LAST_COMP = 24;
-const H_BOOT_CPUID = 28;
-const H_SIZE_STRINGS = 32;
-const H_SIZE_STRUCT = 36;
+// Header field offsets (all big-endian u32). size_dt_struct only exists from version 17 on,
+// which is why a version 16 header is 4 bytes shorter and its structure block runs to totalsize.
+const H = {
+  totalsize: 4, offStruct: 8, offStrings: 12, offRsvmap: 16, version: 20, lastComp: 24,
+  sizeStrings: 32, sizeStruct: 36,
+} as const;
 const HEADER_SIZE_V16 = 0x24;
 const HEADER_SIZE_V17 = 0x28;
 const RSV_ENTRY_SIZE = 16;
@@ -66,7 +61,8 @@ const utf8 = new TextEncoder();
 // a leading U+FEFF so that decode(encode(x)) === x.
 const utf8Strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-const align4 = (n: number): number => (n + 3) & ~3;
+// Arithmetic, not `& ~3`: offsets near INT_MAX would turn negative in 32-bit bitwise ops.
+const align4 = (n: number): number => n + ((4 - (n % 4)) % 4);
 const viewOf = (b: Uint8Array): DataView => new DataView(b.buffer, b.byteOffset, b.byteLength);
 
 function fail(code: FdtErrorCode, message: string): never {
@@ -96,22 +92,14 @@ class ByteSink {
     next.set(this.buf.subarray(0, this.length));
     this.buf = next;
   }
-  u32(v: number): void {
-    this.grow(4);
-    viewOf(this.buf).setUint32(this.length, v);
-    this.length += 4;
-  }
+  u32(v: number): void { this.bytes(new Uint8Array([v >>> 24, v >>> 16, v >>> 8, v])); }
   bytes(b: Uint8Array): void {
     this.grow(b.length);
     this.buf.set(b, this.length);
     this.length += b.length;
   }
   /** Tokens are 32-bit aligned relative to the block start, so names and values are padded. */
-  pad4(): void {
-    const n = align4(this.length) - this.length;
-    this.grow(n);
-    this.length += n;
-  }
+  pad4(): void { this.bytes(new Uint8Array(align4(this.length) - this.length)); }
   view(): Uint8Array { return this.buf.subarray(0, this.length); }
 }
 
@@ -137,19 +125,13 @@ class StringTable {
   }
 }
 
-function encodeNodeName(name: string): Uint8Array {
-  // '/' separates path components and NUL ends the name in the structure block; an empty
-  // name is reserved for the root.
-  if (name === '' || name.includes('/') || name.includes('\0') || /\p{Cs}/u.test(name)) {
-    fail('FDT_ERR_BADNAME', `invalid node name ${JSON.stringify(name)}`);
-  }
-  return utf8.encode(name);
-}
-
-function encodePropName(name: string): Uint8Array {
+function encodeName(name: string, kind: 'node' | 'property'): Uint8Array {
   const enc = utf8.encode(name);
-  if (name === '' || name.includes('\0') || /\p{Cs}/u.test(name) || enc.length > MAX_PROP_NAME) {
-    fail('FDT_ERR_BADNAME', `invalid property name ${JSON.stringify(name)}`);
+  // NUL ends a name in both blocks, '/' separates path components, an empty name is the
+  // root's alone, and a lone surrogate would not survive UTF-8.
+  if (name === '' || name.includes('\0') || /\p{Cs}/u.test(name)
+    || (kind === 'node' ? name.includes('/') : enc.length > MAX_PROP_NAME)) {
+    fail('FDT_ERR_BADNAME', `invalid ${kind} name ${JSON.stringify(name)}`);
   }
   return enc;
 }
@@ -158,11 +140,11 @@ function emitNode(node: FdtNode, depth: number, out: ByteSink, strings: StringTa
   if (depth > MAX_DEPTH) fail('FDT_ERR_TOODEEP', `nesting deeper than ${MAX_DEPTH}`);
   out.u32(FDT_BEGIN_NODE);
   // The root's name is always empty in a DTB (spec 5.4.1), whatever the caller named it.
-  out.bytes(depth === 1 ? new Uint8Array(0) : encodeNodeName(node.name));
+  out.bytes(depth === 1 ? new Uint8Array(0) : encodeName(node.name, 'node'));
   out.bytes(new Uint8Array(1));
   out.pad4();
   for (const [name, value] of node.props) {
-    const nameoff = strings.offsetOf(name, encodePropName(name));
+    const nameoff = strings.offsetOf(name, encodeName(name, 'property'));
     out.u32(FDT_PROP);
     out.u32(value.length);
     out.u32(nameoff);
@@ -195,16 +177,10 @@ export function fdtCreate(root: FdtNode, opts?: { maxSize?: number }): Uint8Arra
   }
   const blob = new Uint8Array(total);
   const dv = viewOf(blob);
-  dv.setUint32(0, FDT_MAGIC);
-  dv.setUint32(H_TOTALSIZE, total);
-  dv.setUint32(H_OFF_STRUCT, offStruct);
-  dv.setUint32(H_OFF_STRINGS, offStrings);
-  dv.setUint32(H_OFF_RSVMAP, offRsvmap);
-  dv.setUint32(H_VERSION, 17);
-  dv.setUint32(H_LAST_COMP, 16);
-  dv.setUint32(H_BOOT_CPUID, 0);
-  dv.setUint32(H_SIZE_STRINGS, strings.sink.length);
-  dv.setUint32(H_SIZE_STRUCT, struct.length);
+  // magic, totalsize, off_dt_struct, off_dt_strings, off_mem_rsvmap, version,
+  // last_comp_version (16: a v16 reader can use this blob), boot_cpuid_phys, the two sizes.
+  [FDT_MAGIC, total, offStruct, offStrings, offRsvmap, 17, 16, 0, strings.sink.length, struct.length]
+    .forEach((word, i) => dv.setUint32(i * 4, word));
   blob.set(struct.view(), offStruct);
   blob.set(strings.sink.view(), offStrings);
   return blob;
@@ -222,9 +198,9 @@ function probe(bytes: Uint8Array): Header | { code: FdtErrorCode; why: string } 
   if (bytes.length < 4) return bad('FDT_ERR_TRUNCATED', `${bytes.length} bytes cannot hold a header`);
   const dv = viewOf(bytes);
   if (dv.getUint32(0) !== FDT_MAGIC) return bad('FDT_ERR_BADMAGIC', `magic 0x${dv.getUint32(0).toString(16)}`);
-  if (bytes.length < H_LAST_COMP + 4) return bad('FDT_ERR_TRUNCATED', `${bytes.length} bytes cannot hold a header`);
-  const version = dv.getUint32(H_VERSION);
-  const lastComp = dv.getUint32(H_LAST_COMP);
+  if (bytes.length < H.lastComp + 4) return bad('FDT_ERR_TRUNCATED', `${bytes.length} bytes cannot hold a header`);
+  const version = dv.getUint32(H.version);
+  const lastComp = dv.getUint32(H.lastComp);
   // We read 16 and 17; a newer blob is readable only if it declares itself compatible with
   // 17 or older, and no blob can be compatible with a version newer than itself.
   if (version < 16 || lastComp > 17 || version < lastComp) {
@@ -232,20 +208,20 @@ function probe(bytes: Uint8Array): Header | { code: FdtErrorCode; why: string } 
   }
   const hdrSize = version >= 17 ? HEADER_SIZE_V17 : HEADER_SIZE_V16;
   if (bytes.length < hdrSize) return bad('FDT_ERR_TRUNCATED', `${bytes.length} bytes cannot hold a v${version} header`);
-  const totalsize = dv.getUint32(H_TOTALSIZE);
+  const totalsize = dv.getUint32(H.totalsize);
   if (totalsize < hdrSize || totalsize > INT_MAX || totalsize > bytes.length) {
     return bad('FDT_ERR_TRUNCATED', `totalsize ${totalsize} does not fit a ${bytes.length}-byte buffer`);
   }
   // Every block must start after the header and end by totalsize; u32 sums cannot overflow
   // a JS number, so the end check is exact.
   const fits = (off: number, size: number): boolean => off >= hdrSize && off + size <= totalsize;
-  const offRsvmap = dv.getUint32(H_OFF_RSVMAP);
-  const offStruct = dv.getUint32(H_OFF_STRUCT);
-  const offStrings = dv.getUint32(H_OFF_STRINGS);
-  const sizeStrings = dv.getUint32(H_SIZE_STRINGS);
+  const offRsvmap = dv.getUint32(H.offRsvmap);
+  const offStruct = dv.getUint32(H.offStruct);
+  const offStrings = dv.getUint32(H.offStrings);
+  const sizeStrings = dv.getUint32(H.sizeStrings);
   if (!fits(offRsvmap, 0)) return bad('FDT_ERR_TRUNCATED', `off_mem_rsvmap ${offRsvmap} outside the blob`);
   if (!fits(offStruct, 0)) return bad('FDT_ERR_TRUNCATED', `off_dt_struct ${offStruct} outside the blob`);
-  const sizeStruct = version >= 17 ? dv.getUint32(H_SIZE_STRUCT) : totalsize - offStruct;
+  const sizeStruct = version >= 17 ? dv.getUint32(H.sizeStruct) : totalsize - offStruct;
   if (!fits(offStruct, sizeStruct)) return bad('FDT_ERR_TRUNCATED', `structure block ${offStruct}+${sizeStruct} outside the blob`);
   if (!fits(offStrings, sizeStrings)) return bad('FDT_ERR_TRUNCATED', `strings block ${offStrings}+${sizeStrings} outside the blob`);
   return { totalsize, offStruct, sizeStruct, offStrings, sizeStrings, offRsvmap };
@@ -260,7 +236,7 @@ export function fdtTotalSize(bytes: Uint8Array): number {
   if (bytes.length < 8) fail('FDT_ERR_TRUNCATED', `${bytes.length} bytes cannot hold a header`);
   const dv = viewOf(bytes);
   if (dv.getUint32(0) !== FDT_MAGIC) fail('FDT_ERR_BADMAGIC', `magic 0x${dv.getUint32(0).toString(16)}`);
-  return dv.getUint32(H_TOTALSIZE);
+  return dv.getUint32(H.totalsize);
 }
 
 /**
@@ -277,7 +253,7 @@ function checkRsvmap(dv: DataView, h: Header): void {
 
 export function fdtParse(bytes: Uint8Array): FdtNode {
   const h = probe(bytes);
-  if ('code' in h) return fail(h.code, h.why);
+  if ('code' in h) fail(h.code, h.why);
   const dv = viewOf(bytes);
   checkRsvmap(dv, h);
   const end = h.offStruct + h.sizeStruct;
@@ -292,7 +268,7 @@ export function fdtParse(bytes: Uint8Array): FdtNode {
     if (len < 0 && stop === h.offStrings + h.sizeStrings) fail('FDT_ERR_TRUNCATED', `name at ${nameoff} is not NUL-terminated`);
     if (len < 0) fail('FDT_ERR_BADNAME', `name at ${nameoff} is longer than ${MAX_PROP_NAME} bytes`);
     const name = decodeUtf8(bytes.subarray(start, start + len));
-    if (name === undefined || name === '') return fail('FDT_ERR_BADNAME', `name at ${nameoff} is empty or not UTF-8`);
+    if (name === undefined || name === '') fail('FDT_ERR_BADNAME', `name at ${nameoff} is empty or not UTF-8`);
     names.set(nameoff, name);
     return name;
   };
@@ -314,7 +290,7 @@ export function fdtParse(bytes: Uint8Array): FdtNode {
         const len = bytes.subarray(off, end).indexOf(0);
         if (len < 0) fail('FDT_ERR_TRUNCATED', `node name at ${off} is not NUL-terminated`);
         const name = decodeUtf8(bytes.subarray(off, off + len));
-        if (name === undefined) return fail('FDT_ERR_BADNAME', `node name at ${off} is not UTF-8`);
+        if (name === undefined) fail('FDT_ERR_BADNAME', `node name at ${off} is not UTF-8`);
         off = align4(off + len + 1);
         if (top === undefined) {
           // A second top-level node, or a named root, is not a device tree (libfdt agrees).
@@ -337,7 +313,7 @@ export function fdtParse(bytes: Uint8Array): FdtNode {
         stack.pop();
         break;
       case FDT_PROP: {
-        if (top === undefined) return fail('FDT_ERR_BADSTRUCTURE', `FDT_PROP at ${off - 4} is outside any node`);
+        if (top === undefined) fail('FDT_ERR_BADSTRUCTURE', `FDT_PROP at ${off - 4} is outside any node`);
         if (off + 8 > end) fail('FDT_ERR_TRUNCATED', `property header at ${off} runs past the structure block`);
         const len = dv.getUint32(off);
         const value = off + 8;
@@ -350,7 +326,7 @@ export function fdtParse(bytes: Uint8Array): FdtNode {
         break;
       }
       case FDT_END:
-        if (root === undefined || top !== undefined) return fail('FDT_ERR_BADSTRUCTURE', 'FDT_END inside an open node or before the root');
+        if (root === undefined || top !== undefined) fail('FDT_ERR_BADSTRUCTURE', 'FDT_END inside an open node or before the root');
         return root;
       default:
         fail('FDT_ERR_BADSTRUCTURE', `unknown token 0x${token.toString(16)} at ${off - 4}`);
@@ -408,11 +384,14 @@ const ESCAPES: Record<number, string> = {
   7: '\\a', 8: '\\b', 9: '\\t', 10: '\\n', 11: '\\v', 12: '\\f', 13: '\\r', 0x22: '\\"', 0x5c: '\\\\',
 };
 
-/** dtc has no type information for a DTB value, so it guesses; these are its rules. */
+const hex2 = (n: number): string => n.toString(16).padStart(2, '0');
+
+/** A DTB carries no value types, so dtc guesses them; these are its rules and formats. */
 function dtsValue(v: Uint8Array): string {
   if (v.length === 0) return '';
   const nuls = v.reduce((n, c) => n + (c === 0 ? 1 : 0), 0);
-  // A string (list) ends in NUL, holds only string bytes and is not mostly NULs.
+  // A string (list) ends in NUL, holds only string bytes and is not mostly NULs. Lists print
+  // as "a", "b" as dtc >= 1.7 does (dtc 1.6 printed them as one "a\0b").
   if (v[v.length - 1] === 0 && v.every(isStringByte) && nuls <= v.length - nuls) {
     const strings: string[] = [];
     let cur = '';
@@ -422,14 +401,14 @@ function dtsValue(v: Uint8Array): string {
     strings.push(cur);
     return ` = ${strings.map((s) => `"${s}"`).join(', ')}`;
   }
-  const hex = (n: number, width: number): string => n.toString(16).padStart(width, '0');
+  // Otherwise whole 32-bit big-endian cells when the length allows ("0x%02x"), else bytes.
   if (v.length % 4 === 0) {
     const dv = viewOf(v);
     const cells: string[] = [];
-    for (let i = 0; i < v.length; i += 4) cells.push(`0x${hex(dv.getUint32(i), 2)}`);
+    for (let i = 0; i < v.length; i += 4) cells.push(`0x${hex2(dv.getUint32(i))}`);
     return ` = <${cells.join(' ')}>`;
   }
-  return ` = [${Array.from(v, (c) => hex(c, 2)).join(' ')}]`;
+  return ` = [${Array.from(v, hex2).join(' ')}]`;
 }
 
 function dtsNode(node: FdtNode, level: number): string {

@@ -22,7 +22,7 @@ export class LuoFile<K> {
   retrieveError: ErrnoError | null = null;
   /** The key in the global preserved-files table (get_id). */
   id: unknown = undefined;
-  constructor(readonly handler: LiveupdateFileHandler<K>, readonly token: bigint, readonly compatible: string) {}
+  constructor(readonly handler: LiveupdateFileHandler<K>, readonly token: bigint, public compatible: string) {}
 }
 
 export class LuoFileSet<K> {
@@ -40,7 +40,7 @@ export class LuoFileSet<K> {
 
   private args(f: LuoFile<K>): LiveupdateFileOpArgs<K> {
     return {
-      handler: f.handler, session: this.session, kernel: this.ctx.kernel, token: f.token,
+      handler: f.handler, session: this.session, kernel: this.ctx.kernel, token: f.token, compatible: f.compatible,
       retrieveStatus: f.retrieveStatus, file: f.file, serializedData: f.serializedData, privateData: f.privateData,
     };
   }
@@ -55,6 +55,7 @@ export class LuoFileSet<K> {
       const r = run(args);
       f.serializedData = args.serializedData;
       f.privateData = args.privateData;
+      if (args.compatible !== f.compatible && !this.session.incoming) f.compatible = args.compatible;
       if (op === 'retrieve') f.file = args.file;
       return r;
     } catch (e) {
@@ -173,7 +174,9 @@ export class LuoFileSet<K> {
       this.blocks.restore(Number(filesPa), this.ctx.dmesg);
       for (const raw of this.blocks.readEntries()) {
         const e = luoFileSer.decode(raw);
-        const fh = this.ctx.handlers.find((h) => h.compatible === e.compatible);
+        // Exact strcmp first, as upstream; then a versioned handler that reads this format.
+        const fh = this.ctx.handlers.find((h) => h.compatible === e.compatible)
+          ?? this.ctx.handlers.find((h) => h.accepts?.(e.compatible) === true);
         if (!fh) {
           this.ctx.dmesg.log('err', 'liveupdate', `No registered handler for compatible '${e.compatible}'`);
           throw new ErrnoError('ENOENT', 'luo_file_deserialize', e.compatible);

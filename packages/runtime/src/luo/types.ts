@@ -21,6 +21,12 @@ export interface LiveupdateFileOpArgs<K = unknown> {
   /** The kernel the op runs in (KHO, memory, processes). */
   readonly kernel: K;
   readonly token: bigint;
+  /**
+   * The compatible string of this file's entry: the one it was handed over under (incoming),
+   * or the one it will be written under (outgoing; a versioned handler's freeze may change it
+   * to the negotiated format's string).
+   */
+  compatible: string;
   /** 0: not attempted; 1: retrieved; < 0: the saved -errno (sticky). */
   retrieveStatus: number;
   /** In for preserve/freeze/unpreserve; out for retrieve. */
@@ -50,6 +56,13 @@ export interface LiveupdateFileHandler<K = unknown> {
   readonly ops: LiveupdateFileOps<K>;
   /** The plugin that owns it: named in errors, hooks and the timeline. */
   readonly owner?: string;
+  /** The format family it writes (versions negotiated before the kexec). */
+  readonly format?: string;
+  /**
+   * Beyond upstream's exact strcmp: other compatible strings this handler reads (a versioned
+   * handler accepts 'family@x.y.z' within its read range). Exact matches are tried first.
+   */
+  accepts?(compatible: string): boolean;
 }
 
 export interface LiveupdateFlbOpArgs<K = unknown> {
