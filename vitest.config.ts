@@ -3,6 +3,6 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   ssr: { resolve: { conditions: ['@liveupdate/source'] } },
   test: {
-    projects: ['packages/*'],
+    projects: ['packages/*', 'examples/*'],
   },
 });

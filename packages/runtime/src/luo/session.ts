@@ -35,6 +35,10 @@ export class LuoSession<K> implements LuoSessionRef {
     return file;
   }
 
+  tokensOfFormat(family: string): bigint[] {
+    return this.fileSet.files.filter((f) => f.handler.format === family).map((f) => f.token);
+  }
+
   get sessions(): LuoSessions<K> { return this.owner; }
 }
 

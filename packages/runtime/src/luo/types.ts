@@ -13,6 +13,8 @@ export interface LuoSessionRef {
   tokenOf(file: KFile): bigint | undefined;
   /** liveupdate_get_file_incoming: an incoming file of this session by token, retrieving it on demand. */
   fileByToken(token: bigint): KFile;
+  /** Tokens of this session's files whose handler writes format `family` (for declared dependencies). */
+  tokensOfFormat(family: string): bigint[];
 }
 
 export interface LiveupdateFileOpArgs<K = unknown> {

@@ -1,0 +1,22 @@
+export {
+  definePlugin, defineFileHandler, defineFlb, isPlugin,
+  type Plugin, type PluginDefinition, type FileHandlerDefinition, type FlbDefinition, type FormatDeclaration,
+  type Dependency, type HandlerContext, type FlbContext,
+} from './plugin.js';
+export {
+  validateManifest, validateScenario, parseScenario, assertManifest, lineOfPointer, SchemaError, scenarioSchema,
+  type PluginManifest, type ManifestFormat, type Scenario, type ScenarioSession, type ScenarioFile, type ScenarioSide, type SchemaIssue,
+} from './schemas.js';
+export { pickVersion, intersectRanges, preflight, assertPreflight, type PreflightReport, type PreflightEntry } from './versions.js';
+export { KhoXarray, type XarrayValue } from './xarray.js';
+export * as xarrayAbi from './abi/xarray.js';
+export { openLiveupdate, createSession, retrieveSession, preserveFd, retrieveFd, finishSession, getName } from './client.js';
+export { SDK_VERSION } from './version.js';
+// Building blocks and kernel types re-exported so plugins need only the SDK.
+export {
+  ErrnoError, ERRNO, isErrno, KhoBlockSet, khoPreserveVmalloc, khoUnpreserveVmalloc, khoRestoreVmalloc, vzalloc, vfree, VmArea,
+  defineStruct, u8, u16, u32, s32, u64, bytes, cstring, StructError, KFile, Inode, compatibleFor, versionOf,
+  FormatNegotiationError, PluginLoadError, KernelPanic, Kernel, boot, abi,
+  type ErrnoCode, type StructCodec, type StructValue, type FieldSpec, type FileOperations, type Process, type KhoVmallocDesc,
+  type LuoSessionRef, type RuntimePlugin, type KernelManifest, type FormatSpec, type Folio, type BootConfig, type KexecConfig,
+} from '@liveupdate/runtime';

@@ -1,0 +1,293 @@
+/**
+ * Manifests and scenario files are data, validated by ajv schemas shipped with the SDK. One
+ * strict Ajv instance per process, schemas compiled at module load; every error names the
+ * field (a JSON pointer) and, for files, the line it sits on.
+ */
+import { Ajv, type ErrorObject, type JSONSchemaType } from 'ajv';
+import semver from 'semver';
+
+export interface ManifestFormat {
+  family: string;
+  writes: string[];
+  reads: string;
+  aliases?: Record<string, string>;
+}
+
+export interface ManifestDependency {
+  from: string;
+  family: string;
+  sameSession: boolean;
+}
+
+/** A plugin's manifest: what it is, what SDK it needs, what it writes and reads. */
+export interface PluginManifest {
+  name: string;
+  version: string;
+  sdk: string;
+  formats: ManifestFormat[];
+  requires: ManifestDependency[];
+}
+
+const ajv = new Ajv({ strict: true, allErrors: false });
+ajv.addFormat('semver', { type: 'string', validate: (s: string) => semver.valid(s) !== null && semver.valid(s) === s });
+ajv.addFormat('semver-range', { type: 'string', validate: (s: string) => semver.validRange(s) !== null });
+ajv.addFormat('size', { type: 'string', validate: (s: string) => /^\d+(\.\d+)?\s*([KMGT]i?B?|B)?$/i.test(s) });
+
+const manifestSchema: JSONSchemaType<PluginManifest> = {
+  $id: 'liveupdate:plugin-manifest',
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'version', 'sdk', 'formats', 'requires'],
+  properties: {
+    name: { type: 'string', pattern: '^(@[a-z0-9-~][a-z0-9-._~]*/)?[a-z0-9-~][a-z0-9-._~]*$', maxLength: 214 },
+    version: { type: 'string', format: 'semver' },
+    sdk: { type: 'string', format: 'semver-range' },
+    formats: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['family', 'writes', 'reads'],
+        properties: {
+          family: { type: 'string', pattern: '^[a-z][a-z0-9_-]{0,30}$' },
+          writes: { type: 'array', minItems: 1, items: { type: 'string', format: 'semver' } },
+          reads: { type: 'string', format: 'semver-range' },
+          aliases: {
+            type: 'object', nullable: true, required: [],
+            propertyNames: { pattern: '^[0-9]+$' },
+            additionalProperties: { type: 'string', minLength: 1, maxLength: 47 },
+          },
+        },
+      },
+    },
+    requires: {
+      type: 'array',
+      items: {
+        type: 'object', additionalProperties: false, required: ['from', 'family', 'sameSession'],
+        properties: { from: { type: 'string' }, family: { type: 'string' }, sameSession: { type: 'boolean' } },
+      },
+    },
+  },
+};
+
+export const validateManifest = ajv.compile(manifestSchema);
+
+/** One preserved file in a scenario. */
+export interface ScenarioFile {
+  token: number;
+  type: 'memfd' | 'hugetlb-memfd';
+  size: string;
+  /** 'pattern': real bytes; 'synthetic': generated per-page content; fraction of pages touched. */
+  fill: 'pattern' | 'synthetic' | 'zero';
+  touched?: number;
+  seals?: string[];
+}
+
+export interface ScenarioSession {
+  name: string;
+  files: ScenarioFile[];
+}
+
+export interface ScenarioSide {
+  release: string;
+  plugins: Record<string, string>;
+}
+
+/** A live update to run: the machine, both kernels, and what is preserved. */
+export interface Scenario {
+  name: string;
+  description?: string;
+  machine: { memory: string; numaNodes?: number };
+  from: ScenarioSide;
+  to: ScenarioSide;
+  /** The process that holds /dev/liveupdate and the session fds through the kexec (luod). */
+  broker?: string;
+  sessions: ScenarioSession[];
+}
+
+const sideSchema = {
+  type: 'object', additionalProperties: false, required: ['release', 'plugins'],
+  properties: {
+    release: { type: 'string', minLength: 1, maxLength: 64 },
+    plugins: { type: 'object', required: [], additionalProperties: { type: 'string', format: 'semver' } },
+  },
+} as const;
+
+export const scenarioSchema: JSONSchemaType<Scenario> = {
+  $id: 'liveupdate:scenario',
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'machine', 'from', 'to', 'sessions'],
+  properties: {
+    name: { type: 'string', minLength: 1 },
+    description: { type: 'string', nullable: true },
+    machine: {
+      type: 'object', additionalProperties: false, required: ['memory'],
+      properties: { memory: { type: 'string', format: 'size' }, numaNodes: { type: 'integer', minimum: 1, maximum: 64, nullable: true } },
+    },
+    from: sideSchema as unknown as JSONSchemaType<ScenarioSide>,
+    to: sideSchema as unknown as JSONSchemaType<ScenarioSide>,
+    broker: { type: 'string', nullable: true, minLength: 1 },
+    sessions: {
+      type: 'array',
+      items: {
+        type: 'object', additionalProperties: false, required: ['name', 'files'],
+        properties: {
+          name: { type: 'string', minLength: 1, maxLength: 63 },
+          files: {
+            type: 'array',
+            items: {
+              type: 'object', additionalProperties: false, required: ['token', 'type', 'size', 'fill'],
+              properties: {
+                token: { type: 'integer', minimum: 0 },
+                type: { type: 'string', enum: ['memfd', 'hugetlb-memfd'] },
+                size: { type: 'string', format: 'size' },
+                fill: { type: 'string', enum: ['pattern', 'synthetic', 'zero'] },
+                touched: { type: 'number', minimum: 0, maximum: 1, nullable: true },
+                seals: { type: 'array', nullable: true, items: { type: 'string', enum: ['seal', 'shrink', 'grow', 'write', 'future_write', 'exec'] } },
+              },
+            },
+          },
+        },
+      },
+    },
+  },
+};
+
+export const validateScenario = ajv.compile(scenarioSchema);
+
+/** A validation problem: the field as a JSON pointer, the line in the file when known, the message. */
+export interface SchemaIssue {
+  readonly field: string;
+  readonly line?: number;
+  readonly message: string;
+}
+
+export class SchemaError extends Error {
+  override readonly name = 'SchemaError';
+  constructor(readonly what: string, readonly issues: readonly SchemaIssue[]) {
+    super(`${what}: ${issues.map((i) => `${i.field || '/'}${i.line ? ` (line ${i.line})` : ''}: ${i.message}`).join('; ')}`);
+  }
+}
+
+function issuesOf(errors: readonly ErrorObject[] | null | undefined): SchemaIssue[] {
+  return (errors ?? []).map((e) => {
+    let field = e.instancePath;
+    let message = e.message ?? 'is invalid';
+    if (e.keyword === 'additionalProperties') {
+      const extra = (e.params as { additionalProperty?: string }).additionalProperty ?? '';
+      field = `${field}/${extra}`;
+      message = 'is not a known field';
+    } else if (e.keyword === 'required') {
+      field = `${field}/${(e.params as { missingProperty?: string }).missingProperty ?? ''}`;
+      message = 'is required';
+    } else if (e.keyword === 'enum') {
+      message = `must be one of ${((e.params as { allowedValues?: unknown[] }).allowedValues ?? []).map((v) => JSON.stringify(v)).join(', ')}`;
+    }
+    return { field, message };
+  });
+}
+
+export function assertManifest(m: unknown): asserts m is PluginManifest {
+  if (!validateManifest(m)) throw new SchemaError(`plugin manifest${typeof m === 'object' && m && 'name' in m ? ` of ${String((m as { name: unknown }).name)}` : ''}`, issuesOf(validateManifest.errors));
+}
+
+/** The line of the value at a JSON pointer in `text` (1-based), found by a small tokenizer. */
+export function lineOfPointer(text: string, pointer: string): number | undefined {
+  const path = pointer.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+  let i = 0;
+  let line = 1;
+  const ws = (): void => {
+    while (i < text.length && /\s/.test(text[i] as string)) { if (text[i] === '\n') line++; i++; }
+  };
+  const str = (): string => {
+    let out = '';
+    i++; // opening quote
+    while (i < text.length && text[i] !== '"') {
+      if (text[i] === '\\') { out += text[i + 1] ?? ''; i += 2; continue; }
+      out += text[i];
+      i++;
+    }
+    i++;
+    return out;
+  };
+  const skip = (): void => {
+    ws();
+    const c = text[i];
+    if (c === '"') { str(); return; }
+    if (c === '{' || c === '[') {
+      const close = c === '{' ? '}' : ']';
+      i++;
+      ws();
+      while (i < text.length && text[i] !== close) {
+        if (c === '{') { ws(); str(); ws(); i++; }
+        skip();
+        ws();
+        if (text[i] === ',') i++;
+        ws();
+      }
+      i++;
+      return;
+    }
+    while (i < text.length && !/[\s,\]}]/.test(text[i] as string)) i++;
+  };
+  const descend = (depth: number): number | undefined => {
+    ws();
+    if (depth === path.length) return line;
+    const want = path[depth] as string;
+    const c = text[i];
+    if (c === '{') {
+      i++;
+      for (;;) {
+        ws();
+        if (text[i] !== '"') return undefined;
+        const key = str();
+        ws();
+        i++; // colon
+        if (key === want) return descend(depth + 1);
+        skip();
+        ws();
+        if (text[i] !== ',') return undefined;
+        i++;
+      }
+    }
+    if (c === '[') {
+      i++;
+      const idx = Number(want);
+      for (let k = 0; ; k++) {
+        ws();
+        if (k === idx) return descend(depth + 1);
+        skip();
+        ws();
+        if (text[i] !== ',') return undefined;
+        i++;
+      }
+    }
+    return undefined;
+  };
+  try {
+    return descend(0);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Parse and validate a scenario file's text; SchemaError names each field and its line. */
+export function parseScenario(text: string, file = 'scenario'): Scenario {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (e) {
+    const m = /position (\d+)/.exec(String(e));
+    const line = m ? text.slice(0, Number(m[1])).split('\n').length : undefined;
+    throw new SchemaError(file, [{ field: '', ...(line ? { line } : {}), message: `is not valid JSON (${e instanceof Error ? e.message : String(e)})` }]);
+  }
+  if (!validateScenario(data)) {
+    const issues = issuesOf(validateScenario.errors).map((iss) => {
+      const line = lineOfPointer(text, iss.field) ?? lineOfPointer(text, iss.field.split('/').slice(0, -1).join('/'));
+      return line ? { ...iss, line } : iss;
+    });
+    throw new SchemaError(file, issues);
+  }
+  return data;
+}

@@ -1,0 +1,5 @@
+export {
+  liveUpdate, InvariantError,
+  type KernelSide, type LiveUpdateScenario, type LiveUpdateResult, type Outcome, type PhaseTime, type ScenarioTools,
+} from './harness.js';
+export { type FaultSpec, type FaultRecord, OUTGOING_OPS } from './faults.js';
