@@ -12,6 +12,8 @@ const POISON_U32 = 0xaaaaaaaa;
 
 const PAGE_OK = 0;
 const PAGE_POISONED = 1;
+/** Bytes copied from a synthetic run and not written since: still that run's content. */
+const PAGE_SYNTH = 2;
 
 /** What a page holds right now. */
 export type PageKind = 'zero' | 'data' | 'synthetic' | 'poison';
@@ -134,7 +136,10 @@ export class PhysMemory {
   pageKind(pfn: number): PageKind {
     this.checkPfn(pfn);
     const c = this.chunks.get(Math.floor(pfn / PAGES_PER_CHUNK));
-    if (c) return c.state[pfn % PAGES_PER_CHUNK] === PAGE_POISONED ? 'poison' : 'data';
+    if (c) {
+      const st = c.state[pfn % PAGES_PER_CHUNK];
+      return st === PAGE_POISONED ? 'poison' : st === PAGE_SYNTH ? 'synthetic' : 'data';
+    }
     return this.backgroundKind(pfn);
   }
 
@@ -202,19 +207,29 @@ export class PhysMemory {
     if (!this.synthetic.matches(start, end, seed)) return false;
     const firstChunk = Math.floor(start / PAGES_PER_CHUNK);
     const lastChunk = Math.floor((end - 1) / PAGES_PER_CHUNK);
+    // Pages backed by a chunk still count if they were never written since the synthetic fill.
+    const clean = (i: number, c: Chunk): boolean => {
+      for (let k = 0; k < PAGES_PER_CHUNK; k++) {
+        const pfn = i * PAGES_PER_CHUNK + k;
+        if (pfn >= start && pfn < end && c.state[k] !== PAGE_SYNTH) return false;
+      }
+      return true;
+    };
     if (lastChunk - firstChunk + 1 <= this.chunks.size) {
-      for (let i = firstChunk; i <= lastChunk; i++) if (this.chunks.has(i)) return false;
+      for (let i = firstChunk; i <= lastChunk; i++) { const c = this.chunks.get(i); if (c && !clean(i, c)) return false; }
     } else {
-      for (const i of this.chunks.keys()) if (i >= firstChunk && i <= lastChunk) return false;
+      for (const [i, c] of this.chunks) if (i >= firstChunk && i <= lastChunk && !clean(i, c)) return false;
     }
     return true;
   }
 
   /** The synthetic page seed of an untouched synthetic page, or -1. */
   syntheticSeed(pfn: number): number {
-    if (this.chunks.has(Math.floor(pfn / PAGES_PER_CHUNK))) return -1;
+    const c = this.chunks.get(Math.floor(pfn / PAGES_PER_CHUNK));
+    if (c && c.state[pfn % PAGES_PER_CHUNK] !== PAGE_SYNTH) return -1;
     return this.synthetic.seedOf(pfn);
   }
+
 
   // ---- writes ------------------------------------------------------------------------
 
@@ -302,7 +317,7 @@ export class PhysMemory {
         fillSyntheticPage(this.synthPage, pageSeedAt(seed, pfn - start));
         this.synthPageSeed = -1;
         c.bytes.set(this.synthBytes, k * PAGE_SIZE);
-        c.state[k] = PAGE_OK;
+        c.state[k] = PAGE_SYNTH;
       }
     };
     if (lastChunk - firstChunk + 1 <= this.chunks.size) {
@@ -372,7 +387,7 @@ export class PhysMemory {
     for (let k = 0; k < PAGES_PER_CHUNK; k++) {
       const pfn = index * PAGES_PER_CHUNK + k;
       const kind = this.backgroundKind(pfn);
-      if (kind === 'synthetic') c.bytes.set(this.synthAt(pfn), k * PAGE_SIZE);
+      if (kind === 'synthetic') { c.bytes.set(this.synthAt(pfn), k * PAGE_SIZE); c.state[k] = PAGE_SYNTH; }
       else if (kind === 'poison') {
         c.words.fill(POISON_U32, (k * PAGE_SIZE) >>> 2, ((k + 1) * PAGE_SIZE) >>> 2);
         c.state[k] = PAGE_POISONED;

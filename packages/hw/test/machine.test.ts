@@ -364,7 +364,7 @@ describe('the kexec boundary', () => {
     m.memory.fillSynthetic(200 * PAGE_SIZE, PAGE_SIZE, 9);
     expect(pageOf(m, 3)).toEqual(syntheticPage(9));
     expect(pageOf(m, 200)).toEqual(syntheticPage(9));
-    expect(m.memory.pageKind(3)).toBe('data'); // chunk-backed
+    expect(m.memory.pageKind(3)).toBe('synthetic'); // chunk-backed, but never written since the fill
     expect(m.memory.pageKind(200)).toBe('synthetic');
     m.memory.resetPoisonReads();
     pageOf(m, 3);

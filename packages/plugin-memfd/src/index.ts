@@ -1,1 +1,140 @@
-export {};
+/**
+ * @liveupdate/plugin-memfd: memfd and hugeTLB memfd preservation. The default export is the
+ * plugin factory: `boot(machine, { plugins: [memfd()] })`.
+ */
+import {
+  defineFileHandler, defineFlb, definePlugin, ErrnoError,
+  type FileHandlerDefinition, type FlbContext, type Kernel, type Plugin,
+} from '@liveupdate/sdk';
+import {
+  HUGETLB_FAMILY, HUGETLB_FLB_COMPATIBLE, HUGETLB_MAX_HSTATES, MEMFD_ALIASES, MEMFD_FAMILY, hugetlbHstateSer,
+} from './abi/memfd.js';
+import {
+  finishMemfd, freezeMemfd, preserveMemfd, retrieveMemfd, unfreezeMemfd, unpreserveMemfd, type MemfdPreservation,
+} from './handler.js';
+import { hugetlbInit } from './hugetlb-pool.js';
+import { inodeOf, isMemfd } from './memfd.js';
+import { PLUGIN_VERSION } from './version.js';
+
+export interface MemfdPluginOptions {
+  /** memfd format versions this build writes (default 1.0.0, 2.0.0, 3.0.0). */
+  readonly writes?: readonly string[];
+  /** What it reads (default '>=1.0.0 <4.0.0'). */
+  readonly reads?: string;
+  /** Preserve hugeTLB memfds too (default true). */
+  readonly hugetlb?: boolean;
+}
+
+/** Per kernel: preserved huge pages by order, and the hugetlb FLB page they are written to. */
+const hugetlbOut = new WeakMap<Kernel, { counts: Map<number, number>; page: number }>();
+
+function writeHstates(kernel: Kernel): void {
+  const st = hugetlbOut.get(kernel);
+  if (!st || st.page === 0) return;
+  const page = new Uint8Array(HUGETLB_MAX_HSTATES * hugetlbHstateSer.size);
+  let i = 0;
+  for (const [order, n] of [...st.counts].sort((a, b) => a[0] - b[0])) {
+    if (n <= 0 || i >= HUGETLB_MAX_HSTATES) continue;
+    hugetlbHstateSer.encodeInto(page, i++ * hugetlbHstateSer.size, { nr_pages: BigInt(n), order });
+  }
+  kernel.machine.memory.write(st.page, page);
+}
+
+const hugetlbFlb = defineFlb<Map<number, number>>({
+  compatible: HUGETLB_FLB_COMPATIBLE,
+  preserve(ctx: FlbContext<Map<number, number>>) {
+    const out = ctx.kernel.khoOut;
+    if (!out) throw new ErrnoError('EOPNOTSUPP', 'hugetlb_flb_preserve');
+    const page = out.allocPreserve(HUGETLB_MAX_HSTATES * hugetlbHstateSer.size);
+    const st = hugetlbOut.get(ctx.kernel) ?? { counts: new Map<number, number>(), page: 0 };
+    st.page = page;
+    hugetlbOut.set(ctx.kernel, st);
+    ctx.data = BigInt(page);
+    ctx.obj = st.counts;
+    writeHstates(ctx.kernel);
+  },
+  unpreserve(ctx) {
+    const st = hugetlbOut.get(ctx.kernel);
+    ctx.kernel.khoOut?.unpreserveFree(Number(ctx.data));
+    if (st) st.page = 0;
+  },
+  retrieve(ctx) {
+    const counts = new Map<number, number>();
+    const raw = ctx.kernel.machine.memory.read(Number(ctx.data), HUGETLB_MAX_HSTATES * hugetlbHstateSer.size);
+    for (let i = 0; i < HUGETLB_MAX_HSTATES; i++) {
+      const h = hugetlbHstateSer.decode(raw, i * hugetlbHstateSer.size);
+      if (h.nr_pages > 0n) counts.set(h.order, Number(h.nr_pages));
+    }
+    ctx.obj = counts;
+  },
+  finish(ctx) {
+    ctx.kernel.khoIn?.restoreFree(Number(ctx.data));
+  },
+});
+
+function countHuge(kernel: Kernel, order: number, delta: number): void {
+  const st = hugetlbOut.get(kernel) ?? { counts: new Map<number, number>(), page: 0 };
+  hugetlbOut.set(kernel, st);
+  st.counts.set(order, (st.counts.get(order) ?? 0) + delta);
+  writeHstates(kernel);
+}
+
+/** The memfd plugin. Format 1.x = memfd-v1, 2.x = memfd-v2 (upstream, byte-exact), 3.x = sparse. */
+export default function memfd(options: MemfdPluginOptions = {}): Plugin {
+  const writes = options.writes ?? ['1.0.0', '2.0.0', '3.0.0'];
+  const reads = options.reads ?? '>=1.0.0 <4.0.0';
+  const shmem: FileHandlerDefinition<MemfdPreservation> = defineFileHandler<MemfdPreservation>({
+    format: { family: MEMFD_FAMILY, writes, reads, aliases: MEMFD_ALIASES },
+    // Only unlinked shmem: hugetlbfs memfds are not shmem.
+    canPreserve: (file) => isMemfd(file) && !inodeOf(file).hugetlb && file.inode.nlink === 0,
+    getId: (file) => file.inode,
+    preserve: (ctx) => preserveMemfd(ctx),
+    freeze: (ctx) => freezeMemfd(ctx),
+    unfreeze: (ctx) => unfreezeMemfd(ctx),
+    unpreserve: (ctx) => unpreserveMemfd(ctx),
+    retrieve: (ctx) => retrieveMemfd(ctx, false),
+    finish: (ctx) => finishMemfd(ctx),
+  });
+  const huge: FileHandlerDefinition<MemfdPreservation> = defineFileHandler<MemfdPreservation>({
+    format: { family: HUGETLB_FAMILY, writes: ['1.0.0'], reads: '^1.0.0' },
+    canPreserve: (file) => isMemfd(file) && inodeOf(file).hugetlb && file.inode.nlink === 0,
+    getId: (file) => file.inode,
+    preserve: (ctx) => preserveMemfd(ctxWithVersion(ctx, '3.0.0'), (order, delta) => countHuge(ctx.kernel, order, delta)),
+    freeze: (ctx) => freezeMemfd(ctxWithVersion(ctx, '3.0.0')),
+    unpreserve: (ctx) => unpreserveMemfd(ctxWithVersion(ctx, '3.0.0')),
+    retrieve: (ctx) => retrieveMemfd(ctxWithVersion(ctx, '3.0.0'), true),
+    finish: (ctx) => finishMemfd(ctxWithVersion(ctx, '3.0.0')),
+  });
+  return definePlugin({
+    name: '@liveupdate/plugin-memfd',
+    version: PLUGIN_VERSION,
+    sdk: '^0.1.0',
+    handlers: options.hugetlb === false ? [shmem] : [shmem, huge],
+    flbs: options.hugetlb === false ? [] : [{ flb: hugetlbFlb, handlers: [HUGETLB_FAMILY] }],
+    setup(kernel, api) {
+      const incoming = api.flbIncoming(HUGETLB_FLB_COMPATIBLE);
+      hugetlbInit(kernel, incoming instanceof Map ? incoming as Map<number, number> : new Map());
+    },
+  });
+}
+
+/**
+ * The hugetlb family's 1.x layout is the sparse memfd layout with the folio order filled in: the
+ * shared code is driven with memfd 3.0.0 while the hugetlb family keeps its own version line.
+ */
+function ctxWithVersion<C extends { version: string }>(ctx: C, version: string): C {
+  return new Proxy(ctx, {
+    get: (t, p) => (p === 'version' ? version : Reflect.get(t, p)),
+    set: (t, p, v) => Reflect.set(t, p, v),
+  });
+}
+
+export { memfd };
+export {
+  memfdCreate, memfdStore, memfdFillSynthetic, memfdCheckSynthetic, memfdResidentPages, isMemfd,
+  MFD_CLOEXEC, MFD_ALLOW_SEALING, MFD_HUGETLB, MFD_NOEXEC_SEAL, MFD_EXEC, MFD_HUGE_2MB, MFD_HUGE_1GB, MFD_NAME_MAX_LEN,
+  F_ADD_SEALS, F_GET_SEALS, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,
+} from './memfd.js';
+export { hugetlbPools, parseHugepages, type HugetlbPool } from './hugetlb-pool.js';
+export * as memfdAbi from './abi/memfd.js';
+export { PLUGIN_VERSION };

@@ -14,7 +14,7 @@ export type ErrnoCode = keyof typeof ERRNO;
 export class ErrnoError extends Error {
   override readonly name = 'ErrnoError';
   readonly errno: number;
-  constructor(readonly code: ErrnoCode, readonly syscall: string, detail?: string) {
+  constructor(readonly code: ErrnoCode, readonly syscall: string, readonly detail?: string) {
     super(`${syscall}: ${code}${detail ? ` (${detail})` : ''}`);
     this.errno = ERRNO[code];
   }

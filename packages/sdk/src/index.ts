@@ -1,7 +1,7 @@
 export {
   definePlugin, defineFileHandler, defineFlb, isPlugin,
   type Plugin, type PluginDefinition, type FileHandlerDefinition, type FlbDefinition, type FormatDeclaration,
-  type Dependency, type HandlerContext, type FlbContext,
+  type Dependency, type HandlerContext, type FlbContext, type PluginKernelApi,
 } from './plugin.js';
 export {
   validateManifest, validateScenario, parseScenario, assertManifest, lineOfPointer, SchemaError, scenarioSchema,
@@ -12,6 +12,8 @@ export { KhoXarray, type XarrayValue } from './xarray.js';
 export * as xarrayAbi from './abi/xarray.js';
 export { openLiveupdate, createSession, retrieveSession, preserveFd, retrieveFd, finishSession, getName } from './client.js';
 export { SDK_VERSION } from './version.js';
+/** The page size of the emulated machine: handlers size their allocations and headers in it. */
+export { PAGE_SIZE, PAGE_SHIFT } from '@liveupdate/hw';
 // Building blocks and kernel types re-exported so plugins need only the SDK.
 export {
   ErrnoError, ERRNO, isErrno, KhoBlockSet, khoPreserveVmalloc, khoUnpreserveVmalloc, khoRestoreVmalloc, vzalloc, vfree, VmArea,

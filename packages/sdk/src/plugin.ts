@@ -104,8 +104,16 @@ export interface PluginDefinition {
   readonly handlers?: ReadonlyArray<FileHandlerDefinition<never>>;
   /** FLBs and the handlers (by format family) that depend on them. */
   readonly flbs?: ReadonlyArray<{ readonly flb: FlbDefinition<never>; readonly handlers: readonly string[] }>;
-  /** Anything else at late_initcall: devices, syscalls, hooks. */
-  setup?(kernel: Kernel): void;
+  /** Anything else at late_initcall: devices, syscalls, hooks, pools sized from incoming FLB data. */
+  setup?(kernel: Kernel, api: PluginKernelApi): void;
+}
+
+/** What a plugin's setup may ask of LUO about its own FLBs. */
+export interface PluginKernelApi {
+  /** The incoming object of this plugin's FLB (retrieved on demand), or undefined when none was handed over. */
+  flbIncoming(compatible: string): unknown;
+  /** The outgoing object of this plugin's FLB, or undefined before its first dependent file. */
+  flbOutgoing(compatible: string): unknown;
 }
 
 /** A plugin as the runtime loads it, with its manifest as data. */
@@ -221,6 +229,7 @@ export function definePlugin(def: PluginDefinition): Plugin {
     handlerIn: (kernel, family) => perKernel.get(kernel)?.get(family),
     setup(kernel: Kernel): void {
       const mine = new Map<string, LiveupdateFileHandler<Kernel>>();
+      const flbs = new Map<string, LiveupdateFlb<Kernel>>();
       perKernel.set(kernel, mine);
       if (kernel.luo.enabled) {
         for (const h of def.handlers ?? []) {
@@ -230,6 +239,7 @@ export function definePlugin(def: PluginDefinition): Plugin {
         }
         for (const { flb, handlers } of def.flbs ?? []) {
           const luoFlb = toLuoFlb(def.name, flb as FlbDefinition<unknown>);
+          flbs.set(flb.compatible, luoFlb);
           for (const family of handlers) {
             const fh = mine.get(family);
             if (!fh) throw new TypeError(`plugin ${def.name}: FLB ${flb.compatible} names unknown handler family '${family}'`);
@@ -237,7 +247,24 @@ export function definePlugin(def: PluginDefinition): Plugin {
           }
         }
       }
-      def.setup?.(kernel);
+      def.setup?.(kernel, {
+        flbIncoming: (compatible) => {
+          const f = flbs.get(compatible);
+          if (!f) return undefined;
+          try {
+            const obj = kernel.luo.flbs.getIncoming(f);
+            kernel.luo.flbs.putIncoming(f);
+            return obj;
+          } catch (e) {
+            if (e instanceof ErrnoError && (e.code === 'ENODATA' || e.code === 'ENOENT')) return undefined;
+            throw e;
+          }
+        },
+        flbOutgoing: (compatible) => {
+          const f = flbs.get(compatible);
+          return f ? kernel.luo.flbs.getOutgoing(f) : undefined;
+        },
+      });
     },
   };
   return plugin;

@@ -170,16 +170,19 @@ export class SchemaError extends Error {
   }
 }
 
+/** RFC 6901: '~' and '/' inside a reference token. */
+const escapePointer = (token: string): string => token.replace(/~/g, '~0').replace(/\//g, '~1');
+
 function issuesOf(errors: readonly ErrorObject[] | null | undefined): SchemaIssue[] {
   return (errors ?? []).map((e) => {
     let field = e.instancePath;
     let message = e.message ?? 'is invalid';
     if (e.keyword === 'additionalProperties') {
       const extra = (e.params as { additionalProperty?: string }).additionalProperty ?? '';
-      field = `${field}/${extra}`;
+      field = `${field}/${escapePointer(extra)}`;
       message = 'is not a known field';
     } else if (e.keyword === 'required') {
-      field = `${field}/${(e.params as { missingProperty?: string }).missingProperty ?? ''}`;
+      field = `${field}/${escapePointer((e.params as { missingProperty?: string }).missingProperty ?? '')}`;
       message = 'is required';
     } else if (e.keyword === 'enum') {
       message = `must be one of ${((e.params as { allowedValues?: unknown[] }).allowedValues ?? []).map((v) => JSON.stringify(v)).join(', ')}`;
@@ -201,15 +204,12 @@ export function lineOfPointer(text: string, pointer: string): number | undefined
     while (i < text.length && /\s/.test(text[i] as string)) { if (text[i] === '\n') line++; i++; }
   };
   const str = (): string => {
-    let out = '';
+    const start = i;
     i++; // opening quote
-    while (i < text.length && text[i] !== '"') {
-      if (text[i] === '\\') { out += text[i + 1] ?? ''; i += 2; continue; }
-      out += text[i];
-      i++;
-    }
+    while (i < text.length && text[i] !== '"') i += text[i] === '\\' ? 2 : 1;
     i++;
-    return out;
+    // JSON.parse decodes every escape (\n, \u0041, ...) exactly as the parsed keys were.
+    return JSON.parse(text.slice(start, i)) as string;
   };
   const skip = (): void => {
     ws();
@@ -272,15 +272,98 @@ export function lineOfPointer(text: string, pointer: string): number | undefined
   }
 }
 
+/**
+ * The offset of the first JSON syntax error in `text` (text.length when the input ends too
+ * early); only called after JSON.parse has failed, so the scan is a plain recursive descent.
+ */
+function jsonErrorOffset(text: string): number {
+  let i = 0;
+  class Bad extends Error {}
+  const fail = (): never => { throw new Bad(); };
+  const ws = (): void => { while (i < text.length && ' \t\n\r'.includes(text[i] as string)) i++; };
+  const lit = (word: string): void => {
+    for (const ch of word) { if (text[i] !== ch) fail(); i++; }
+  };
+  const str = (): void => {
+    i++;
+    for (;;) {
+      if (i >= text.length) fail();
+      const c = text.charCodeAt(i);
+      if (c === 0x22) { i++; return; }
+      if (c < 0x20) fail();
+      if (c === 0x5c) {
+        i++;
+        const e = text[i];
+        if (e === 'u') {
+          for (let k = 1; k <= 4; k++) if (!/[0-9a-fA-F]/.test(text[i + k] ?? '')) { i += k; fail(); }
+          i += 5;
+        } else if (e !== undefined && '"\\/bfnrt'.includes(e)) i++;
+        else fail();
+        continue;
+      }
+      i++;
+    }
+  };
+  const num = (): void => {
+    const m = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/.exec(text.slice(i, i + 400));
+    if (!m || m[0] === '' || m[0] === '-') fail();
+    i += (m as RegExpExecArray)[0].length;
+  };
+  const value = (): void => {
+    ws();
+    const c = text[i];
+    if (c === '{') {
+      i++; ws();
+      if (text[i] === '}') { i++; return; }
+      for (;;) {
+        ws();
+        if (text[i] !== '"') fail();
+        str(); ws();
+        if (text[i] !== ':') fail();
+        i++;
+        value(); ws();
+        if (text[i] === ',') { i++; continue; }
+        if (text[i] === '}') { i++; return; }
+        fail();
+      }
+    }
+    if (c === '[') {
+      i++; ws();
+      if (text[i] === ']') { i++; return; }
+      for (;;) {
+        value(); ws();
+        if (text[i] === ',') { i++; continue; }
+        if (text[i] === ']') { i++; return; }
+        fail();
+      }
+    }
+    if (c === '"') return str();
+    if (c === 't') return lit('true');
+    if (c === 'f') return lit('false');
+    if (c === 'n') return lit('null');
+    if (c === '-' || (c !== undefined && c >= '0' && c <= '9')) return num();
+    fail();
+  };
+  try {
+    value();
+    ws();
+    if (i < text.length) fail();
+  } catch (e) {
+    if (!(e instanceof Bad)) throw e;
+  }
+  return Math.min(i, text.length);
+}
+
 /** Parse and validate a scenario file's text; SchemaError names each field and its line. */
 export function parseScenario(text: string, file = 'scenario'): Scenario {
   let data: unknown;
   try {
     data = JSON.parse(text);
   } catch (e) {
-    const m = /position (\d+)/.exec(String(e));
-    const line = m ? text.slice(0, Number(m[1])).split('\n').length : undefined;
-    throw new SchemaError(file, [{ field: '', ...(line ? { line } : {}), message: `is not valid JSON (${e instanceof Error ? e.message : String(e)})` }]);
+    // V8's message carries a position only for some errors ("Unexpected token '}', ... is not
+    // valid JSON" and "Unexpected end of JSON input" have none), so find the offset ourselves.
+    const line = text.slice(0, jsonErrorOffset(text)).split('\n').length;
+    throw new SchemaError(file, [{ field: '', line, message: `is not valid JSON (${e instanceof Error ? e.message : String(e)})` }]);
   }
   if (!validateScenario(data)) {
     const issues = issuesOf(validateScenario.errors).map((iss) => {

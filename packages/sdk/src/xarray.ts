@@ -234,6 +234,11 @@ export class KhoXarray {
     return found;
   }
 
+  /** kho_xa_for_each with the value split into its low and high 32 bits (exact for any u64). Return true to stop. */
+  forEachWords(fn: (key: number, lo: number, hi: number) => boolean | void): void {
+    this.scan(0, (key, lo, hi) => fn(key, lo, hi) === true);
+  }
+
   /** kho_xa_for_each, ascending; `fn` gets the value as a number (exact below 2^53). Return true to stop. */
   forEach(fn: (key: number, value: number) => boolean | void): void {
     this.scan(0, (key, lo, hi) => fn(key, hi * TWO32 + lo) === true);

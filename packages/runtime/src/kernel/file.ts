@@ -11,6 +11,13 @@ export interface FileOperations {
   ioctl?(file: KFile, cmd: number, arg: Uint8Array, proc: Process): number;
   read?(file: KFile, dst: Uint8Array, pos: number): number;
   write?(file: KFile, src: Uint8Array, pos: number): number;
+  /** i_size for lseek(SEEK_END) and fstat. */
+  size?(file: KFile): number;
+  /** ftruncate (setattr ATTR_SIZE). */
+  truncate?(file: KFile, size: number): void;
+  fallocate?(file: KFile, mode: number, offset: number, length: number): void;
+  /** File-specific fcntl commands (F_ADD_SEALS, F_GET_SEALS); undefined = not handled (EINVAL). */
+  fcntl?(file: KFile, cmd: number, arg: number): number | undefined;
   /** Called when the last reference is dropped. */
   release?(file: KFile): void;
 }

@@ -182,7 +182,7 @@ export class Kernel implements ProcessHost {
     this.kexecCount = kexecCount;
 
     // kho_init (fs_initcall).
-    if (this.khoEnabled) this.khoInit();
+    if (this.khoEnabled) this.khoInit(config.khoDebug ?? true);
     this.registerKhoDebugfs();
 
     // LUO: early_initcall reads the incoming state (a bad one panics), late_initcall the outgoing.
@@ -242,8 +242,8 @@ export class Kernel implements ProcessHost {
     if (this.dead) throw new KernelDeadError(`kernel ${this.release} is dead: it kexec'd into the next kernel`);
   }
 
-  private khoInit(): void {
-    const out = KhoOut.create(this.mm, this.scratch, true);
+  private khoInit(debugChecks: boolean): void {
+    const out = KhoOut.create(this.mm, this.scratch, debugChecks);
     if (!out) {
       this.dmesg.log('err', 'KHO', 'failed to initialize KHO, disabling kexec handover');
       this.khoEnabled = false;
@@ -281,7 +281,8 @@ export class Kernel implements ProcessHost {
       this.debugfs.register('kho/in', {
         list: () => ['fdt', ...valid().map((s) => `sub_fdts/${s.name}`)],
         read: (name) => {
-          if (name === 'fdt') return mem.read(kin.fdtPhys, kin.populated.fdtSize);
+          // Like out/fdt, the blob is fdt_totalsize() bytes, not the fdt_size of the boot parameters.
+          if (name === 'fdt') return mem.read(kin.fdtPhys, fdtTotalSize(mem.read(kin.fdtPhys, kin.populated.fdtSize)));
           const sub = valid().find((s) => `sub_fdts/${s.name}` === name);
           return sub ? mem.read(sub.phys, sub.size) : undefined;
         },

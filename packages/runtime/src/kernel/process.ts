@@ -5,6 +5,7 @@
 import { ErrnoError } from '../errno.js';
 import { O_CLOEXEC } from '../abi/uapi.js';
 import type { KFile } from './file.js';
+import type { Kernel } from './kernel.js';
 
 export interface ProcessHost {
   readonly id: number;
@@ -29,7 +30,10 @@ export class Process {
   /** RLIMIT_NOFILE: fds must be below it (EMFILE). */
   nofile = DEFAULT_NOFILE;
 
-  constructor(private readonly host: ProcessHost, readonly pid: number, readonly name: string) {}
+  constructor(private readonly host: ProcessHost & Kernel, readonly pid: number, readonly name: string) {}
+
+  /** The kernel this process runs on (plugin syscalls need it). */
+  get kernel(): Kernel { return this.host; }
 
   get isExited(): boolean { return this.exited; }
   get openFds(): number[] { return [...this.fds.keys()].sort((a, b) => a - b); }
@@ -67,12 +71,83 @@ export class Process {
       return file.ops.ioctl(file, request, arg, this);
     } catch (e) {
       // ENOIOCTLCMD never reaches userspace: the VFS turns it into ENOTTY.
-      if (e instanceof ErrnoError && e.code === 'ENOIOCTLCMD') throw new ErrnoError('ENOTTY', 'ioctl', e.message);
-      if (e instanceof ErrnoError && e.syscall !== 'ioctl') throw new ErrnoError(e.code, 'ioctl', e.message);
+      if (e instanceof ErrnoError && e.code === 'ENOIOCTLCMD') throw new ErrnoError('ENOTTY', 'ioctl', e.detail);
+      if (e instanceof ErrnoError && e.syscall !== 'ioctl') throw new ErrnoError(e.code, 'ioctl', e.detail ? `${e.syscall}: ${e.detail}` : e.syscall);
       throw e;
     } finally {
       file.put();
     }
+  }
+
+  /** pread(2): up to `length` bytes at `offset`; f_pos is untouched. */
+  pread(fd: number, length: number, offset: number): Uint8Array {
+    const file = this.file(fd, 'pread');
+    if (!file.ops.read) throw new ErrnoError('EINVAL', 'pread');
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) throw new ErrnoError('EINVAL', 'pread');
+    const buf = new Uint8Array(length);
+    const n = file.ops.read(file, buf, offset);
+    return buf.subarray(0, n);
+  }
+
+  /** pwrite(2): returns the bytes written; f_pos is untouched. */
+  pwrite(fd: number, data: Uint8Array, offset: number): number {
+    const file = this.file(fd, 'pwrite');
+    if (!file.ops.write) throw new ErrnoError('EINVAL', 'pwrite');
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new ErrnoError('EINVAL', 'pwrite');
+    return file.ops.write(file, data, offset);
+  }
+
+  /** read(2) at f_pos, advancing it. */
+  read(fd: number, length: number): Uint8Array {
+    const file = this.file(fd, 'read');
+    const out = this.pread(fd, length, file.pos);
+    file.pos += out.length;
+    return out;
+  }
+
+  /** write(2) at f_pos, advancing it. */
+  write(fd: number, data: Uint8Array): number {
+    const file = this.file(fd, 'write');
+    const n = this.pwrite(fd, data, file.pos);
+    file.pos += n;
+    return n;
+  }
+
+  /** lseek(2) with SEEK_SET (0), SEEK_CUR (1), SEEK_END (2). */
+  lseek(fd: number, offset: number, whence: 0 | 1 | 2): number {
+    const file = this.file(fd, 'lseek');
+    const base = whence === 0 ? 0 : whence === 1 ? file.pos : whence === 2 ? (file.ops.size?.(file) ?? 0) : NaN;
+    const pos = base + offset;
+    if (!Number.isSafeInteger(pos) || pos < 0) throw new ErrnoError('EINVAL', 'lseek');
+    file.pos = pos;
+    return pos;
+  }
+
+  ftruncate(fd: number, size: number | bigint): void {
+    const file = this.file(fd, 'ftruncate');
+    const n = typeof size === 'bigint' ? Number(size) : size;
+    if (!Number.isSafeInteger(n) || n < 0) throw new ErrnoError('EINVAL', 'ftruncate');
+    if (!file.ops.truncate) throw new ErrnoError('EINVAL', 'ftruncate');
+    file.ops.truncate(file, n);
+  }
+
+  fallocate(fd: number, mode: number, offset: number, length: number): void {
+    const file = this.file(fd, 'fallocate');
+    if (!file.ops.fallocate) throw new ErrnoError('EOPNOTSUPP', 'fallocate');
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length <= 0) throw new ErrnoError('EINVAL', 'fallocate');
+    file.ops.fallocate(file, mode, offset, length);
+  }
+
+  /** fcntl(2): F_GETFD (1), F_SETFD (2), and file-specific commands such as F_ADD_SEALS. */
+  fcntl(fd: number, cmd: number, arg = 0): number {
+    this.live('fcntl');
+    const e = this.fds.get(fd);
+    if (!e) throw new ErrnoError('EBADF', 'fcntl', `fd ${fd}`);
+    if (cmd === 1) return e.cloexec ? 1 : 0;
+    if (cmd === 2) { e.cloexec = (arg & 1) === 1; return 0; }
+    const r = e.file.ops.fcntl?.(e.file, cmd, arg);
+    if (r === undefined) throw new ErrnoError('EINVAL', 'fcntl', `cmd ${cmd}`);
+    return r;
   }
 
   /** FD_CLOEXEC of an open fd (fcntl F_GETFD). */

@@ -303,7 +303,7 @@ export class Luo<K> {
     const a = getNameArgs.decode(full);
     if (a.reserved !== 0) throw new ErrnoError('EINVAL', 'ioctl', 'GET_NAME reserved != 0');
     const name = new Uint8Array(64);
-    name.set(new TextEncoder().encode(s.name).subarray(0, 63));
+    name.set(s.nameBytes);
     copyToUser(arg, getNameArgs.encode({ size: a.size, reserved: 0, name }), Math.min(usize, getNameArgs.size));
     return 0;
   }

@@ -15,11 +15,19 @@ import type { LuoSessionRef } from './types.js';
 
 export class LuoSession<K> implements LuoSessionRef {
   readonly fileSet: LuoFileSet<K>;
+  /** The name for messages and hooks (UTF-8 decoded; the identity is nameBytes). */
+  readonly name: string;
+  /** The name as the kernel keeps it: 1..63 raw bytes, compared byte for byte (strncmp). */
+  readonly nameBytes: Uint8Array;
+  readonly nameKey: string;
   retrieved = false;
   /** The session's struct file while an fd refers to it. */
   file: KFile | null = null;
 
-  constructor(ctx: LuoContext<K>, readonly name: string, readonly incoming: boolean, private readonly owner: LuoSessions<K>) {
+  constructor(ctx: LuoContext<K>, name: SessionName, readonly incoming: boolean, private readonly owner: LuoSessions<K>) {
+    this.name = name.text;
+    this.nameBytes = name.bytes;
+    this.nameKey = name.key;
     this.fileSet = new LuoFileSet(ctx, this);
   }
 
@@ -42,12 +50,22 @@ export class LuoSession<K> implements LuoSessionRef {
   get sessions(): LuoSessions<K> { return this.owner; }
 }
 
+/** A session name: bytes up to the NUL, not necessarily UTF-8. */
+export interface SessionName {
+  readonly bytes: Uint8Array;
+  /** One char per byte: a Map/compare key with strncmp semantics. */
+  readonly key: string;
+  /** UTF-8 decoded, for messages and hooks only. */
+  readonly text: string;
+}
+
 /** 1 <= strnlen(name, 64) <= 63 */
-export function sessionNameFromBytes(bytes: Uint8Array): string | null {
+export function sessionNameFromBytes(bytes: Uint8Array): SessionName | null {
   let len = 0;
   while (len < LIVEUPDATE_SESSION_NAME_LENGTH && len < bytes.length && bytes[len] !== 0) len++;
   if (len === 0 || len >= LIVEUPDATE_SESSION_NAME_LENGTH) return null;
-  return new TextDecoder().decode(bytes.subarray(0, len));
+  const raw = bytes.slice(0, len);
+  return { bytes: raw, key: String.fromCharCode(...raw), text: new TextDecoder().decode(raw) };
 }
 
 export class LuoSessions<K> {
@@ -70,19 +88,19 @@ export class LuoSessions<K> {
   }
 
   /** LIVEUPDATE_IOCTL_CREATE_SESSION, in upstream order. */
-  create(proc: Process, name: string | null): number {
+  create(proc: Process, name: SessionName | null): number {
     // 1. Name check.
     if (name === null) throw new ErrnoError('EINVAL', 'LIVEUPDATE_IOCTL_CREATE_SESSION', 'name length');
     const s = new LuoSession(this.ctx, name, false, this);
     // 2. Grow the session block set for one more entry.
     this.outBlocks.grow(this.outgoing.length + 1);
     // 3. Duplicate names among outgoing sessions only; the grown block is not shrunk back.
-    if (this.outgoing.some((o) => o.name === name)) throw new ErrnoError('EEXIST', 'LIVEUPDATE_IOCTL_CREATE_SESSION', name);
+    if (this.outgoing.some((o) => o.nameKey === name.key)) throw new ErrnoError('EEXIST', 'LIVEUPDATE_IOCTL_CREATE_SESSION', name.text);
     this.outgoing.push(s);
     // 4. The fd (O_CLOEXEC).
     try {
       const fd = proc.fdInstall(this.newFile(s), true);
-      this.ctx.hooks.sessionCreated.call(name);
+      this.ctx.hooks.sessionCreated.call(s.name);
       return fd;
     } catch (e) {
       this.outgoing.pop();
@@ -93,9 +111,9 @@ export class LuoSessions<K> {
   }
 
   /** LIVEUPDATE_IOCTL_RETRIEVE_SESSION: ENOENT unknown, EINVAL already retrieved. */
-  retrieve(proc: Process, name: string | null): number {
-    const s = name === null ? undefined : this.incoming.find((i) => i.name === name);
-    if (!s) throw new ErrnoError('ENOENT', 'LIVEUPDATE_IOCTL_RETRIEVE_SESSION', name ?? '');
+  retrieve(proc: Process, name: SessionName | null): number {
+    const s = name === null ? undefined : this.incoming.find((i) => i.nameKey === name.key);
+    if (!s) throw new ErrnoError('ENOENT', 'LIVEUPDATE_IOCTL_RETRIEVE_SESSION', name?.text ?? '');
     if (s.retrieved) throw new ErrnoError('EINVAL', 'LIVEUPDATE_IOCTL_RETRIEVE_SESSION', `${s.name} already retrieved`);
     const fd = proc.fdInstall(this.newFile(s), true);
     s.retrieved = true;
@@ -141,7 +159,10 @@ export class LuoSessions<K> {
         }
         const set = s.fileSet.freeze();
         frozen.push(s);
-        entries.push(luoSessionSer.encode({ name: s.name, files: set.files, count: set.count }));
+        // The name goes in as the user's bytes (not re-encoded text: it need not be UTF-8).
+        const entry = luoSessionSer.encode({ files: set.files, count: set.count });
+        entry.set(s.nameBytes, luoSessionSer.offsets.name);
+        entries.push(entry);
       }
     } catch (e) {
       for (const s of frozen.reverse()) s.fileSet.unfreezeFirst(s.fileSet.count);
@@ -166,9 +187,9 @@ export class LuoSessions<K> {
     try {
       for (const raw of this.inBlocks.readEntries()) {
         const e = luoSessionSer.decode(raw);
-        const name = sessionNameFromBytes(new TextEncoder().encode(e.name));
+        const name = sessionNameFromBytes(raw.subarray(luoSessionSer.offsets.name, luoSessionSer.offsets.name + LIVEUPDATE_SESSION_NAME_LENGTH));
         if (name === null) throw new ErrnoError('EINVAL', 'luo_session_deserialize', 'bad session name');
-        if (this.incoming.some((s) => s.name === name)) throw new ErrnoError('EEXIST', 'luo_session_deserialize', name);
+        if (this.incoming.some((s) => s.nameKey === name.key)) throw new ErrnoError('EEXIST', 'luo_session_deserialize', name.text);
         const s = new LuoSession(this.ctx, name, true, this);
         this.incoming.push(s);
         s.fileSet.deserialize(e.files, e.count);

@@ -5,7 +5,7 @@
  * liveupdate_num advanced. With faults it reports which outcome class the update fell into.
  */
 import { createHash } from 'node:crypto';
-import { createMachine, type Machine, type MachineConfig } from '@liveupdate/hw';
+import { createMachine, PAGE_SIZE, type Machine, type MachineConfig } from '@liveupdate/hw';
 import {
   ErrnoError, FormatNegotiationError, Kernel, KernelPanic,
   type CoreAbiRanges, type Process, type RuntimePlugin,
@@ -142,8 +142,21 @@ export function liveUpdate<S>(sides: { from: KernelSide; to: KernelSide }, scena
   if (!k1.isDead) violations.push('kernel A is still alive after the kexec');
   if (num1 > 0 && k2.luo.liveupdateNum !== num1 + 1) violations.push(`liveupdate_num ${k2.luo.liveupdateNum} after ${num1}: not advanced by one`);
   if (mem.poisonReads > 0) violations.push(`${mem.poisonReads} read(s) of poisoned memory: something was not preserved`);
+  for (const s of k2.luo.sessions.incoming) {
+    const files = s.fileSet.files;
+    if (files.length > 0) {
+      violations.push(`incoming session '${s.name}' was never finished: ${files.map((f) => `token ${f.token} (${f.compatible})`).join(', ')} still held by LUO`);
+    }
+  }
   const leaked = k2.khoIn?.leaked();
-  if (leaked && leaked.blocks > 0) violations.push(`${leaked.blocks} preserved block(s) (${leaked.pages} pages) neither restored nor released`);
+  if (k2.khoIn && leaked && leaked.blocks > 0) {
+    const named: string[] = [];
+    for (const b of k2.khoIn.heads.remaining()) {
+      if (named.length === 8) { named.push(`and ${leaked.blocks - 8} more`); break; }
+      named.push(`0x${(b.pfn * PAGE_SIZE).toString(16)} order ${b.order}`);
+    }
+    violations.push(`${leaked.blocks} preserved block(s) (${leaked.pages} pages) neither restored nor released: ${named.join(', ')}`);
+  }
   if (faults.length === 0 && violations.length > 0) throw new InvariantError(violations);
   return { outcome: { kind: 'updated' }, from: k1, to: k2, state, violations, timeline, faults };
 }
