@@ -9,11 +9,15 @@ export interface DebugfsDir {
 export class Debugfs {
   private readonly dirs = new Map<string, DebugfsDir>();
 
+  /** `alive` throws once the owning kernel is gone. */
+  constructor(private readonly alive: () => void = () => undefined) {}
+
   /** Register a directory ('kho/out'); names may contain '/' (e.g. 'sub_fdts/LUO'). */
   register(dir: string, provider: DebugfsDir): void { this.dirs.set(dir, provider); }
   unregister(dir: string): void { this.dirs.delete(dir); }
 
   read(path: string): Uint8Array {
+    this.alive();
     const p = path.replace(/^\/?(sys\/kernel\/debug\/)?/, '');
     for (const [dir, provider] of this.dirs) {
       if (!p.startsWith(`${dir}/`)) continue;
@@ -27,6 +31,7 @@ export class Debugfs {
 
   /** Every file path, sorted. */
   list(): string[] {
+    this.alive();
     const out: string[] = [];
     for (const [dir, provider] of this.dirs) for (const name of provider.list()) out.push(`${dir}/${name}`);
     return out.sort();

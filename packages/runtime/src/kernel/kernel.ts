@@ -84,7 +84,7 @@ export class Kernel implements ProcessHost {
   readonly machine: Machine;
   readonly mm: Mm;
   readonly dmesg = new Dmesg();
-  readonly debugfs = new Debugfs();
+  readonly debugfs = new Debugfs(() => this.assertAlive());
   readonly release: string;
   readonly cmdline: string;
   readonly options: BootOptions;
