@@ -27,6 +27,8 @@ export class LuoFile<K> {
 
 export class LuoFileSet<K> {
   readonly files: Array<LuoFile<K>> = [];
+  /** token → file (the first one with that token, as the kernel's list walk finds it). */
+  private readonly byToken = new Map<bigint, LuoFile<K>>();
   readonly blocks: KhoBlockSet;
   /** Incoming: file_set_ser.count as serialized. */
   incomingCount = 0;
@@ -36,7 +38,18 @@ export class LuoFileSet<K> {
   }
 
   get count(): number { return this.files.length; }
-  find(token: bigint): LuoFile<K> | undefined { return this.files.find((f) => f.token === token); }
+  find(token: bigint): LuoFile<K> | undefined { return this.byToken.get(token); }
+
+  private push(f: LuoFile<K>): void {
+    this.files.push(f);
+    if (!this.byToken.has(f.token)) this.byToken.set(f.token, f);
+  }
+
+  private pop(): LuoFile<K> {
+    const f = this.files.pop() as LuoFile<K>;
+    if (this.byToken.get(f.token) === f) this.byToken.delete(f.token);
+    return f;
+  }
 
   private args(f: LuoFile<K>): LiveupdateFileOpArgs<K> {
     return {
@@ -102,7 +115,7 @@ export class LuoFileSet<K> {
       // 8. The handler.
       const pf = f;
       this.call(f, 'preserve', (a) => fh.ops.preserve(a));
-      this.files.push(pf);
+      this.push(pf);
     } catch (e) {
       if (flbDone && f) this.ctx.flbs.fileUnpreserve(f.handler);
       if (idInserted) this.ctx.preservedIds.delete(id);
@@ -115,7 +128,7 @@ export class LuoFileSet<K> {
   /** Close of an outgoing session: unpreserve every file, newest first. */
   unpreserveAll(): void {
     while (this.files.length > 0) {
-      const f = this.files.pop() as LuoFile<K>;
+      const f = this.pop();
       try { this.call(f, 'unpreserve', (a) => f.handler.ops.unpreserve(a)); } catch { /* void upstream */ }
       this.ctx.flbs.fileUnpreserve(f.handler);
       this.ctx.preservedIds.delete(f.id);
@@ -183,13 +196,14 @@ export class LuoFileSet<K> {
         }
         const f = new LuoFile(fh, e.token, e.compatible);
         f.serializedData = e.data;
-        this.files.push(f);
+        this.push(f);
       }
       if (BigInt(this.files.length) !== count) {
         throw new ErrnoError('EINVAL', 'luo_file_deserialize', `${this.files.length} files in blocks, ${count} in file_set_ser`);
       }
     } catch (e) {
       this.files.length = 0;
+      this.byToken.clear();
       this.blocks.destroy();
       throw e;
     }
@@ -232,7 +246,7 @@ export class LuoFileSet<K> {
       if (!ok) throw new ErrnoError('EBUSY', 'LIVEUPDATE_SESSION_FINISH', `${f.handler.compatible} token ${f.token} cannot finish yet`);
     }
     while (this.files.length > 0) {
-      const f = this.files.pop() as LuoFile<K>;
+      const f = this.pop();
       try { this.call(f, 'finish', (a) => f.handler.ops.finish(a)); } catch { /* void upstream */ }
       this.ctx.flbs.fileFinish(f.handler);
       if (f.retrieveStatus > 0) {

@@ -71,6 +71,9 @@ export function sessionNameFromBytes(bytes: Uint8Array): SessionName | null {
 export class LuoSessions<K> {
   readonly outgoing: Array<LuoSession<K>> = [];
   readonly incoming: Array<LuoSession<K>> = [];
+  /** Name lookups (nameKey → session) so creating or retrieving n sessions is not O(n²). */
+  private readonly outByName = new Map<string, LuoSession<K>>();
+  private readonly inByName = new Map<string, LuoSession<K>>();
   readonly outBlocks: KhoBlockSet;
   readonly inBlocks: KhoBlockSet;
   /** Set once serialization succeeded: the rwsem stays held for write until the kexec. */
@@ -95,8 +98,9 @@ export class LuoSessions<K> {
     // 2. Grow the session block set for one more entry.
     this.outBlocks.grow(this.outgoing.length + 1);
     // 3. Duplicate names among outgoing sessions only; the grown block is not shrunk back.
-    if (this.outgoing.some((o) => o.nameKey === name.key)) throw new ErrnoError('EEXIST', 'LIVEUPDATE_IOCTL_CREATE_SESSION', name.text);
+    if (this.outByName.has(name.key)) throw new ErrnoError('EEXIST', 'LIVEUPDATE_IOCTL_CREATE_SESSION', name.text);
     this.outgoing.push(s);
+    this.outByName.set(s.nameKey, s);
     // 4. The fd (O_CLOEXEC).
     try {
       const fd = proc.fdInstall(this.newFile(s), true);
@@ -104,6 +108,7 @@ export class LuoSessions<K> {
       return fd;
     } catch (e) {
       this.outgoing.pop();
+      this.outByName.delete(s.nameKey);
       s.file = null;
       this.outBlocks.shrink(this.outgoing.length);
       throw e;
@@ -112,7 +117,7 @@ export class LuoSessions<K> {
 
   /** LIVEUPDATE_IOCTL_RETRIEVE_SESSION: ENOENT unknown, EINVAL already retrieved. */
   retrieve(proc: Process, name: SessionName | null): number {
-    const s = name === null ? undefined : this.incoming.find((i) => i.nameKey === name.key);
+    const s = name === null ? undefined : this.inByName.get(name.key);
     if (!s) throw new ErrnoError('ENOENT', 'LIVEUPDATE_IOCTL_RETRIEVE_SESSION', name?.text ?? '');
     if (s.retrieved) throw new ErrnoError('EINVAL', 'LIVEUPDATE_IOCTL_RETRIEVE_SESSION', `${s.name} already retrieved`);
     const fd = proc.fdInstall(this.newFile(s), true);
@@ -133,12 +138,14 @@ export class LuoSessions<K> {
         return;
       }
       this.incoming.splice(this.incoming.indexOf(s), 1);
+      this.inByName.delete(s.nameKey);
       return;
     }
     // Outgoing: closing the fd is how userspace cancels. Unpreserve everything, newest first.
     s.fileSet.unpreserveAll();
     const i = this.outgoing.indexOf(s);
     if (i >= 0) this.outgoing.splice(i, 1);
+    if (this.outByName.get(s.nameKey) === s) this.outByName.delete(s.nameKey);
     this.outBlocks.shrink(this.outgoing.length);
   }
 
@@ -189,9 +196,10 @@ export class LuoSessions<K> {
         const e = luoSessionSer.decode(raw);
         const name = sessionNameFromBytes(raw.subarray(luoSessionSer.offsets.name, luoSessionSer.offsets.name + LIVEUPDATE_SESSION_NAME_LENGTH));
         if (name === null) throw new ErrnoError('EINVAL', 'luo_session_deserialize', 'bad session name');
-        if (this.incoming.some((s) => s.nameKey === name.key)) throw new ErrnoError('EEXIST', 'luo_session_deserialize', name.text);
+        if (this.inByName.has(name.key)) throw new ErrnoError('EEXIST', 'luo_session_deserialize', name.text);
         const s = new LuoSession(this.ctx, name, true, this);
         this.incoming.push(s);
+        this.inByName.set(s.nameKey, s);
         s.fileSet.deserialize(e.files, e.count);
       }
     } finally {

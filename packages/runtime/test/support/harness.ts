@@ -94,7 +94,7 @@ export function walkBlocks(mem: PhysMemory, head: bigint, limit = 20000): BlockV
   return out;
 }
 
-function entries(mem: PhysMemory, blocks: BlockView[], size: number): number[] {
+function entries(blocks: BlockView[], size: number): number[] {
   const per = Math.floor((PAGE_SIZE - abi.block.khoBlockHeader.size) / size);
   const out: number[] = [];
   for (const b of blocks) {
@@ -109,10 +109,10 @@ export function readLuoGraph(mem: PhysMemory, luoSerPhys: number): LuoGraph {
   const raw = mem.read(luoSerPhys, luoSer.size);
   const ser = luoSer.decode(raw);
   const sessionBlocks = walkBlocks(mem, ser.sessions_pa);
-  const sessions = entries(mem, sessionBlocks, luoSessionSer.size).map((phys): SessionEntryView => {
+  const sessions = entries(sessionBlocks, luoSessionSer.size).map((phys): SessionEntryView => {
     const s = luoSessionSer.decode(mem.read(phys, luoSessionSer.size));
     const fileBlocks = walkBlocks(mem, s.files);
-    const fileEntries = entries(mem, fileBlocks, luoFileSer.size).map((fp) => ({ phys: fp, ...luoFileSer.decode(mem.read(fp, luoFileSer.size)) }));
+    const fileEntries = entries(fileBlocks, luoFileSer.size).map((fp) => ({ phys: fp, ...luoFileSer.decode(mem.read(fp, luoFileSer.size)) }));
     return { phys, name: s.name, files: s.files, count: s.count, fileBlocks, fileEntries };
   });
   return { luoSerPhys, ser, compatibleBytes: raw.slice(0, 8), sessionBlocks, sessions };
