@@ -35,3 +35,4 @@ export {
   type FormatSpec, type KernelManifest, type ManifestEntry, type NegotiationRefusal,
 } from './kernel/formats.js';
 export { imageManifest, type CoreAbiRanges } from './kernel/kernel.js';
+export { openLiveupdate, createSession, retrieveSession, preserveFd, retrieveFd, finishSession, getName, nameBytes } from './uapi/client.js';
