@@ -34,7 +34,9 @@ interface WorkerResult {
 
 function runWorker(workerData: unknown): Promise<WorkerResult> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(workerScript, { workerData });
+    // Plain Node, not vitest's execArgv: that carries `--conditions @liveupdate/source`, which
+    // would make the compiled runtime's `import '@liveupdate/hw'` load TypeScript sources.
+    const worker = new Worker(workerScript, { workerData, execArgv: [] });
     let result: WorkerResult | undefined;
     worker.on('message', (msg: unknown) => { result = msg as WorkerResult; });
     worker.on('error', reject);
@@ -102,7 +104,9 @@ describe('booting the next kernel in a worker thread from bytes alone', () => {
 
   it('the worker reserves exactly the blocks k1 handed over', () => {
     expect(seen.reservedBlocks).toBe(blocksHandedOver);
-    expect(seen.dmesg).toContain(`KHO: reserved ${blocksHandedOver} preserved blocks (${k1Pages()} pages)`);
+    // Besides the test's blocks: KHO's root FDT and kexec-metadata, LUO's luo_ser and FLB page (one page each).
+    expect(blocksHandedOver).toBe(preserved.length + 1 + 4);
+    expect(seen.dmesg).toContain(`KHO: reserved ${blocksHandedOver} preserved blocks (${testPages() + 4} pages)`);
   });
 
   it("the worker reads k1's kexec-metadata and logs it", () => {
@@ -122,15 +126,16 @@ describe('booting the next kernel in a worker thread from bytes alone', () => {
     expect(seen.folios.map((f) => f.sha)).toEqual(preserved.map((p) => p.sha));
   });
 
+  it('the digests the worker read from the preserved blob are the ones k1 wrote', () => {
+    expect(seen.folios.map((f) => [f.phys, f.recordedOrder, f.recordedSha])).toEqual(preserved.map((p) => [p.phys, p.order, p.sha]));
+  });
+
   it('a second restore in the worker fails for every folio', () => {
     expect(seen.secondRestores).toBe(0);
   });
 
   it('leaked() counts every outstanding folio and the blob before restore, and nothing after', () => {
-    expect(seen.leakedBefore).toEqual({
-      blocks: preserved.length + 1,
-      pages: preserved.reduce((n, p) => n + 2 ** p.order, 0) + 2 ** Math.ceil(Math.log2(blobSize / PAGE_SIZE)),
-    });
+    expect(seen.leakedBefore).toEqual({ blocks: preserved.length + 1, pages: testPages() });
     expect(seen.leakedAfter).toEqual({ blocks: 0, pages: 0 });
   });
 
@@ -144,11 +149,7 @@ describe('booting the next kernel in a worker thread from bytes alone', () => {
   });
 });
 
-/** Pages handed over, recomputed from what the test preserved plus KHO's and LUO's own blocks. */
-function k1Pages(): number {
-  const line = seen.dmesg.find((l) => l.startsWith('KHO: reserved '));
-  const pages = Number(/\((\d+) pages\)/.exec(line ?? '')?.[1] ?? -1);
-  const ours = preserved.reduce((n, p) => n + 2 ** p.order, 0) + 2 ** Math.ceil(Math.log2(blobSize / PAGE_SIZE));
-  // KHO's root FDT (1), kexec-metadata (1), LUO's luo_ser (1) and FLB page (1).
-  return pages === ours + 4 ? pages : -1;
+/** Pages of the test's own preserved blocks: the folios and the kho_alloc_preserve'd blob. */
+function testPages(): number {
+  return preserved.reduce((n, p) => n + 2 ** p.order, 0) + 2 ** Math.ceil(Math.log2(Math.ceil(blobSize / PAGE_SIZE)));
 }

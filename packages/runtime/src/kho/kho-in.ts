@@ -4,17 +4,18 @@
  * API. Any failure before the memory is reserved disables KHO revival and the boot goes on as
  * a cold one; the preserved memory is then ordinary free memory.
  */
-import { PAGE_SIZE, PfnRanges, unionRanges, type PhysMemory } from '@liveupdate/hw';
+import { PAGE_SHIFT, PAGE_SIZE, PfnRanges, unionRanges, type PhysMemory } from '@liveupdate/hw';
 import {
   KHO_FDT_COMPATIBLE, KHO_FDT_MEMORY_MAP_PROP_NAME, KHO_SUB_TREE_PROP_NAME, KHO_SUB_TREE_SIZE_PROP_NAME, khoData,
 } from '../abi/kho.js';
 import { ErrnoError } from '../errno.js';
 import type { Dmesg } from '../kernel/dmesg.js';
 import { fdtCheckHeader, fdtParse, FdtError, readPropString, readPropU64LE, type FdtNode } from '../lib/fdt.js';
-import { KhoHeadMap } from '../mm/memmap.js';
+import { isAligned } from '../mm/bits.js';
+import { HEAD_SEG_BITS, KhoHeadMap } from '../mm/memmap.js';
 import type { Mm } from '../mm/mm.js';
 import { splitRun, type Folio } from './kho.js';
-import { walkTracker } from './radix.js';
+import { leafRuns, walkTracker } from './radix.js';
 import { decodeScratchArray, scratchRanges, type ScratchArea } from './scratch.js';
 
 export interface KhoPopulated {
@@ -29,6 +30,13 @@ export interface KhoPopulated {
 
 const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
 
+/**
+ * kho_populate maps the FDT and the scratch array with early_memremap, which maps at most
+ * NR_FIX_BTMAPS (64) pages: anything larger cannot be mapped and disables revival. Without this
+ * bound a hostile fdt_size would make the boot read gigabytes.
+ */
+const EARLY_MEMREMAP_MAX = 64 * PAGE_SIZE;
+
 /** kho_populate: every check that must pass before the handover is trusted; a string says why not. */
 export function khoPopulate(memory: PhysMemory, khoDataBytes: Uint8Array): KhoPopulated | string {
   if (khoDataBytes.length < khoData.size) return `setup_data too short (${khoDataBytes.length} bytes)`;
@@ -36,6 +44,7 @@ export function khoPopulate(memory: PhysMemory, khoDataBytes: Uint8Array): KhoPo
   const fdtPhys = Number(d.fdt_addr);
   const fdtSize = Number(d.fdt_size);
   if (d.fdt_addr + d.fdt_size > BigInt(memory.size) || fdtSize === 0) return `FDT ${hex(d.fdt_addr)}+${hex(d.fdt_size)} is outside RAM`;
+  if (fdtSize > EARLY_MEMREMAP_MAX) return `failed to memremap FDT ${hex(d.fdt_addr)}+${hex(d.fdt_size)}`;
   const bytes = memory.read(fdtPhys, fdtSize);
   const bad = fdtCheckHeader(bytes);
   if (bad) return `handover FDT at ${hex(fdtPhys)} is invalid: ${bad}`;
@@ -55,6 +64,7 @@ export function khoPopulate(memory: PhysMemory, khoDataBytes: Uint8Array): KhoPo
   const sPhys = Number(d.scratch_addr);
   const sSize = Number(d.scratch_size);
   if (d.scratch_addr + d.scratch_size > BigInt(memory.size)) return `scratch array ${hex(d.scratch_addr)}+${hex(d.scratch_size)} is outside RAM`;
+  if (sSize > EARLY_MEMREMAP_MAX) return `failed to memremap scratch array ${hex(d.scratch_addr)}+${hex(d.scratch_size)}`;
   const scratch = decodeScratchArray(memory.read(sPhys, sSize), memory.size);
   if (typeof scratch === 'string') return scratch;
   return { fdtPhys, fdtSize, root, memoryMapPhys: Number(map), scratch, scratchArrayPhys: sPhys, scratchArraySize: sSize };
@@ -66,7 +76,11 @@ export class KhoIn {
   reservedBlocks = 0;
   reservedPages = 0;
 
-  constructor(private readonly mm: Mm, private readonly dmesg: Dmesg, readonly populated: KhoPopulated) {}
+  private readonly ramBytes: number;
+
+  constructor(private readonly mm: Mm, private readonly dmesg: Dmesg, readonly populated: KhoPopulated) {
+    this.ramBytes = mm.memory.size;
+  }
 
   get fdtPhys(): number { return this.populated.fdtPhys; }
   get root(): FdtNode { return this.populated.root; }
@@ -74,27 +88,47 @@ export class KhoIn {
 
   /**
    * kho_memory_init on a KHO boot: walk the incoming tracker, validate all of it, then reserve
-   * every block and write the head magic. All or nothing: a bad tree reserves nothing.
+   * every block and write the head magic. All or nothing: a bad tree reserves nothing. Whole
+   * leaves are taken at once (bitmap words, not keys), so the cost is per leaf page and per
+   * run of adjacent blocks, not per key.
    */
   reservePreserved(): string | undefined {
     const scratch = scratchRanges(this.populated.scratch);
-    const byOrder = new Map<number, PfnRanges>();
-    const keys: number[] = [];
+    const byOrder: Array<PfnRanges | undefined> = [];
+    const rangesOf = (order: number): PfnRanges => (byOrder[order] ??= new PfnRanges(64));
+    const heads = this.heads;
+    const inScratch = (pfn: number, order: number): string =>
+      `preserved block ${hex(pfn * PAGE_SIZE)} order ${order} is inside a scratch area`;
     const res = walkTracker(this.mm.memory, this.populated.memoryMapPhys, {
       key: (pfn, order) => {
-        if (scratch.overlaps(pfn, pfn + 2 ** order)) return `preserved block ${hex(pfn * PAGE_SIZE)} order ${order} is inside a scratch area`;
-        let r = byOrder.get(order);
-        if (!r) { r = new PfnRanges(); byOrder.set(order, r); }
-        r.add(pfn, pfn + 2 ** order);
-        keys.push(pfn, order);
+        if (scratch.overlaps(pfn, pfn + 2 ** order)) return inScratch(pfn, order);
+        rangesOf(order).add(pfn, pfn + 2 ** order);
+        heads.set(pfn, order);
+        return undefined;
+      },
+      leaf: (order, first, words) => {
+        const size = 2 ** order;
+        if (scratch.overlaps(first * size, (first + HEAD_SEG_BITS) * size)) {
+          // Rare: the leaf's span touches scratch, so check its blocks one by one.
+          let bad: string | undefined;
+          leafRuns(words, first, order, (s, e) => {
+            for (let pfn = s; bad === undefined && pfn < e; pfn += size) if (scratch.overlaps(pfn, pfn + size)) bad = inScratch(pfn, order);
+          });
+          if (bad) return bad;
+        }
+        const r = rangesOf(order);
+        leafRuns(words, first, order, (s, e) => r.add(s, e));
+        heads.setLeaf(order, first / HEAD_SEG_BITS, words);
         return undefined;
       },
     }, (pfn) => !scratch.has(pfn));
-    if (!res.ok) return res.reason;
+    if (!res.ok) {
+      heads.clear();
+      return res.reason;
+    }
     let all = new PfnRanges();
-    for (const r of byOrder.values()) all = unionRanges(all, r);
+    for (const r of byOrder) if (r) all = unionRanges(all, r);
     for (const [s, e] of all.runs()) this.mm.memblock.reserve(s, e);
-    for (let i = 0; i < keys.length; i += 2) this.heads.set(keys[i] as number, keys[i + 1] as number);
     this.reservedBlocks = res.keys;
     this.reservedPages = all.pageCount;
     // The incoming root FDT page is KHO's own and is never freed: not a consumer's leak.
@@ -119,7 +153,7 @@ export class KhoIn {
 
   /** kho_restore_folio: the head page must carry KHOP; clears it. Null on failure, as upstream. */
   restoreFolio(phys: number): Folio | null {
-    if (!Number.isSafeInteger(phys) || phys < 0 || phys % PAGE_SIZE !== 0 || phys >= this.mm.memory.size) return null;
+    if (!Number.isSafeInteger(phys) || phys < 0 || !isAligned(phys, PAGE_SHIFT) || phys >= this.ramBytes) return null;
     const pfn = phys / PAGE_SIZE;
     const order = this.heads.take(pfn);
     if (order < 0) {
@@ -148,9 +182,6 @@ export class KhoIn {
 
   /** Preserved blocks never restored: they stay reserved for this boot (a leak, not an error). */
   leaked(): { blocks: number; pages: number } {
-    let blocks = 0;
-    let pages = 0;
-    for (const b of this.heads.remaining()) { blocks++; pages += 2 ** b.order; }
-    return { blocks, pages };
+    return { blocks: this.heads.count, pages: this.heads.pages };
   }
 }

@@ -10,7 +10,8 @@ import {
 import { ErrnoError } from '../errno.js';
 import { fdtCreate, fdtNode, FdtError, propString, propU64LE, type FdtNode } from '../lib/fdt.js';
 import type { Mm } from '../mm/mm.js';
-import { KhoRadixTree, walkTracker } from './radix.js';
+import { POW2, isAligned } from '../mm/bits.js';
+import { KhoRadixTree, leafRuns, walkTracker } from './radix.js';
 import type { ScratchArea } from './scratch.js';
 import { scratchRanges } from './scratch.js';
 
@@ -52,6 +53,7 @@ export class KhoOut {
   /** Orders of kho_alloc_preserve allocations, for kho_unpreserve_free (the kernel reads folio_order). */
   private readonly allocOrders = new Map<number, number>();
   private readonly scratchSet: PfnRanges;
+  private readonly pageCount: number;
 
   private constructor(
     private readonly mm: Mm,
@@ -64,6 +66,7 @@ export class KhoOut {
       freePage: (p) => mm.freePages(p, 0),
     }, rootPfn);
     this.scratchSet = scratchRanges(scratch);
+    this.pageCount = mm.pageCount;
     const fdt = this.allocPreserve(PAGE_SIZE);
     this.fdtPfn = fdt / PAGE_SIZE;
     this.writeFdt();
@@ -89,11 +92,12 @@ export class KhoOut {
   // ---- folios and pages -----------------------------------------------------------------
 
   private checkBlock(fn: string, pfn: number, order: number): void {
-    if (!Number.isSafeInteger(pfn) || pfn < 0 || order < 0 || order > 52 || pfn % 2 ** order !== 0 || pfn + 2 ** order > this.mm.pageCount) {
+    const size = POW2[order];
+    if (!Number.isSafeInteger(pfn) || pfn < 0 || size === undefined || order > 52 || !isAligned(pfn, order) || pfn + size > this.pageCount) {
       throw new ErrnoError('EINVAL', fn, `pfn 0x${pfn.toString(16)} order ${order} is not a block of RAM`);
     }
     // KEXEC_HANDOVER_DEBUG: a preserved page inside scratch would be overwritten by the next kernel.
-    if (this.debugChecks && this.scratchSet.overlaps(pfn, pfn + 2 ** order)) {
+    if (this.debugChecks && this.scratchSet.overlaps(pfn, pfn + size)) {
       throw new ErrnoError('EINVAL', fn, `pfn 0x${pfn.toString(16)} order ${order} overlaps a scratch area`);
     }
   }
@@ -210,22 +214,21 @@ export class KhoOut {
    * by walking the tracker in memory, so what survives is exactly what the bytes say.
    */
   survivors(): { ranges: PfnRanges; blocks: number; nodes: number } {
-    const byOrder = new Map<number, PfnRanges>();
+    const byOrder: Array<PfnRanges | undefined> = [];
+    const rangesOf = (order: number): PfnRanges => (byOrder[order] ??= new PfnRanges(64));
     const nodes = new PfnRanges();
-    let blocks = 0;
     const res = walkTracker(this.mm.memory, this.trackerRootPhys, {
-      key: (pfn, order) => {
-        let r = byOrder.get(order);
-        if (!r) { r = new PfnRanges(); byOrder.set(order, r); }
-        r.add(pfn, pfn + 2 ** order);
-        blocks++;
+      key: (pfn, order) => { rangesOf(order).add(pfn, pfn + 2 ** order); return undefined; },
+      leaf: (order, first, words) => {
+        const r = rangesOf(order);
+        leafRuns(words, first, order, (s, e) => r.add(s, e));
         return undefined;
       },
       node: (pfn) => { nodes.add(pfn, pfn + 1); return undefined; },
     });
     if (!res.ok) throw new Error(`outgoing KHO tracker is corrupt: ${res.reason}`);
     let all = nodes;
-    for (const r of byOrder.values()) all = unionRanges(all, r);
-    return { ranges: all, blocks, nodes: nodes.pageCount };
+    for (const r of byOrder) if (r) all = unionRanges(all, r);
+    return { ranges: all, blocks: res.keys, nodes: nodes.pageCount };
   }
 }

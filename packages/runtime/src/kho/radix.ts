@@ -5,6 +5,7 @@
  */
 import { PAGE_SIZE, type PhysMemory } from '@liveupdate/hw';
 import { KHO_BITMAP_SIZE_LOG2, KHO_ORDER_0_LOG2, KHO_TABLE_SIZE_LOG2, KHO_TREE_MAX_DEPTH } from '../abi/kho.js';
+import { POW2, popcount32 } from '../mm/bits.js';
 
 const LEAF_BITS = 2 ** KHO_BITMAP_SIZE_LOG2;
 const TABLE_ENTRIES = 2 ** KHO_TABLE_SIZE_LOG2;
@@ -14,7 +15,7 @@ const KEY_LIMIT = 2 ** (KHO_ORDER_0_LOG2 + 1);
 
 /** kho_radix_encode_key, on page frame numbers: exact in doubles because keys stay below 2^53. */
 export function encodeKey(pfn: number, order: number): number {
-  return 2 ** (KHO_ORDER_0_LOG2 - order) + Math.floor(pfn / 2 ** order);
+  return (POW2[KHO_ORDER_0_LOG2 - order] as number) + Math.floor(pfn / (POW2[order] as number));
 }
 
 /** The inverse; order -1 for a key no valid (pfn, order) encodes. */
@@ -30,7 +31,7 @@ export function decodeKey(key: number): { pfn: number; order: number } {
 /** Index into the table at `level` (5 = root .. 1 = last table level). */
 export const tableIndex = (key: number, level: number): number =>
   Math.floor(key / 2 ** ((level - 1) * KHO_TABLE_SIZE_LOG2 + KHO_BITMAP_SIZE_LOG2)) % TABLE_ENTRIES;
-export const bitmapIndex = (key: number): number => key % LEAF_BITS;
+export const bitmapIndex = (key: number): number => (key >>> 0) & (LEAF_BITS - 1);
 
 /** Page allocation the tracker needs from its kernel; nodes are zeroed pages. */
 export interface TrackerPages {
@@ -44,30 +45,42 @@ export type WalkResult = { ok: true; keys: number } | { ok: false; reason: strin
  * The outgoing tracker, live in emulated memory. JavaScript keeps only views of node pages
  * (the kernel's phys_to_virt); the bytes in memory are the truth and the handover.
  */
+/** Direct-mapped cache of leaf views by leaf id: interleaved preserves (two nodes, two orders) stay cheap. */
+const LEAF_CACHE = 64;
+
 export class KhoRadixTree {
   readonly rootPfn: number;
   private readonly views = new Map<number, Uint32Array>(); // node pfn -> view
   private readonly leaves = new Map<number, Uint32Array>(); // key >> 15 -> leaf view
-  private lastLeafId = -1;
-  private lastLeaf: Uint32Array | undefined;
+  private readonly cacheIds = new Float64Array(LEAF_CACHE).fill(-1);
+  private readonly cacheLeaves: Array<Uint32Array | undefined> = new Array<Uint32Array | undefined>(LEAF_CACHE).fill(undefined);
 
   constructor(private readonly memory: PhysMemory, private readonly pages: TrackerPages, rootPfn: number) {
     this.rootPfn = rootPfn;
   }
 
+  /** The leaf holding `key`, creating the path when asked; undefined if absent (or on -ENOMEM when creating). */
+  private leafFor(key: number, create: boolean): Uint32Array | undefined {
+    const leafId = Math.floor(key / LEAF_BITS);
+    const slot = (leafId >>> 0) & (LEAF_CACHE - 1); // ToUint32 keeps the low bits of the integer
+    if (this.cacheIds[slot] === leafId) return this.cacheLeaves[slot];
+    let leaf = this.leaves.get(leafId);
+    if (!leaf) {
+      leaf = this.descend(key, create);
+      if (!leaf) return undefined;
+      this.leaves.set(leafId, leaf);
+    }
+    this.cacheIds[slot] = leafId;
+    this.cacheLeaves[slot] = leaf;
+    return leaf;
+  }
+
   /** Add (pfn, order). Returns false on allocation failure, with every node this call allocated freed. */
   add(pfn: number, order: number): boolean {
     const key = encodeKey(pfn, order);
-    const leafId = Math.floor(key / LEAF_BITS);
-    let leaf = leafId === this.lastLeafId ? this.lastLeaf : this.leaves.get(leafId);
-    if (!leaf) {
-      leaf = this.descend(key, true);
-      if (!leaf) return false;
-      this.leaves.set(leafId, leaf);
-    }
-    this.lastLeafId = leafId;
-    this.lastLeaf = leaf;
-    const bit = key % LEAF_BITS;
+    const leaf = this.leafFor(key, true);
+    if (!leaf) return false;
+    const bit = (key >>> 0) & (LEAF_BITS - 1);
     leaf[bit >>> 5] = ((leaf[bit >>> 5] as number) | (1 << (bit & 31))) >>> 0;
     return true;
   }
@@ -75,19 +88,18 @@ export class KhoRadixTree {
   /** Clear (pfn, order); false (the kernel WARNs) when a node on the path is missing. Empty nodes are never freed. */
   del(pfn: number, order: number): boolean {
     const key = encodeKey(pfn, order);
-    const leafId = Math.floor(key / LEAF_BITS);
-    const leaf = leafId === this.lastLeafId ? this.lastLeaf : (this.leaves.get(leafId) ?? this.descend(key, false));
+    const leaf = this.leafFor(key, false);
     if (!leaf) return false;
-    const bit = key % LEAF_BITS;
+    const bit = (key >>> 0) & (LEAF_BITS - 1);
     leaf[bit >>> 5] = ((leaf[bit >>> 5] as number) & ~(1 << (bit & 31))) >>> 0;
     return true;
   }
 
   has(pfn: number, order: number): boolean {
     const key = encodeKey(pfn, order);
-    const leaf = this.leaves.get(Math.floor(key / LEAF_BITS)) ?? this.descend(key, false);
+    const leaf = this.leafFor(key, false);
     if (!leaf) return false;
-    const bit = key % LEAF_BITS;
+    const bit = (key >>> 0) & (LEAF_BITS - 1);
     return (((leaf[bit >>> 5] as number) >>> (bit & 31)) & 1) === 1;
   }
 
@@ -135,8 +147,49 @@ export class KhoRadixTree {
 export interface WalkCallbacks {
   /** A key in ascending order; return a string to abort the walk with that reason. */
   key(pfn: number, order: number): string | undefined;
+  /**
+   * A whole leaf at once, when its keys all have one order (0..37, i.e. every leaf but the
+   * first one of the key space) and all its blocks lie inside RAM: `words` is the leaf
+   * bitmap, bit i being the block at pfn (firstIndex + i) << order; firstIndex is a multiple
+   * of 32768. `words` is reused after the call returns. When given, it replaces key() for
+   * such leaves: no per-key callback, no per-key object.
+   */
+  leaf?(order: number, firstIndex: number, words: Uint32Array): string | undefined;
   /** Every node page visited (tables and leaves), before its children. */
   node?(pfn: number, level: number): string | undefined;
+}
+
+/** Set bits of a leaf bitmap. */
+export function leafPopcount(words: Uint32Array): number {
+  let n = 0;
+  for (let w = 0; w < words.length; w++) {
+    const v = words[w] as number;
+    if (v !== 0) n += popcount32(v);
+  }
+  return n;
+}
+
+/**
+ * Runs of consecutive blocks in a leaf bitmap as page ranges [start, end), ascending: a run
+ * of k set bits starting at bit i is [(first + i) << order, (first + i + k) << order).
+ */
+export function leafRuns(words: Uint32Array, firstIndex: number, order: number, emit: (start: number, end: number) => void): void {
+  const size = 2 ** order;
+  let runStart = -1;
+  for (let w = 0; w < words.length; w++) {
+    const v = words[w] as number;
+    if (v === 0xffffffff) { if (runStart < 0) runStart = w * 32; continue; }
+    if (v === 0) {
+      if (runStart >= 0) { emit((firstIndex + runStart) * size, (firstIndex + w * 32) * size); runStart = -1; }
+      continue;
+    }
+    for (let b = 0; b < 32; b++) {
+      const set = ((v >>> b) & 1) === 1;
+      if (set) { if (runStart < 0) runStart = w * 32 + b; }
+      else if (runStart >= 0) { emit((firstIndex + runStart) * size, (firstIndex + w * 32 + b) * size); runStart = -1; }
+    }
+  }
+  if (runStart >= 0) emit((firstIndex + runStart) * size, (firstIndex + words.length * 32) * size);
 }
 
 /**
@@ -167,41 +220,61 @@ export function walkTracker(
     return cb.node?.(pfn, level);
   };
 
+  const visitLeaf = (keyBase: number): string | undefined => {
+    // Below order 38 the order bit sits above the leaf index, so one decode serves the leaf.
+    const base = keyBase >= LEAF_BITS ? decodeKey(keyBase) : undefined;
+    if (base && base.order >= 0) {
+      const size = 2 ** base.order;
+      const first = base.pfn / size;
+      if (cb.leaf && (first + LEAF_BITS) * size <= ramPages) {
+        const n = leafPopcount(page);
+        if (n === 0) return undefined;
+        keys += n;
+        return cb.leaf(base.order, first, page);
+      }
+    }
+    for (let w = 0; w < LEAF_BITS / 32; w++) {
+      let bits = page[w] as number;
+      while (bits !== 0) {
+        const low = bits & -bits;
+        const bit = w * 32 + (31 - Math.clz32(low));
+        bits = (bits ^ low) >>> 0;
+        let pfn: number;
+        let order: number;
+        if (base && base.order >= 0) {
+          order = base.order;
+          pfn = base.pfn + bit * (POW2[order] as number);
+        } else {
+          const d = decodeKey(keyBase + bit);
+          order = d.order;
+          pfn = d.pfn;
+        }
+        if (order < 0) return `invalid key 0x${(keyBase + bit).toString(16)}`;
+        if (pfn + (POW2[order] as number) > ramPages) return `preserved block pfn 0x${pfn.toString(16)} order ${order} is outside RAM`;
+        keys++;
+        const stop = cb.key(pfn, order);
+        if (stop) return stop;
+      }
+    }
+    return undefined;
+  };
+
   const visit = (phys: number, level: number, keyBase: number): string | undefined => {
     const bad = checkNode(phys, level);
     if (bad) return bad;
     memory.readInto(phys, pageBytes);
-    if (level === 0) {
-      // Below order 38 the order bit sits above the leaf index, so one decode serves the leaf.
-      const base = keyBase >= LEAF_BITS ? decodeKey(keyBase) : undefined;
-      for (let w = 0; w < LEAF_BITS / 32; w++) {
-        let bits = page[w] as number;
-        while (bits !== 0) {
-          const low = bits & -bits;
-          const bit = w * 32 + (31 - Math.clz32(low));
-          bits = (bits ^ low) >>> 0;
-          const { pfn, order } = base && base.order >= 0
-            ? { pfn: base.pfn + bit * 2 ** base.order, order: base.order }
-            : decodeKey(keyBase + bit);
-          if (order < 0) return `invalid key 0x${(keyBase + bit).toString(16)}`;
-          if (pfn + 2 ** order > ramPages) return `preserved block pfn 0x${pfn.toString(16)} order ${order} is outside RAM`;
-          keys++;
-          const stop = cb.key(pfn, order);
-          if (stop) return stop;
-        }
-      }
-      return undefined;
-    }
+    if (level === 0) return visitLeaf(keyBase);
     // Copy the entries: the recursion below reuses the page buffer.
-    const entries: Array<[slot: number, phys: number]> = [];
+    const slots: number[] = [];
+    const children: number[] = [];
     for (let slot = 0; slot < TABLE_ENTRIES; slot++) {
       const lo = page[2 * slot] as number;
       const hi = page[2 * slot + 1] as number;
-      if (lo !== 0 || hi !== 0) entries.push([slot, hi * 0x1_0000_0000 + lo]);
+      if (lo !== 0 || hi !== 0) { slots.push(slot); children.push(hi * 0x1_0000_0000 + lo); }
     }
     const shift = 2 ** ((level - 1) * KHO_TABLE_SIZE_LOG2 + KHO_BITMAP_SIZE_LOG2);
-    for (const [slot, child] of entries) {
-      const bad2 = visit(child, level - 1, keyBase + slot * shift);
+    for (let i = 0; i < slots.length; i++) {
+      const bad2 = visit(children[i] as number, level - 1, keyBase + (slots[i] as number) * shift);
       if (bad2) return bad2;
     }
     return undefined;

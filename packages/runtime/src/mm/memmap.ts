@@ -2,28 +2,95 @@
  * The part of struct page the model needs: page->private of the head page of each preserved
  * block, where the incoming kernel writes { order, KHO_PAGE_MAGIC }. Kept as sparse per-order
  * bitmaps (one bit per possible head), so 10 million preserved pages cost ~1.2 MiB, not
- * 10 million objects.
+ * 10 million objects. A segment covers 32768 heads of one order, exactly the span of one
+ * tracker leaf, so a whole leaf can be OR-ed in at once (setLeaf).
  */
-const SEG_BITS = 32768;
+import { POW2, isAligned, popcount32 } from './bits.js';
+
+export const HEAD_SEG_BITS = 32768;
+const SEG_WORDS = HEAD_SEG_BITS / 32;
+const ORDERS = 64;
+/** Lookup cache entries per order (direct-mapped by segment index): interleaved nodes stay cached. */
+const WAYS = 16;
 
 export class KhoHeadMap {
-  private readonly segs = new Map<number, Uint32Array>();
-  private ordersPresent = 0n;
+  /** Per order: segment index (head index / 32768) → bitmap of heads. */
+  private segs: Array<Map<number, Uint32Array> | undefined> = [];
+  /** Orders that have a segment, ascending: take() tries them in this order. */
+  private orders: number[] = [];
+  private readonly liveByOrder = new Float64Array(ORDERS);
   private live = 0;
+  /** Segment lookup cache, WAYS entries per order (a miss is cached too): restores come in address order. */
+  private readonly cacheIdx = new Float64Array(ORDERS * WAYS).fill(-1);
+  private readonly cacheSeg: Array<Uint32Array | undefined> = new Array<Uint32Array | undefined>(ORDERS * WAYS).fill(undefined);
 
   get count(): number { return this.live; }
 
+  /** Pages of the blocks still carrying the magic. */
+  get pages(): number {
+    let p = 0;
+    for (const o of this.orders) p += (this.liveByOrder[o] as number) * 2 ** o;
+    return p;
+  }
+
+  private segment(order: number, segIdx: number, create: boolean): Uint32Array | undefined {
+    const slot = order * WAYS + ((segIdx >>> 0) & (WAYS - 1));
+    if (this.cacheIdx[slot] === segIdx) {
+      const cached = this.cacheSeg[slot];
+      if (cached || !create) return cached;
+    }
+    let map = this.segs[order];
+    if (!map) {
+      if (!create) return undefined;
+      map = new Map();
+      this.segs[order] = map;
+      this.orders.push(order);
+      this.orders.sort((a, b) => a - b);
+    }
+    let seg = map.get(segIdx);
+    if (!seg && create) {
+      seg = new Uint32Array(SEG_WORDS);
+      map.set(segIdx, seg);
+    }
+    this.cacheIdx[slot] = segIdx;
+    this.cacheSeg[slot] = seg;
+    return seg;
+  }
+
   /** Write { order, KHOP } into the head page's private word. */
   set(pfn: number, order: number): void {
-    const idx = pfn / 2 ** order;
-    const key = order * 2 ** 40 + Math.floor(idx / SEG_BITS);
-    let seg = this.segs.get(key);
-    if (!seg) { seg = new Uint32Array(SEG_BITS / 32); this.segs.set(key, seg); }
-    const bit = idx % SEG_BITS;
+    const idx = pfn / (POW2[order] as number);
+    const seg = this.segment(order, Math.floor(idx / HEAD_SEG_BITS), true) as Uint32Array;
+    const bit = (idx >>> 0) & (HEAD_SEG_BITS - 1);
     const w = seg[bit >>> 5] as number;
     const m = 1 << (bit & 31);
-    if ((w & m) === 0) { seg[bit >>> 5] = (w | m) >>> 0; this.live++; }
-    this.ordersPresent |= 1n << BigInt(order);
+    if ((w & m) === 0) {
+      seg[bit >>> 5] = (w | m) >>> 0;
+      this.live++;
+      this.liveByOrder[order] = (this.liveByOrder[order] as number) + 1;
+    }
+  }
+
+  /**
+   * Mark every head of one tracker leaf: `words` is the leaf bitmap of order `order` whose
+   * bit 0 is head index segIdx * 32768. Returns the number of heads newly marked.
+   */
+  setLeaf(order: number, segIdx: number, words: Uint32Array): number {
+    let seg: Uint32Array | undefined;
+    let added = 0;
+    for (let w = 0; w < SEG_WORDS; w++) {
+      const bits = words[w] as number;
+      if (bits === 0) continue;
+      seg ??= this.segment(order, segIdx, true) as Uint32Array;
+      const old = seg[w] as number;
+      const fresh = (bits & ~old) >>> 0;
+      if (fresh === 0) continue;
+      seg[w] = (old | fresh) >>> 0;
+      added += popcount32(fresh);
+    }
+    this.live += added;
+    this.liveByOrder[order] = (this.liveByOrder[order] as number) + added;
+    return added;
   }
 
   /**
@@ -31,31 +98,52 @@ export class KhoHeadMap {
    * the word (a second restore fails), or -1 (unaligned, tail or never-preserved address).
    */
   take(pfn: number): number {
-    for (let order = 0; order <= 63; order++) {
-      if (((this.ordersPresent >> BigInt(order)) & 1n) === 0n) continue;
-      if (pfn % 2 ** order !== 0) break;
-      const idx = pfn / 2 ** order;
-      const seg = this.segs.get(order * 2 ** 40 + Math.floor(idx / SEG_BITS));
-      if (!seg) continue;
-      const bit = idx % SEG_BITS;
+    const orders = this.orders;
+    for (let i = 0; i < orders.length; i++) {
+      const order = orders[i] as number;
+      const size = POW2[order] as number;
+      // Orders ascend: once pfn is not aligned to this one it is aligned to no higher one.
+      if (!isAligned(pfn, order)) break;
+      const idx = pfn / size;
+      const seg = this.segment(order, Math.floor(idx / HEAD_SEG_BITS), false);
+      if (seg === undefined) continue;
+      const bit = (idx >>> 0) & (HEAD_SEG_BITS - 1);
       const w = seg[bit >>> 5] as number;
       const m = 1 << (bit & 31);
-      if ((w & m) !== 0) { seg[bit >>> 5] = (w & ~m) >>> 0; this.live--; return order; }
+      if ((w & m) !== 0) {
+        seg[bit >>> 5] = (w & ~m) >>> 0;
+        this.live--;
+        this.liveByOrder[order] = (this.liveByOrder[order] as number) - 1;
+        return order;
+      }
     }
     return -1;
   }
 
+  /** Forget every head (a walk that failed half-way reserves nothing). */
+  clear(): void {
+    this.segs = [];
+    this.orders = [];
+    this.liveByOrder.fill(0);
+    this.live = 0;
+    this.cacheIdx.fill(-1);
+    this.cacheSeg.fill(undefined);
+  }
+
   /** Blocks still carrying the magic (preserved, never restored): what leaks at this boot. */
   *remaining(): IterableIterator<{ pfn: number; order: number }> {
-    for (const [key, seg] of this.segs) {
-      const order = Math.floor(key / 2 ** 40);
-      const base = (key % 2 ** 40) * SEG_BITS;
-      for (let w = 0; w < seg.length; w++) {
-        let bits = seg[w] as number;
-        while (bits !== 0) {
-          const low = bits & -bits;
-          bits = (bits ^ low) >>> 0;
-          yield { pfn: (base + w * 32 + (31 - Math.clz32(low))) * 2 ** order, order };
+    for (const order of this.orders) {
+      const map = this.segs[order];
+      if (!map) continue;
+      for (const [segIdx, seg] of map) {
+        const base = segIdx * HEAD_SEG_BITS;
+        for (let w = 0; w < seg.length; w++) {
+          let bits = seg[w] as number;
+          while (bits !== 0) {
+            const low = bits & -bits;
+            bits = (bits ^ low) >>> 0;
+            yield { pfn: (base + w * 32 + (31 - Math.clz32(low))) * 2 ** order, order };
+          }
         }
       }
     }

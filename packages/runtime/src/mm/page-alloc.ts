@@ -5,6 +5,7 @@
  * Freed blocks are not coalesced with their buddies; a higher order is split on demand.
  */
 import type { NumaNode, PfnRanges } from '@liveupdate/hw';
+import { POW2 } from './bits.js';
 
 class PfnStack {
   private buf = new Float64Array(64);
@@ -58,8 +59,9 @@ export class PageAllocator {
     for (let k = 0; k < count; k++) {
       const pfn = this.allocOnNode(this.nodes[(first + k) % count] as NodeFree, order);
       if (pfn !== null) {
-        this.allocated += 2 ** order;
-        this.freePageCount -= 2 ** order;
+        const pages = POW2[order] as number;
+        this.allocated += pages;
+        this.freePageCount -= pages;
         return pfn;
       }
     }
@@ -69,8 +71,9 @@ export class PageAllocator {
   free(pfn: number, order: number): void {
     const node = this.nodeFor(pfn);
     this.stack(node, order).push(pfn);
-    this.allocated -= 2 ** order;
-    this.freePageCount += 2 ** order;
+    const pages = POW2[order] as number;
+    this.allocated -= pages;
+    this.freePageCount += pages;
   }
 
   private nodeFor(pfn: number): NodeFree {
@@ -90,7 +93,7 @@ export class PageAllocator {
   private allocOnNode(node: NodeFree, order: number): number | null {
     const reused = node.stacks[order]?.pop();
     if (reused !== undefined) return reused;
-    const size = 2 ** order;
+    const size = POW2[order] as number;
     while (node.run < node.runs.length) {
       const [, end] = node.runs[node.run] as [number, number];
       const aligned = Math.ceil(node.cursor / size) * size;
