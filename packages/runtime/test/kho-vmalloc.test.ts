@@ -151,3 +151,36 @@ describe('kho_unpreserve_vmalloc', () => {
     expect(out.survivors().blocks).toBe(before);
   });
 });
+
+describe('a hostile chunk chain', () => {
+  /** Preserve a 3-chunk area, then make the last chunk's next point back at the first. */
+  function cyclicHandover(): { k: Kernel; desc: KhoVmallocDesc } {
+    const m = createMachine({ memory: '2GiB' });
+    const a1 = coldBoot(m, 'kho=on');
+    const out = a1.khoOut as KhoOut;
+    const v = vzalloc(a1.mm, PAGES * PAGE_SIZE);
+    if (!v) throw new Error('test setup: vzalloc failed');
+    const d = khoPreserveVmalloc(out, a1.mm, v);
+    const chain: number[] = [];
+    for (let c = Number(d.first); c !== 0; c = m.memory.readU64Number(c)) chain.push(c);
+    m.memory.writeU64(chain[chain.length - 1] as number, chain[0] as number);
+    const a2 = a1.kexec({ cmdline: 'kho=on' });
+    return { k: a2, desc: d };
+  }
+
+  it('a chunk chain that loops back is refused at its first repeated chunk, with total_pages claiming 4 billion pages', () => {
+    const { k, desc: d } = cyclicHandover();
+    const kin = k.khoIn as KhoIn;
+    const restoredBefore = kin.leaked().blocks;
+    expect(khoRestoreVmalloc(kin, k.mm, { ...d, total_pages: 0xffffffff })).toBeNull();
+    // Nothing was claimed on the way: every preserved block is still there to be restored.
+    expect(kin.leaked().blocks).toBe(restoredBefore);
+  });
+
+  it('a chunk pointer to a page that was never preserved is refused before reading it', () => {
+    const { k, desc: d } = cyclicHandover();
+    const kin = k.khoIn as KhoIn;
+    const notPreserved = (k.mm.allocPages(0) as number) * PAGE_SIZE;
+    expect(khoRestoreVmalloc(kin, k.mm, { ...d, first: BigInt(notPreserved) })).toBeNull();
+  });
+});

@@ -29,6 +29,8 @@ const IMAGE_PAGES = (32 << 20) / PAGE_SIZE;
 /** sizeof(struct page) = 64: the memmap costs 1/64 of each node. */
 const MEMMAP_DIVISOR = PAGE_SIZE / 64;
 const PAGEBLOCK_PAGES = 512;
+/** Incoming blobs larger than this are not exposed under kho/in/sub_fdts. */
+const DEBUGFS_BLOB_MAX = 64 << 20;
 
 /**
  * A plugin as the runtime sees it: it runs once at boot (late_initcall) and registers its
@@ -274,7 +276,11 @@ export class Kernel implements ProcessHost {
       const valid = (): Array<{ name: string; phys: number; size: number }> => {
         const subs: Array<{ name: string; phys: number; size: number }> = [];
         for (const c of kin.root.children) {
-          try { subs.push({ name: c.name, ...kin.retrieveSubtree(c.name) }); } catch { /* skipped with a warning upstream */ }
+          try {
+            const blob = kin.retrieveSubtree(c.name);
+            // A hostile blob-size must not make a debugfs read allocate gigabytes.
+            if (blob.size <= DEBUGFS_BLOB_MAX) subs.push({ name: c.name, ...blob });
+          } catch { /* skipped with a warning upstream */ }
         }
         return subs;
       };

@@ -57,16 +57,25 @@ export function khoPreserveVmalloc(kho: KhoOut, mm: Mm, area: VmArea): KhoVmallo
 }
 
 /** Walk the chunk chain of a descriptor (outgoing or incoming), bounded by total_pages. */
-function chunkChain(mm: Mm, desc: KhoVmallocDesc): { chunks: number[]; runs: number[] } | null {
+function chunkChain(
+  mm: Mm,
+  desc: KhoVmallocDesc,
+  isChunk: (pfn: number) => boolean = () => true,
+): { chunks: number[]; runs: number[] } | null {
   const chunks: number[] = [];
+  const seen = new Set<number>();
   const runs: number[] = [];
   const runPages = 2 ** desc.order;
   const maxRuns = Math.ceil(desc.total_pages / runPages);
   let next = Number(desc.first);
   while (next !== 0) {
     if (next % PAGE_SIZE !== 0 || next + PAGE_SIZE > mm.memory.size) return null;
-    if (chunks.length > maxRuns / KHO_VMALLOC_SIZE + 1) return null; // a longer chain is a cycle or garbage
-    chunks.push(next / PAGE_SIZE);
+    if (chunks.length > maxRuns / KHO_VMALLOC_SIZE + 1) return null; // a longer chain is garbage
+    // Every chunk must be a preserved page, each visited once: a cycle stops at its first repeat.
+    const pfn = next / PAGE_SIZE;
+    if (seen.has(pfn) || !isChunk(pfn)) return null;
+    seen.add(pfn);
+    chunks.push(pfn);
     for (let i = 0; i < KHO_VMALLOC_SIZE; i++) {
       const phys = mm.memory.readU64Number(next + KHO_VMALLOC_CHUNK_PHYS_OFFSET + 8 * i);
       if (phys === 0) break;
@@ -93,7 +102,7 @@ export function khoUnpreserveVmalloc(kho: KhoOut, mm: Mm, desc: KhoVmallocDesc):
 export function khoRestoreVmalloc(kin: KhoIn, mm: Mm, desc: KhoVmallocDesc): VmArea | null {
   if ((desc.flags & ~(KHO_VMALLOC_ALLOC | KHO_VMALLOC_HUGE_VMAP)) !== 0) return null;
   if (desc.order > 20) return null;
-  const chain = chunkChain(mm, desc);
+  const chain = chunkChain(mm, desc, (pfn) => kin.heads.peek(pfn) === 0);
   if (!chain) return null;
   const runPages = 2 ** desc.order;
   if (chain.runs.length * runPages !== desc.total_pages) return null;

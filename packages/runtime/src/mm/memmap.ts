@@ -93,11 +93,12 @@ export class KhoHeadMap {
     return added;
   }
 
-  /**
-   * kho_restore_folio's check: the head page carries the magic. Returns its order and clears
-   * the word (a second restore fails), or -1 (unaligned, tail or never-preserved address).
-   */
-  take(pfn: number): number {
+  private hitSeg: Uint32Array | undefined;
+  private hitWord = 0;
+  private hitMask = 0;
+
+  /** The order whose head bit is set for pfn (recording where), or -1. */
+  private locate(pfn: number): number {
     const orders = this.orders;
     for (let i = 0; i < orders.length; i++) {
       const order = orders[i] as number;
@@ -108,16 +109,34 @@ export class KhoHeadMap {
       const seg = this.segment(order, Math.floor(idx / HEAD_SEG_BITS), false);
       if (seg === undefined) continue;
       const bit = (idx >>> 0) & (HEAD_SEG_BITS - 1);
-      const w = seg[bit >>> 5] as number;
       const m = 1 << (bit & 31);
-      if ((w & m) !== 0) {
-        seg[bit >>> 5] = (w & ~m) >>> 0;
-        this.live--;
-        this.liveByOrder[order] = (this.liveByOrder[order] as number) - 1;
+      if (((seg[bit >>> 5] as number) & m) !== 0) {
+        this.hitSeg = seg;
+        this.hitWord = bit >>> 5;
+        this.hitMask = m;
         return order;
       }
     }
     return -1;
+  }
+
+  /** The order of the preserved block whose head is pfn, without claiming it; -1 if none. */
+  peek(pfn: number): number {
+    return this.locate(pfn);
+  }
+
+  /**
+   * kho_restore_folio's check: the head page carries the magic. Returns its order and clears
+   * the word (a second restore fails), or -1 (unaligned, tail or never-preserved address).
+   */
+  take(pfn: number): number {
+    const order = this.locate(pfn);
+    const seg = this.hitSeg;
+    if (order < 0 || !seg) return -1;
+    seg[this.hitWord] = ((seg[this.hitWord] as number) & ~this.hitMask) >>> 0;
+    this.live--;
+    this.liveByOrder[order] = (this.liveByOrder[order] as number) - 1;
+    return order;
   }
 
   /** Forget every head (a walk that failed half-way reserves nothing). */
