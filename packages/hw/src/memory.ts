@@ -281,7 +281,13 @@ export class PhysMemory {
       const n = Math.min(CHUNK_SIZE - (p % CHUNK_SIZE), length - done);
       const c = this.chunkForWrite(p);
       this.unpoison(c, p, n);
-      c.bytes.fill(byte, p % CHUNK_SIZE, (p % CHUNK_SIZE) + n);
+      const off = p % CHUNK_SIZE;
+      if ((off & 3) === 0 && (n & 3) === 0) {
+        // Word stores: byte fills of shared memory cost ~10x more per page.
+        c.words.fill((byte & 0xff) * 0x01010101, off >>> 2, (off + n) >>> 2);
+      } else {
+        c.bytes.fill(byte, off, off + n);
+      }
       done += n;
     }
   }

@@ -8,7 +8,7 @@ export {
   type PluginManifest, type ManifestFormat, type Scenario, type ScenarioSession, type ScenarioFile, type ScenarioSide, type SchemaIssue,
 } from './schemas.js';
 export { pickVersion, intersectRanges, preflight, assertPreflight, type PreflightReport, type PreflightEntry } from './versions.js';
-export { KhoXarray, type XarrayValue } from './xarray.js';
+export { KhoXarray, type XarrayKey, type XarrayValue } from './xarray.js';
 export * as xarrayAbi from './abi/xarray.js';
 export { openLiveupdate, createSession, retrieveSession, preserveFd, retrieveFd, finishSession, getName } from './client.js';
 export { SDK_VERSION } from './version.js';

@@ -41,7 +41,8 @@ const manifestSchema: JSONSchemaType<PluginManifest> = {
   properties: {
     name: { type: 'string', pattern: '^(@[a-z0-9-~][a-z0-9-._~]*/)?[a-z0-9-~][a-z0-9-._~]*$', maxLength: 214 },
     version: { type: 'string', format: 'semver' },
-    sdk: { type: 'string', format: 'semver-range' },
+    // minLength: semver reads '' as '*', which would silently mean "any SDK" / "any version".
+    sdk: { type: 'string', minLength: 1, format: 'semver-range' },
     formats: {
       type: 'array',
       items: {
@@ -51,7 +52,7 @@ const manifestSchema: JSONSchemaType<PluginManifest> = {
         properties: {
           family: { type: 'string', pattern: '^[a-z][a-z0-9_-]{0,30}$' },
           writes: { type: 'array', minItems: 1, items: { type: 'string', format: 'semver' } },
-          reads: { type: 'string', format: 'semver-range' },
+          reads: { type: 'string', minLength: 1, format: 'semver-range' },
           aliases: {
             type: 'object', nullable: true, required: [],
             propertyNames: { pattern: '^[0-9]+$' },
@@ -174,10 +175,15 @@ export class SchemaError extends Error {
 const escapePointer = (token: string): string => token.replace(/~/g, '~0').replace(/\//g, '~1');
 
 function issuesOf(errors: readonly ErrorObject[] | null | undefined): SchemaIssue[] {
-  return (errors ?? []).map((e) => {
+  // A bad property name comes twice: the failing rule (with propertyName) and a generic
+  // 'propertyNames' wrapper. Keep the rule, pointed at the offending key.
+  return (errors ?? []).filter((e) => e.keyword !== 'propertyNames').map((e) => {
     let field = e.instancePath;
     let message = e.message ?? 'is invalid';
-    if (e.keyword === 'additionalProperties') {
+    if (e.propertyName !== undefined) {
+      field = `${field}/${escapePointer(e.propertyName)}`;
+      message = `property name ${message}`;
+    } else if (e.keyword === 'additionalProperties') {
       const extra = (e.params as { additionalProperty?: string }).additionalProperty ?? '';
       field = `${field}/${escapePointer(extra)}`;
       message = 'is not a known field';

@@ -305,6 +305,8 @@ export class Kernel implements ProcessHost {
     this.assertAlive();
     const target = typeof next === 'string' ? { cmdline: next } : next;
     const cmdline = target.cmdline;
+    // An image whose plugins this runtime's SDK cannot load would never come up: refuse now.
+    for (const p of target.plugins ?? this.plugins) checkPluginSdk(p.name, p.sdk);
     // Before any freeze: every format in use must be readable by the target, or nothing happens.
     if (this.khoOut) {
       const inUse = new Set<string>();

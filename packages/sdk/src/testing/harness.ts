@@ -32,6 +32,11 @@ export interface LiveUpdateScenario<S> {
   before(k: Kernel, t: ScenarioTools): S;
   /** Post-kexec steps in kernel B: retrieve, verify, finish. */
   after(k: Kernel, state: S, t: ScenarioTools): void;
+  /**
+   * Between kernel A's jump and kernel B's boot, when only memory and the boot parameters are
+   * left (dump tools read the handover here). Its reads of poisoned pages are not counted.
+   */
+  afterJump?(machine: Machine): void;
   readonly faults?: readonly FaultSpec[];
 }
 
@@ -114,6 +119,7 @@ export function liveUpdate<S>(sides: { from: KernelSide; to: KernelSide }, scena
     return { outcome: { kind: 'rolled-back', error: e }, from: k1, to: null, state, violations, timeline, faults };
   }
   applyCorruptions(k1, corruptions);
+  scenario.afterJump?.(machine);
 
   const mem = machine.memory;
   mem.resetPoisonReads();

@@ -1,0 +1,170 @@
+/**
+ * Manifests and scenario files are data: every validation error names the field (a JSON
+ * pointer) and, for files, the exact line it sits on.
+ */
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import {
+  defineFileHandler, definePlugin, lineOfPointer, parseScenario, SchemaError, validateManifest,
+  type FormatDeclaration, type PluginDefinition,
+} from '@liveupdate/sdk';
+
+const handler = (format: FormatDeclaration) => defineFileHandler({
+  format, canPreserve: () => false, preserve() {}, unpreserve() {}, retrieve() {}, finish() {},
+});
+const fmt = (patch: Partial<FormatDeclaration> = {}): FormatDeclaration => ({ family: 'ringbuf', writes: ['1.0.0'], reads: '^1.0.0', ...patch });
+const plugin = (patch: Partial<PluginDefinition> = {}): PluginDefinition => ({ name: '@example/ringbuf', version: '1.0.0', sdk: '^0.1.0', handlers: [handler(fmt())], ...patch });
+
+function schemaErrorOf(fn: () => unknown): SchemaError {
+  try { fn(); } catch (e) { if (e instanceof SchemaError) return e; throw e; }
+  throw new Error('no SchemaError');
+}
+
+describe('plugin manifest validation (definePlugin)', () => {
+  it('accepts a well-formed plugin and exposes its manifest as data', () => {
+    const p = definePlugin(plugin({ handlers: [handler(fmt({ writes: ['1.0.0', '1.1.0'], reads: '>=1.0.0 <3.0.0', aliases: { 1: 'ringbuf-v1' } }))] }));
+    expect(p.manifest).toEqual({
+      name: '@example/ringbuf', version: '1.0.0', sdk: '^0.1.0',
+      formats: [{ family: 'ringbuf', writes: ['1.0.0', '1.1.0'], reads: '>=1.0.0 <3.0.0', aliases: { 1: 'ringbuf-v1' } }],
+      requires: [],
+    });
+    expect(validateManifest(p.manifest)).toBe(true);
+  });
+
+  it.each([
+    ['a version that is not semver', plugin({ version: '1.0' }), '/version', 'must match format "semver"'],
+    ['a version with a v prefix', plugin({ version: 'v1.0.0' }), '/version', 'must match format "semver"'],
+    ['a name that is not an npm name', plugin({ name: 'Ring Buf' }), '/name', 'must match pattern "^(@[a-z0-9-~][a-z0-9-._~]*/)?[a-z0-9-~][a-z0-9-._~]*$"'],
+    ['an sdk that is not a range', plugin({ sdk: 'latest please' }), '/sdk', 'must match format "semver-range"'],
+    ['an empty sdk range (semver would read it as *)', plugin({ sdk: '' }), '/sdk', 'must NOT have fewer than 1 characters'],
+    ['a reads that is not a range', plugin({ handlers: [handler(fmt({ reads: 'one point oh' }))] }), '/formats/0/reads', 'must match format "semver-range"'],
+    ['an empty reads range', plugin({ handlers: [handler(fmt({ reads: '' }))] }), '/formats/0/reads', 'must NOT have fewer than 1 characters'],
+    ['empty writes', plugin({ handlers: [handler(fmt({ writes: [] }))] }), '/formats/0/writes', 'must NOT have fewer than 1 items'],
+    ['a writes entry that is not a version', plugin({ handlers: [handler(fmt({ writes: ['1.0.0', '2'] }))] }), '/formats/1/writes/1', ''],
+    ['a family with a capital and a space', plugin({ handlers: [handler(fmt({ family: 'Ring Buf' }))] }), '/formats/0/family', 'must match pattern "^[a-z][a-z0-9_-]{0,30}$"'],
+    ['a family longer than 31 characters', plugin({ handlers: [handler(fmt({ family: `r${'x'.repeat(31)}` }))] }), '/formats/0/family', 'must match pattern "^[a-z][a-z0-9_-]{0,30}$"'],
+    ['an alias of 48 characters', plugin({ handlers: [handler(fmt({ aliases: { 1: 'x'.repeat(48) } }))] }), '/formats/0/aliases/1', 'must NOT have more than 47 characters'],
+    ['an alias keyed by a non-number', plugin({ handlers: [handler(fmt({ aliases: { one: 'ringbuf-v1' } as unknown as Record<number, string> }))] }), '/formats/0/aliases/one', 'property name must match pattern "^[0-9]+$"'],
+  ])('rejects %s: SchemaError naming %s', (_what, def, field, message) => {
+    // The second handler case: its bad field is under /formats/1.
+    const d = field.startsWith('/formats/1') ? { ...def, handlers: [handler(fmt({ family: 'first' })), ...(def.handlers ?? [])] } : def;
+    const e = schemaErrorOf(() => definePlugin(d));
+    expect(e.issues).toHaveLength(1);
+    expect(e.issues[0]?.field).toBe(field);
+    if (message) expect(e.issues[0]?.message).toBe(message);
+    expect(e.message).toBe(`plugin manifest of ${d.name}: ${field}: ${e.issues[0]?.message}`);
+  });
+
+  it('a handler missing a required op is a TypeError naming the family and the op', () => {
+    expect(() => defineFileHandler({ format: fmt(), canPreserve: () => false, preserve() {}, unpreserve() {}, retrieve() {} } as never))
+      .toThrow(new TypeError("file handler 'ringbuf': required op 'finish' is missing"));
+  });
+});
+
+const SCENARIO = `{
+  "name": "vm-update",
+  "machine": { "memory": "64GiB", "numaNodes": 2 },
+  "from": { "release": "7.1.0", "plugins": { "@liveupdate/plugin-memfd": "2.0.0" } },
+  "to": { "release": "7.2.0", "plugins": { "@liveupdate/plugin-memfd": "3.0.0" } },
+  "broker": "luod",
+  "sessions": [
+    {
+      "name": "vm0",
+      "files": [
+        { "token": 1, "type": "memfd", "size": "1GiB", "fill": "pattern" },
+        {
+          "token": 2,
+          "type": "hugetlb-memfd",
+          "size": "2GiB",
+          "fill": "synthetic",
+          "touched": 0.25
+        }
+      ]
+    }
+  ]
+}
+`;
+
+/** The scenario with line `line` (1-based) replaced. */
+const withLine = (line: number, text: string): string => SCENARIO.split('\n').map((l, i) => (i === line - 1 ? text : l)).join('\n');
+
+describe('parseScenario', () => {
+  it('parses a valid scenario into data', () => {
+    const s = parseScenario(SCENARIO);
+    expect(s.sessions[0]?.files.map((f) => [f.token, f.type, f.size, f.fill])).toEqual([[1, 'memfd', '1GiB', 'pattern'], [2, 'hugetlb-memfd', '2GiB', 'synthetic']]);
+    expect(s.machine).toEqual({ memory: '64GiB', numaNodes: 2 });
+  });
+
+  it.each([
+    ['a bad enum value', 16, '          "fill": "random",', '/sessions/0/files/1/fill', 16, 'must be one of "pattern", "synthetic", "zero"'],
+    ['a bad size', 11, '        { "token": 1, "type": "memfd", "size": "lots", "fill": "pattern" },', '/sessions/0/files/0/size', 11, 'must match format "size"'],
+    ['a negative token', 13, '          "token": -2,', '/sessions/0/files/1/token', 13, 'must be >= 0'],
+    ['touched above 1', 17, '          "touched": 1.5', '/sessions/0/files/1/touched', 17, 'must be <= 1'],
+    ['numaNodes 0', 3, '  "machine": { "memory": "64GiB", "numaNodes": 0 },', '/machine/numaNodes', 3, 'must be >= 1'],
+    ['a plugin version that is not semver', 5, '  "to": { "release": "7.2.0", "plugins": { "@liveupdate/plugin-memfd": "3" } },', '/to/plugins/@liveupdate~1plugin-memfd', 5, 'must match format "semver"'],
+    ['an unknown field', 8, '    { "colour": "red",', '/sessions/0/colour', 8, 'is not a known field'],
+    ['a missing field (the line of its object)', 11, '        { "token": 1, "type": "memfd", "fill": "pattern" },', '/sessions/0/files/0/size', 11, 'is required'],
+  ])('reports %s with its field pointer and line', (_what, line, text, field, wantLine, message) => {
+    const e = schemaErrorOf(() => parseScenario(withLine(line, text), 'vm.json'));
+    expect(e.issues).toEqual([{ field, line: wantLine, message }]);
+    expect(e.message).toBe(`vm.json: ${field} (line ${wantLine}): ${message}`);
+  });
+
+  it.each([
+    ['a trailing comma (V8 gives no position)', 17, '          "touched": 0.25,', 18],
+    ['a single-quoted string', 6, "  'broker': \"luod\",", 6],
+    ['an unquoted key', 9, '      name: "vm0",', 9],
+    ['a missing comma between members', 2, '  "name": "vm-update"', 3],
+    ['a control character in a string', 2, '  "name": "vm\tupdate",', 2],
+    ['truncated input', 22, '', 22],
+  ])('reports invalid JSON (%s) at its line', (_what, line, text, wantLine) => {
+    const src = line === 22 ? SCENARIO.slice(0, SCENARIO.lastIndexOf('}')) : withLine(line, text);
+    const e = schemaErrorOf(() => parseScenario(src, 'vm.json'));
+    expect(e.issues).toHaveLength(1);
+    expect(e.issues[0]).toMatchObject({ field: '', line: wantLine, message: expect.stringMatching(/^is not valid JSON \(/) });
+  });
+});
+
+/** A JSON document with awkward keys (pointer escapes, quotes, newlines, non-ASCII). */
+const awkwardKey = fc.oneof(fc.string({ maxLength: 6 }), fc.constantFrom('~', '/', 'a/b', '~1', '~0/', '"', '\\', '\n', 'é', '\u2028', '💡', ''));
+const doc = fc.letrec((tie) => ({
+  value: fc.oneof({ depthSize: 'small', withCrossShrink: true }, fc.integer(), fc.string(), fc.boolean(), fc.constant(null), tie('array'), tie('object')),
+  array: fc.array(tie('value'), { maxLength: 4 }),
+  object: fc.dictionary(awkwardKey.filter((k) => k !== '__proto__'), tie('value'), { maxKeys: 4 }),
+})).object;
+
+const escapeToken = (t: string): string => t.replace(/~/g, '~0').replace(/\//g, '~1');
+
+/** Every path in the document, root first. */
+function paths(v: unknown, at: string[] = []): string[][] {
+  const out = [at];
+  if (Array.isArray(v)) v.forEach((x, i) => out.push(...paths(x, [...at, String(i)])));
+  else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) out.push(...paths(x, [...at, k]));
+  return out;
+}
+
+describe('lineOfPointer', () => {
+  it('finds the line where the value at any pointer starts, in any pretty-printed document', () => {
+    fc.assert(fc.property(doc, fc.constantFrom(2, 4, '\t'), (d, indent) => {
+      const text = JSON.stringify(d, null, indent);
+      for (const path of paths(d)) {
+        // Oracle: put a sentinel at that path; only that value's own formatting changes.
+        const marked = JSON.parse(text) as Record<string, unknown>;
+        const sentinel = '\u0001sentinel\u0001';
+        if (path.length === 0) continue;
+        let parent: Record<string, unknown> = marked;
+        for (const t of path.slice(0, -1)) parent = parent[t] as Record<string, unknown>;
+        Object.defineProperty(parent, path.at(-1) as string, { value: sentinel, enumerable: true, writable: true, configurable: true });
+        const markedText = JSON.stringify(marked, null, indent);
+        const want = markedText.slice(0, markedText.indexOf(JSON.stringify(sentinel))).split('\n').length;
+        expect(lineOfPointer(text, `/${path.map(escapeToken).join('/')}`)).toBe(want);
+      }
+      expect(lineOfPointer(text, '')).toBe(1);
+    }), { numRuns: 200 });
+  });
+
+  it('is undefined for a pointer that is not in the document', () => {
+    expect(lineOfPointer('{\n  "a": [1, 2]\n}', '/a/2')).toBeUndefined();
+    expect(lineOfPointer('{\n  "a": [1, 2]\n}', '/b')).toBeUndefined();
+  });
+});
