@@ -73,7 +73,11 @@ export class LuoFileSet<K> {
       return r;
     } catch (e) {
       err = e instanceof ErrnoError ? e : new ErrnoError('EIO', op, `${f.handler.owner ?? f.handler.compatible}: ${e instanceof Error ? e.message : String(e)}`);
-      if (!(e instanceof ErrnoError)) this.ctx.dmesg.log('err', 'liveupdate', `handler ${f.handler.compatible} ${op} failed: ${err.message}`);
+      // Name who failed: the plugin, the op, the file — as an interceptor tags hook errors.
+      if (op !== 'canPreserve') {
+        this.ctx.dmesg.log(e instanceof ErrnoError ? 'warn' : 'err', 'liveupdate',
+          `${event.owner}: ${op} of token ${f.token} in session ${this.session.name} failed: ${e instanceof ErrnoError ? e.code : `bug (${err.message})`}`);
+      }
       throw err;
     } finally {
       this.ctx.hooks.fileOpDone.call(event, err);
