@@ -69,6 +69,26 @@ export class SyntheticRuns {
 
   /** Make [start, end) synthetic with first-page seed `seed`, replacing what was there. */
   set(start: number, end: number, seed: number): void {
+    // Appending after the last run (a file filled front to back) is O(1) amortized, and a run
+    // that continues the last one's seeds extends it instead of adding another.
+    const n = this.n;
+    if (n === 0 || start >= (this.buf[3 * n - 2] as number)) {
+      const lastEnd = n > 0 ? (this.buf[3 * n - 2] as number) : -1;
+      if (n > 0 && lastEnd === start && pageSeedAt(this.buf[3 * n - 1] as number, start - (this.buf[3 * n - 3] as number)) === seed >>> 0) {
+        this.buf[3 * n - 2] = end;
+        return;
+      }
+      if (3 * n + 3 > this.buf.length) {
+        const next = new Float64Array(Math.max(12, this.buf.length * 2));
+        next.set(this.buf.subarray(0, 3 * n));
+        this.buf = next;
+      }
+      this.buf[3 * n] = start;
+      this.buf[3 * n + 1] = end;
+      this.buf[3 * n + 2] = seed >>> 0;
+      this.n = n + 1;
+      return;
+    }
     this.clear(start, end);
     let at = 0;
     while (at < this.n && (this.buf[3 * at] as number) < start) at++;

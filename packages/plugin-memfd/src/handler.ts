@@ -16,22 +16,32 @@ import {
 import semver from 'semver';
 import {
   MEMFD_LUO_ALL_SEALS, MEMFD_LUO_FOLIO_DIRTY, MEMFD_LUO_FOLIO_PFN_BITS, MEMFD_LUO_FOLIO_UPTODATE,
-  memfdLuoFolioSer, memfdLuoSerV1, memfdLuoSerV2, memfdLuoSerV3,
+  folioPfn, memfdLuoFolioSer, memfdLuoSerV1, memfdLuoSerV2, memfdLuoSerV3,
+  readFolioSerIndex, readFolioSerPfn, writeFolioSer,
 } from './abi/memfd.js';
-import { hugetlbAdopt } from './hugetlb-pool.js';
+import { hugetlbAdopt, hugetlbFree } from './hugetlb-pool.js';
 import { MemfdInode, inodeOf, memfdFile } from './memfd.js';
 
-const PFN_MASK = 2 ** MEMFD_LUO_FOLIO_PFN_BITS;
+/** Upstream marks every preserved folio dirty and uptodate unconditionally. */
 const FOLIO_FLAGS = MEMFD_LUO_FOLIO_DIRTY | MEMFD_LUO_FOLIO_UPTODATE;
+/** The flags of a 3.x xarray entry in place: flags << 52. */
+const FOLIO_FLAGS_BIG = BigInt(FOLIO_FLAGS) << BigInt(MEMFD_LUO_FOLIO_PFN_BITS);
 const UINT_MAX = 0xffffffff;
-/** The pfn field (bits 0..51) of a folio entry given as two 32-bit words. */
-const pfnOf = (lo: number, hi: number): number => (hi % 2 ** (MEMFD_LUO_FOLIO_PFN_BITS - 32)) * 2 ** 32 + lo;
-const folioValue = (pfn: number): bigint => BigInt(pfn) | (BigInt(FOLIO_FLAGS) << BigInt(MEMFD_LUO_FOLIO_PFN_BITS));
+/** A 3.x xarray entry: pfn | flags << 52, as the u64 the map stores. */
+const folioEntry = (pfn: number): bigint => BigInt(pfn) | FOLIO_FLAGS_BIG;
 
 interface FolioArray {
   readonly area: VmArea;
   readonly desc: KhoVmallocDesc;
-  readonly pfns: number[];
+  /** The folios the array describes, in record order; their preservation is the array's to undo. */
+  readonly pfns: Float64Array;
+}
+
+/** Folios handed over, as typed (index, pfn) pairs: no per-folio objects for TiB-scale files. */
+interface FolioList {
+  readonly count: number;
+  /** index of folio i at [2i], its pfn at [2i+1]. */
+  readonly pairs: Float64Array;
 }
 
 /** Runtime-only state of one preserved memfd (args->private_data). */
@@ -40,6 +50,8 @@ export interface MemfdPreservation {
   readonly file: KFile;
   readonly mode: 'upstream' | 'sparse';
   readonly serPhys: number;
+  /** Upstream formats record the seals at preserve (freeze only refreshes pos); 3.x at freeze. */
+  readonly sealsAtPreserve: number;
   array: FolioArray | null;
   xa: KhoXarray | null;
   /** Counts of preserved folios by order, for the hugetlb FLB. */
@@ -54,21 +66,31 @@ function khoOut(kernel: Kernel) {
   return out;
 }
 
-/** Preserve every folio of the cache in a vmalloc'd array of memfd_luo_folio_ser. */
-function preserveFolioArray(kernel: Kernel, m: MemfdInode): FolioArray | null {
-  if (m.cache.count === 0) return null;
+/**
+ * Describe every folio of the cache in a vmalloc'd array of memfd_luo_folio_ser and hand the
+ * array over; the array owns the folios' preservation from then on. With `preserveFolios` each
+ * folio is KHO-preserved here (upstream preserve); without, it already is (a sparse file
+ * converted at freeze).
+ */
+function preserveFolioArray(kernel: Kernel, m: MemfdInode, preserveFolios: boolean): FolioArray | null {
+  const n = m.cache.count;
+  if (n === 0) return null;
   const out = khoOut(kernel);
-  const pfns: number[] = [];
-  const records = new Uint8Array(m.cache.count * memfdLuoFolioSer.size);
+  const pfns = new Float64Array(n);
+  const records = new Uint8Array(n * memfdLuoFolioSer.size);
+  const view = new DataView(records.buffer);
+  let done = 0;
+  let preserved = 0;
   let area: VmArea | null = null;
   try {
-    let i = 0;
     m.cache.forEach((index, pfn) => {
-      out.preserveFolio(pfn, m.order);
-      pfns.push(pfn);
-      // Upstream marks every folio dirty and uptodate unconditionally.
-      memfdLuoFolioSer.encodeInto(records, i * memfdLuoFolioSer.size, { pfn_flags: folioValue(pfn), index: BigInt(index) });
-      i++;
+      if (preserveFolios) {
+        out.preserveFolio(pfn, m.order);
+        preserved++;
+      }
+      pfns[done] = pfn;
+      writeFolioSer(view, done * memfdLuoFolioSer.size, pfn, FOLIO_FLAGS, index);
+      done++;
     });
     area = vzalloc(kernel.mm, records.length);
     if (!area) throw new ErrnoError('ENOMEM', 'preserve');
@@ -76,17 +98,27 @@ function preserveFolioArray(kernel: Kernel, m: MemfdInode): FolioArray | null {
     const desc = khoPreserveVmalloc(out, kernel.mm, area);
     return { area, desc, pfns };
   } catch (e) {
-    for (const pfn of pfns) out.unpreserveFolio(pfn, m.order);
+    for (let i = 0; i < preserved; i++) out.unpreserveFolio(pfns[i] as number, m.order);
     if (area) vfree(kernel.mm, area);
     throw e;
   }
 }
 
-function releaseFolioArray(kernel: Kernel, m: MemfdInode, a: FolioArray): void {
+/** Free the folio array and its handover; the folios stay preserved unless `unpreserveFolios`. */
+function releaseFolioArray(kernel: Kernel, m: MemfdInode, a: FolioArray, unpreserveFolios: boolean): void {
   const out = khoOut(kernel);
   khoUnpreserveVmalloc(out, kernel.mm, a.desc);
-  for (const pfn of a.pfns) if (pfn !== 0) out.unpreserveFolio(pfn, m.order);
+  if (unpreserveFolios) for (let i = 0; i < a.pfns.length; i++) if (a.pfns[i] !== 0) out.unpreserveFolio(a.pfns[i] as number, m.order);
   vfree(kernel.mm, a.area);
+}
+
+/** The sparse format follows the page cache until freeze: every folio that appears or goes away. */
+function watchPages(kernel: Kernel, m: MemfdInode, xa: KhoXarray, onCount?: (order: number, delta: number) => void): void {
+  const out = khoOut(kernel);
+  m.watcher = {
+    added: (index, pfn) => { out.preserveFolio(pfn, m.order); xa.set(index, folioEntry(pfn)); onCount?.(m.order, 1); },
+    removed: (index, pfn) => { xa.clear(index); out.unpreserveFolio(pfn, m.order); onCount?.(m.order, -1); },
+  };
 }
 
 /** Materialize every hole below i_size (memfd_pin_folios allocates them). */
@@ -115,7 +147,7 @@ export function preserveMemfd(ctx: HandlerContext<MemfdPreservation>, onCount?: 
       if (Math.ceil(m.size / PAGE_SIZE) > UINT_MAX) throw new ErrnoError('EFBIG', 'preserve');
       if (m.size > 0) {
         materializeHoles(m);
-        array = preserveFolioArray(kernel, m);
+        array = preserveFolioArray(kernel, m, true);
       }
     } else {
       xa = KhoXarray.create(kernel);
@@ -123,13 +155,9 @@ export function preserveMemfd(ctx: HandlerContext<MemfdPreservation>, onCount?: 
       m.cache.forEach((index, pfn) => {
         out.preserveFolio(pfn, m.order);
         preserved.push(pfn);
-        x.set(index, folioValue(pfn));
+        x.set(index, folioEntry(pfn));
       });
-      // Pages that appear or go away until freeze keep the handover current.
-      m.watcher = {
-        added: (index, pfn) => { out.preserveFolio(pfn, m.order); x.set(index, folioValue(pfn)); onCount?.(m.order, 1); },
-        removed: (index, pfn) => { x.clear(index); out.unpreserveFolio(pfn, m.order); onCount?.(m.order, -1); },
-      };
+      watchPages(kernel, m, x, onCount);
     }
   } catch (e) {
     for (const pfn of preserved) out.unpreserveFolio(pfn, m.order);
@@ -140,79 +168,91 @@ export function preserveMemfd(ctx: HandlerContext<MemfdPreservation>, onCount?: 
     throw e;
   }
   onCount?.(m.order, m.cache.count);
-  const state: MemfdPreservation = { m, file, mode, serPhys, array, xa, ...(onCount ? { onCount } : {}) };
+  const state: MemfdPreservation = { m, file, mode, serPhys, sealsAtPreserve: m.seals, array, xa, ...(onCount ? { onCount } : {}) };
   ctx.state = state;
   ctx.data = BigInt(serPhys);
   writeHeader(kernel, state, ctx.version);
 }
 
-/** Write the handover header in `version`'s layout at its physical address. */
+/**
+ * Write the handover header in `version`'s layout at its physical address. The whole 48-byte
+ * slot is rewritten, so a 40-byte memfd-v1 header written over a 48-byte one leaves zeros
+ * behind it, as a kernel that only knows v1 would.
+ */
 function writeHeader(kernel: Kernel, st: MemfdPreservation, version: string): void {
-  const mem = kernel.machine.memory;
   const { m } = st;
   const major = majorOf(version);
   const pos = BigInt(st.file.pos);
+  const seals = st.mode === 'upstream' ? st.sealsAtPreserve : m.seals;
   const vm = st.array
     ? { folios_first: st.array.desc.first, folios_total_pages: st.array.desc.total_pages, folios_flags: st.array.desc.flags, folios_order: st.array.desc.order }
     : { folios_first: 0n, folios_total_pages: 0, folios_flags: 0, folios_order: 0 };
   const nr = BigInt(st.array ? st.array.pfns.length : 0);
+  const slot = new Uint8Array(memfdLuoSerV2.size);
   if (major === 1) {
-    mem.write(st.serPhys, memfdLuoSerV1.encode({ pos, size: BigInt(m.size), nr_folios: nr, ...vm }));
+    memfdLuoSerV1.encodeInto(slot, 0, { pos, size: BigInt(m.size), nr_folios: nr, ...vm });
   } else if (major === 2) {
-    mem.write(st.serPhys, memfdLuoSerV2.encode({ pos, size: BigInt(m.size), seals: m.seals, flags: 0, nr_folios: nr, ...vm }));
+    memfdLuoSerV2.encodeInto(slot, 0, { pos, size: BigInt(m.size), seals, flags: 0, nr_folios: nr, ...vm });
   } else {
-    mem.write(st.serPhys, memfdLuoSerV3.encode({
-      pos, size: BigInt(m.size), seals: m.seals, flags: 0, nr_folios: BigInt(st.xa?.size ?? 0),
+    memfdLuoSerV3.encodeInto(slot, 0, {
+      pos, size: BigInt(m.size), seals, flags: 0, nr_folios: BigInt(st.xa?.size ?? 0),
       folios_xa: BigInt(st.xa?.rootPhys ?? 0), order: m.order, reserved: 0,
-    }));
+    });
   }
+  kernel.machine.memory.write(st.serPhys, slot);
 }
 
-/** freeze: write the header in the negotiated version (converting sparse → upstream if needed). */
+/**
+ * freeze: write the header in the negotiated version. A sparse file going to a kernel that
+ * reads only an upstream format is converted here, in the blackout: the inode is frozen, every
+ * hole materialized, the folio array built, and the xarray dropped from the handover (the
+ * next kernel would not know its pages).
+ */
 export function freezeMemfd(ctx: HandlerContext<MemfdPreservation>): void {
   const st = ctx.state;
   if (!st) throw new ErrnoError('EINVAL', 'freeze', 'no preserved state');
   const major = majorOf(ctx.version);
-  if (st.mode === 'sparse' && major <= 2) {
+  if (st.mode === 'sparse' && major <= 2 && st.xa) {
     if (st.m.order !== 0) throw new ErrnoError('EOPNOTSUPP', 'freeze', `format ${ctx.version} cannot describe huge folios`);
     if (Math.ceil(st.m.size / PAGE_SIZE) > UINT_MAX) throw new ErrnoError('EFBIG', 'freeze');
     st.m.frozen = true;
     try {
-      materializeHoles(st.m); // the watcher preserves each new folio and records it in the xarray too
-      if (st.m.size > 0 && !st.array) {
-        // The folios are already preserved (xarray side); the array only describes them.
-        const records = new Uint8Array(st.m.cache.count * memfdLuoFolioSer.size);
-        const pfns: number[] = [];
-        let i = 0;
-        st.m.cache.forEach((index, pfn) => {
-          memfdLuoFolioSer.encodeInto(records, i++ * memfdLuoFolioSer.size, { pfn_flags: folioValue(pfn), index: BigInt(index) });
-          pfns.push(0); // not preserved by the array: unfreeze must not unpreserve them
-        });
-        const area = vzalloc(ctx.kernel.mm, records.length);
-        if (!area) throw new ErrnoError('ENOMEM', 'freeze');
-        area.write(0, records);
-        try {
-          st.array = { area, desc: khoPreserveVmalloc(khoOut(ctx.kernel), ctx.kernel.mm, area), pfns };
-        } catch (e) {
-          vfree(ctx.kernel.mm, area);
-          throw e;
-        }
-      }
+      materializeHoles(st.m); // the watcher preserves each new folio
+      st.array = preserveFolioArray(ctx.kernel, st.m, false);
     } catch (e) {
       st.m.frozen = false;
       throw e;
     }
+    st.m.watcher = null;
+    st.xa.destroy();
+    st.xa = null;
   }
+  // After a rollback that could not rebuild the xarray, the sparse format has nothing to point at.
+  if (st.mode === 'sparse' && major >= 3 && !st.xa) throw new ErrnoError('ENOMEM', 'freeze', 'no folio xarray');
   writeHeader(ctx.kernel, st, ctx.version);
 }
 
-/** unfreeze (rollback of a failed reboot): undo a sparse → upstream conversion. */
+/** unfreeze (rollback of a failed reboot): undo a sparse → upstream conversion; the file is growable again. */
 export function unfreezeMemfd(ctx: HandlerContext<MemfdPreservation>): void {
   const st = ctx.state;
-  if (!st || st.mode !== 'sparse') return;
-  if (st.array) { releaseFolioArray(ctx.kernel, st.m, st.array); st.array = null; }
+  if (!st || st.mode !== 'sparse' || st.xa) return;
+  const { kernel } = ctx;
+  let xa: KhoXarray;
+  try {
+    xa = KhoXarray.create(kernel);
+    const x = xa;
+    st.m.cache.forEach((index, pfn) => { x.set(index, folioEntry(pfn)); });
+  } catch (e) {
+    // unfreeze is void: the file stays converted (and frozen) and a later freeze to 3.x fails.
+    kernel.dmesg.log('warn', 'memfd', `unfreeze: cannot rebuild the folio xarray: ${e instanceof Error ? e.message : String(e)}`);
+    return;
+  }
+  st.xa = xa;
+  if (st.array) releaseFolioArray(kernel, st.m, st.array, false);
+  st.array = null;
+  watchPages(kernel, st.m, xa, st.onCount);
   st.m.frozen = false;
-  writeHeader(ctx.kernel, st, '3.0.0');
+  writeHeader(kernel, st, '3.0.0');
 }
 
 export function unpreserveMemfd(ctx: HandlerContext<MemfdPreservation>): void {
@@ -220,9 +260,9 @@ export function unpreserveMemfd(ctx: HandlerContext<MemfdPreservation>): void {
   if (!st) return;
   const out = khoOut(ctx.kernel);
   st.m.watcher = null;
-  if (st.array) releaseFolioArray(ctx.kernel, st.m, st.array);
+  if (st.array) releaseFolioArray(ctx.kernel, st.m, st.array, true);
   if (st.xa) {
-    st.xa.forEachWords((_i, lo, hi) => { out.unpreserveFolio(pfnOf(lo, hi), st.m.order); });
+    st.xa.forEachWords((_i, lo, hi) => { out.unpreserveFolio(folioPfn(lo, hi), st.m.order); });
     st.xa.destroy();
   }
   st.onCount?.(st.m.order, -st.m.cache.count);
@@ -259,41 +299,56 @@ function readHeader(kernel: Kernel, phys: number, version: string): Header {
   return { pos: Number(h.pos), size: Number(h.size), seals: h.seals, order: h.order, nrFolios: Number(h.nr_folios), desc: null, xaRoot: Number(h.folios_xa) };
 }
 
-/** The incoming folio list, as (index, pfn) pairs, from the array or the xarray (freed after reading). */
-function incomingFolios(kernel: Kernel, h: Header): Array<[number, number]> {
+/** The incoming folio list from the array or the xarray (whose pages are freed after reading). */
+function incomingFolios(kernel: Kernel, h: Header): FolioList {
   const kin = kernel.khoIn;
   if (!kin) throw new ErrnoError('EINVAL', 'retrieve', 'not a KHO boot');
-  const list: Array<[number, number]> = [];
   if (h.desc) {
-    if (h.nrFolios === 0) return list;
+    if (h.nrFolios === 0) return { count: 0, pairs: new Float64Array(0) };
     const area = khoRestoreVmalloc(kin, kernel.mm, h.desc);
     if (!area) throw new ErrnoError('EINVAL', 'retrieve', 'folio array');
     try {
       if (h.nrFolios * memfdLuoFolioSer.size > area.pageCount * PAGE_SIZE) throw new ErrnoError('EINVAL', 'retrieve', 'nr_folios beyond the folio array');
       const raw = area.read(0, h.nrFolios * memfdLuoFolioSer.size);
+      const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+      const pairs = new Float64Array(2 * h.nrFolios);
       for (let i = 0; i < h.nrFolios; i++) {
-        const r = memfdLuoFolioSer.decode(raw, i * memfdLuoFolioSer.size);
-        list.push([Number(r.index), Number(r.pfn_flags % BigInt(PFN_MASK))]);
+        pairs[2 * i] = readFolioSerIndex(view, i * memfdLuoFolioSer.size);
+        pairs[2 * i + 1] = readFolioSerPfn(view, i * memfdLuoFolioSer.size);
       }
+      return { count: h.nrFolios, pairs };
     } finally {
       vfree(kernel.mm, area);
     }
-    return list;
   }
-  if (h.xaRoot === 0) return list;
+  if (h.xaRoot === 0) return { count: 0, pairs: new Float64Array(0) };
   const xa = KhoXarray.restore(kernel, h.xaRoot);
-  xa.forEachWords((index, lo, hi) => { list.push([index, pfnOf(lo, hi)]); });
-  xa.destroy();
-  return list;
+  try {
+    const pairs = new Float64Array(2 * xa.size);
+    let n = 0;
+    xa.forEachWords((index, lo, hi) => {
+      pairs[2 * n] = index;
+      pairs[2 * n + 1] = folioPfn(lo, hi);
+      n++;
+    });
+    return { count: n, pairs };
+  } finally {
+    xa.destroy();
+  }
 }
 
-/** Restore and free folios nobody will use (error paths and finish of an unretrieved file). */
-function dropFolios(kernel: Kernel, list: ReadonlyArray<[number, number]>, order: number): void {
-  for (const [, pfn] of list) {
+/**
+ * Restore and release folios [from, count) nobody will use (error paths and finish of an
+ * unretrieved file). Huge folios go back to their hugeTLB pool, which counted them as preserved.
+ */
+function dropFolios(kernel: Kernel, list: FolioList, from: number, order: number): void {
+  for (let i = from; i < list.count; i++) {
+    const pfn = list.pairs[2 * i + 1] as number;
     if (pfn === 0) continue;
     const f = kernel.khoIn?.restoreFolio(pfn * PAGE_SIZE);
-    if (f) kernel.mm.freePages(f.pfn, f.order);
-    else kernel.dmesg.log('warn', 'memfd', `could not restore folio 0x${(pfn * PAGE_SIZE).toString(16)} order ${order}`);
+    if (!f) kernel.dmesg.log('warn', 'memfd', `could not restore folio 0x${(pfn * PAGE_SIZE).toString(16)} order ${order}`);
+    else if (order > 0 && f.order === order) hugetlbFree(kernel, order, f.pfn);
+    else kernel.mm.freePages(f.pfn, f.order);
   }
 }
 
@@ -312,13 +367,14 @@ export function retrieveMemfd(ctx: HandlerContext<MemfdPreservation>, hugetlb: b
     m.seals = h.seals;
     m.size = h.size;
     const list = incomingFolios(kernel, h);
-    for (let i = 0; i < list.length; i++) {
-      const [index, pfn] = list[i] as [number, number];
+    for (let i = 0; i < list.count; i++) {
+      const index = list.pairs[2 * i] as number;
+      const pfn = list.pairs[2 * i + 1] as number;
       if (pfn === 0) continue;
       const f = kin.restoreFolio(pfn * PAGE_SIZE);
       if (!f || f.order !== h.order) {
         if (f) kernel.mm.freePages(f.pfn, f.order);
-        dropFolios(kernel, list.slice(i + 1), h.order);
+        dropFolios(kernel, list, i + 1, h.order);
         m.releaseAll();
         throw new ErrnoError('EIO', 'retrieve', `folio 0x${(pfn * PAGE_SIZE).toString(16)} cannot be restored`);
       }
@@ -340,7 +396,7 @@ export function finishMemfd(ctx: HandlerContext<MemfdPreservation>): void {
   const phys = Number(ctx.data);
   try {
     const h = readHeader(kernel, phys, ctx.version);
-    dropFolios(kernel, incomingFolios(kernel, h), h.order);
+    dropFolios(kernel, incomingFolios(kernel, h), 0, h.order);
   } catch (e) {
     kernel.dmesg.log('warn', 'memfd', `finish of an unretrieved memfd failed: ${e instanceof Error ? e.message : String(e)}`);
   } finally {

@@ -44,6 +44,9 @@ export function hugetlbInit(kernel: Kernel, preserved: ReadonlyMap<number, numbe
       pool.free.push(pfn);
       pool.total++;
     }
+    // The free list is popped from its end: lowest pages first, so a file faulted in order gets
+    // physically contiguous folios (one synthetic run, not one per folio).
+    pool.free.reverse();
     map.set(order, pool);
     kernel.dmesg.log('info', 'hugetlb', `${(4 << order) >> 10} MiB pages: ${configured} configured, ${kept} preserved, ${pool.total - kept} allocated`);
   }

@@ -17,13 +17,22 @@ import { inodeOf, isMemfd } from './memfd.js';
 import { PLUGIN_VERSION } from './version.js';
 
 export interface MemfdPluginOptions {
-  /** memfd format versions this build writes (default 1.0.0, 2.0.0, 3.0.0). */
+  /** memfd format versions this build writes (default: DEFAULT_WRITES). */
   readonly writes?: readonly string[];
-  /** What it reads (default '>=1.0.0 <4.0.0'). */
+  /** What it reads (default: DEFAULT_READS). */
   readonly reads?: string;
-  /** Preserve hugeTLB memfds too (default true). */
+  /** Preserve hugeTLB memfds too (default: DEFAULT_HUGETLB). */
   readonly hugetlb?: boolean;
 }
+
+/*
+ * This release's defaults, one per line: @liveupdate/compat's scripts/make-release.mjs rewrites
+ * exactly these three lines to rebuild the earlier releases (1.0.0: memfd-v1 only, as 6.19;
+ * 2.0.0: memfd-v1 and memfd-v2, as mainline; neither handled hugeTLB memfds).
+ */
+const DEFAULT_WRITES: readonly string[] = ['1.0.0', '2.0.0', '3.0.0'];
+const DEFAULT_READS = '>=1.0.0 <4.0.0';
+const DEFAULT_HUGETLB = true;
 
 /** Per kernel: preserved huge pages by order, and the hugetlb FLB page they are written to. */
 const hugetlbOut = new WeakMap<Kernel, { counts: Map<number, number>; page: number }>();
@@ -81,8 +90,9 @@ function countHuge(kernel: Kernel, order: number, delta: number): void {
 
 /** The memfd plugin. Format 1.x = memfd-v1, 2.x = memfd-v2 (upstream, byte-exact), 3.x = sparse. */
 export default function memfd(options: MemfdPluginOptions = {}): Plugin {
-  const writes = options.writes ?? ['1.0.0', '2.0.0', '3.0.0'];
-  const reads = options.reads ?? '>=1.0.0 <4.0.0';
+  const writes = options.writes ?? DEFAULT_WRITES;
+  const reads = options.reads ?? DEFAULT_READS;
+  const withHugetlb = options.hugetlb ?? DEFAULT_HUGETLB;
   const shmem: FileHandlerDefinition<MemfdPreservation> = defineFileHandler<MemfdPreservation>({
     format: { family: MEMFD_FAMILY, writes, reads, aliases: MEMFD_ALIASES },
     // Only unlinked shmem: hugetlbfs memfds are not shmem.
@@ -109,8 +119,8 @@ export default function memfd(options: MemfdPluginOptions = {}): Plugin {
     name: '@liveupdate/plugin-memfd',
     version: PLUGIN_VERSION,
     sdk: '^0.1.0',
-    handlers: options.hugetlb === false ? [shmem] : [shmem, huge],
-    flbs: options.hugetlb === false ? [] : [{ flb: hugetlbFlb, handlers: [HUGETLB_FAMILY] }],
+    handlers: withHugetlb ? [shmem, huge] : [shmem],
+    flbs: withHugetlb ? [{ flb: hugetlbFlb, handlers: [HUGETLB_FAMILY] }] : [],
     setup(kernel, api) {
       const incoming = api.flbIncoming(HUGETLB_FLB_COMPATIBLE);
       hugetlbInit(kernel, incoming instanceof Map ? incoming as Map<number, number> : new Map());
@@ -129,7 +139,7 @@ function ctxWithVersion<C extends { version: string }>(ctx: C, version: string):
   });
 }
 
-export { memfd };
+export { memfd, DEFAULT_WRITES, DEFAULT_READS, DEFAULT_HUGETLB };
 export {
   memfdCreate, memfdStore, memfdFillSynthetic, memfdCheckSynthetic, memfdResidentPages, isMemfd,
   MFD_CLOEXEC, MFD_ALLOW_SEALING, MFD_HUGETLB, MFD_NOEXEC_SEAL, MFD_EXEC, MFD_HUGE_2MB, MFD_HUGE_1GB, MFD_NAME_MAX_LEN,

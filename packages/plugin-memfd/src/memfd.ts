@@ -69,10 +69,21 @@ export class MemfdInode {
     if (have >= 0) return have;
     const pfn = this.hugetlb ? hugetlbAlloc(this.kernel, this.order) : this.kernel.mm.allocPages(0);
     if (pfn === null) throw new ErrnoError('ENOMEM', 'fault', this.hugetlb ? `no free ${this.folioBytes >> 20} MiB huge page` : undefined);
-    if (zero) this.kernel.machine.memory.fill(pfn * PAGE_SIZE, this.folioBytes, 0);
+    if (zero) this.clearFolio(pfn);
     this.cache.set(index, pfn);
     this.watcher?.added(index, pfn);
     return pfn;
+  }
+
+  /**
+   * clear_highpage over the folio. A page that already reads zero (never written since power-on
+   * and not handed over) is left alone: clearing it would only back it with host memory, which
+   * matters when preserve materializes a GiB of holes.
+   */
+  private clearFolio(pfn: number): void {
+    const mem = this.kernel.machine.memory;
+    const pages = 2 ** this.order;
+    for (let k = 0; k < pages; k++) if (mem.pageKind(pfn + k) !== 'zero') mem.fill((pfn + k) * PAGE_SIZE, PAGE_SIZE, 0);
   }
 
   /** Drop the folio at index back to its allocator. */
@@ -90,7 +101,7 @@ export class MemfdInode {
 
   /** Release every page (last reference to an unpreserved memfd). */
   releaseAll(): void {
-    for (const [, pfn] of this.cache.takeFrom(0)) this.releaseFolio(pfn);
+    this.cache.drain((_index, pfn) => this.releaseFolio(pfn));
   }
 
   read(dst: Uint8Array, pos: number): number {
@@ -179,10 +190,9 @@ export class MemfdInode {
       if (last >= first) zeroRange(Math.max(offset, last * this.folioBytes), Math.min(end, this.size));
       return;
     }
-    if (end > this.size && !(mode & FALLOC_FL_KEEP_SIZE)) {
-      if (this.seals & F_SEAL_GROW) throw new ErrnoError('EPERM', 'fallocate', 'F_SEAL_GROW');
-      if (this.frozen) throw new ErrnoError('EPERM', 'fallocate', 'inode frozen by live update');
-    }
+    // shmem_fallocate checks F_SEAL_GROW against i_size even with FALLOC_FL_KEEP_SIZE.
+    if (end > this.size && (this.seals & F_SEAL_GROW)) throw new ErrnoError('EPERM', 'fallocate', 'F_SEAL_GROW');
+    if (end > this.size && !(mode & FALLOC_FL_KEEP_SIZE) && this.frozen) throw new ErrnoError('EPERM', 'fallocate', 'inode frozen by live update');
     for (let i = Math.floor(offset / this.folioBytes); i < Math.ceil(end / this.folioBytes); i++) this.fault(i);
     if (end > this.size && !(mode & FALLOC_FL_KEEP_SIZE)) this.size = end;
   }
@@ -244,8 +254,8 @@ export function memfdCreate(proc: Process, name: string, flags: number): number 
     order = shift === 0 ? 9 : shift - 12;
     if (order !== 9 && order !== 18) throw new ErrnoError('EINVAL', 'memfd_create', `unsupported huge page size 2^${shift}`);
   }
-  let seals = flags & MFD_ALLOW_SEALING ? 0 : F_SEAL_SEAL;
-  if (flags & MFD_NOEXEC_SEAL) seals |= F_SEAL_EXEC;
+  // MFD_NOEXEC_SEAL implies sealing is allowed: F_SEAL_SEAL is cleared and F_SEAL_EXEC set (mm/memfd.c).
+  const seals = flags & MFD_NOEXEC_SEAL ? F_SEAL_EXEC : flags & MFD_ALLOW_SEALING ? 0 : F_SEAL_SEAL;
   const m = new MemfdInode(kernel, name, order, (flags & MFD_HUGETLB) !== 0, seals);
   return proc.fdInstall(memfdFile(kernel, m), (flags & MFD_CLOEXEC) !== 0);
 }
@@ -259,7 +269,9 @@ export function memfdStore(proc: Process, fd: number, data: Uint8Array, offset: 
 
 /**
  * Give [offset, offset+length) synthetic content: page i of the file holds page seed seed+i.
- * Allocates the pages (like writing them) without host memory for their bytes.
+ * Allocates the pages (like writing them) without host memory for their bytes. Folios that are
+ * physically contiguous and consecutive in the file become one synthetic run, so a fresh
+ * allocation of a GiB costs one run, not one per page.
  */
 export function memfdFillSynthetic(proc: Process, fd: number, offset: number, length: number, seed: number): void {
   const m = inodeOf(proc.file(fd, 'store'));
@@ -272,25 +284,55 @@ export function memfdFillSynthetic(proc: Process, fd: number, offset: number, le
   }
   const mem = m.kernel.machine.memory;
   const pagesPerFolio = 2 ** m.order;
+  let runIndex = -1;
+  let runPfn = -1;
+  let runFolios = 0;
+  const flush = (): void => {
+    if (runFolios > 0) mem.fillSynthetic(runPfn * PAGE_SIZE, runFolios * m.folioBytes, (seed + runIndex * pagesPerFolio) >>> 0);
+    runFolios = 0;
+  };
   for (let index = offset / m.folioBytes; index < end / m.folioBytes; index++) {
     const pfn = m.fault(index, false);
-    mem.fillSynthetic(pfn * PAGE_SIZE, m.folioBytes, (seed + index * pagesPerFolio) >>> 0);
+    if (runFolios > 0 && pfn === runPfn + runFolios * pagesPerFolio) { runFolios++; continue; }
+    flush();
+    runIndex = index;
+    runPfn = pfn;
+    runFolios = 1;
   }
+  flush();
   if (end > m.size) m.size = end;
 }
 
-/** True when every page of [offset, offset+length) still holds the synthetic content seeded `seed`. */
+/**
+ * True when every page of [offset, offset+length) still holds the synthetic content seeded
+ * `seed` (page i of the file: seed+i). Checked per physically contiguous run: O(runs), not O(pages).
+ */
 export function memfdCheckSynthetic(proc: Process, fd: number, offset: number, length: number, seed: number): boolean {
   const m = inodeOf(proc.file(fd, 'check'));
+  if (offset % PAGE_SIZE !== 0 || length % PAGE_SIZE !== 0) return false;
   const mem = m.kernel.machine.memory;
-  for (let off = offset; off < offset + length; off += PAGE_SIZE) {
+  let runPhys = -1;
+  let runFileOff = 0;
+  let runBytes = 0;
+  const runOk = (): boolean => runBytes === 0 || mem.isSyntheticRun(runPhys, runBytes, (seed + runFileOff / PAGE_SIZE) >>> 0);
+  for (let off = offset; off < offset + length;) {
     const index = Math.floor(off / m.folioBytes);
     const pfn = m.cache.get(index);
     if (pfn < 0) return false;
-    const page = pfn + Math.floor((off % m.folioBytes) / PAGE_SIZE);
-    if (mem.syntheticSeed(page) !== ((seed + off / PAGE_SIZE) >>> 0)) return false;
+    const inFolio = off % m.folioBytes;
+    const n = Math.min(m.folioBytes - inFolio, offset + length - off);
+    const phys = pfn * PAGE_SIZE + inFolio;
+    if (runBytes > 0 && phys === runPhys + runBytes) {
+      runBytes += n;
+    } else {
+      if (!runOk()) return false;
+      runPhys = phys;
+      runFileOff = off;
+      runBytes = n;
+    }
+    off += n;
   }
-  return true;
+  return runOk();
 }
 
 /** Pages present in the page cache (a sparse file's true footprint). */

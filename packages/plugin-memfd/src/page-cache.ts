@@ -8,20 +8,35 @@ const CHUNK = 512;
 export class PageCache {
   private readonly chunks = new Map<number, Float64Array>();
   private present = 0;
+  /** The chunk of the last lookup: sequential walks stay off the Map. */
+  private lastKey = -1;
+  private lastChunk: Float64Array | undefined;
 
   get count(): number { return this.present; }
 
+  private chunkOf(key: number): Float64Array | undefined {
+    if (key === this.lastKey) return this.lastChunk;
+    const c = this.chunks.get(key);
+    this.lastKey = key;
+    this.lastChunk = c;
+    return c;
+  }
+
   /** The pfn at index, or -1 for a hole. */
   get(index: number): number {
-    const c = this.chunks.get(Math.floor(index / CHUNK));
+    const c = this.chunkOf(Math.floor(index / CHUNK));
     const v = c ? (c[index % CHUNK] as number) : 0;
     return v === 0 ? -1 : v - 1;
   }
 
   set(index: number, pfn: number): void {
     const key = Math.floor(index / CHUNK);
-    let c = this.chunks.get(key);
-    if (!c) { c = new Float64Array(CHUNK); this.chunks.set(key, c); }
+    let c = this.chunkOf(key);
+    if (!c) {
+      c = new Float64Array(CHUNK);
+      this.chunks.set(key, c);
+      this.lastChunk = c;
+    }
     if (c[index % CHUNK] === 0) this.present++;
     c[index % CHUNK] = pfn + 1;
   }
@@ -29,13 +44,16 @@ export class PageCache {
   /** Remove index; returns the pfn that was there, or -1. */
   delete(index: number): number {
     const key = Math.floor(index / CHUNK);
-    const c = this.chunks.get(key);
+    const c = this.chunkOf(key);
     if (!c) return -1;
     const v = c[index % CHUNK] as number;
     if (v === 0) return -1;
     c[index % CHUNK] = 0;
     this.present--;
-    if (c.every((x) => x === 0)) this.chunks.delete(key);
+    if (c.every((x) => x === 0)) {
+      this.chunks.delete(key);
+      this.lastChunk = undefined;
+    }
     return v - 1;
   }
 
@@ -52,11 +70,12 @@ export class PageCache {
     }
   }
 
-  /** Entries with index >= from, removed and returned (truncate). */
-  takeFrom(from: number): Array<[index: number, pfn: number]> {
-    const out: Array<[number, number]> = [];
-    this.forEach((i, p) => { if (i >= from) out.push([i, p]); });
-    for (const [i] of out) this.delete(i);
-    return out;
+  /** Empty the cache, handing every (index, pfn) to fn first (the last put of the inode). */
+  drain(fn: (index: number, pfn: number) => void): void {
+    this.forEach((index, pfn) => { fn(index, pfn); });
+    this.chunks.clear();
+    this.present = 0;
+    this.lastKey = -1;
+    this.lastChunk = undefined;
   }
 }

@@ -38,6 +38,32 @@ export const MEMFD_LUO_FOLIO_PFN_BITS = 52;
 export const MEMFD_LUO_FOLIO_DIRTY = 1 << 0;
 export const MEMFD_LUO_FOLIO_UPTODATE = 1 << 1;
 
+/*
+ * The same u64 { pfn:52, flags:12 } as two little-endian 32-bit words, for the per-folio hot
+ * paths (millions of records: no BigInt, no struct objects). The 3.x xarray entries use the
+ * same encoding as the pfn_flags field.
+ */
+const TWO32 = 0x1_0000_0000;
+const PFN_HI_BITS = MEMFD_LUO_FOLIO_PFN_BITS - 32;
+
+/** High word of pfn_flags: pfn bits 32..51, flags in bits 20..31. */
+export const folioHiWord = (pfn: number, flags: number): number => ((Math.floor(pfn / TWO32) % 2 ** PFN_HI_BITS) | (flags << PFN_HI_BITS)) >>> 0;
+/** The pfn of a pfn_flags value given as its two words. */
+export const folioPfn = (lo: number, hi: number): number => (hi % 2 ** PFN_HI_BITS) * TWO32 + lo;
+
+/** Write a memfd_luo_folio_ser at byte offset `at` of `view`. */
+export function writeFolioSer(view: DataView, at: number, pfn: number, flags: number, index: number): void {
+  view.setUint32(at, pfn >>> 0, true);
+  view.setUint32(at + 4, folioHiWord(pfn, flags), true);
+  view.setUint32(at + 8, index >>> 0, true);
+  view.setUint32(at + 12, Math.floor(index / TWO32), true);
+}
+
+/** The page-cache index of the memfd_luo_folio_ser at byte offset `at` (exact below 2^53). */
+export const readFolioSerIndex = (view: DataView, at: number): number => view.getUint32(at + 12, true) * TWO32 + view.getUint32(at + 8, true);
+/** The pfn of the memfd_luo_folio_ser at byte offset `at`. */
+export const readFolioSerPfn = (view: DataView, at: number): number => folioPfn(view.getUint32(at, true), view.getUint32(at + 4, true));
+
 // Seals (include/uapi/linux/fcntl.h).
 export const F_SEAL_SEAL = 0x0001;
 export const F_SEAL_SHRINK = 0x0002;

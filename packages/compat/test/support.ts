@@ -1,0 +1,89 @@
+/**
+ * Kernel A booted with one plugin-memfd release, kernel B with another, one machine between
+ * them. Only the handover bytes cross: A's VMM uses A's release syscalls, B's VMM B's.
+ */
+import { createMachine, type Machine } from '@liveupdate/hw';
+import {
+  ErrnoError, Kernel, abi, boot, openLiveupdate, retrieveFd, retrieveSession,
+  type ErrnoCode, type KexecConfig, type Process,
+} from '@liveupdate/sdk';
+import { memfdReleases, memfdSyscalls, type MemfdPluginOptions, type MemfdRelease, type MemfdSyscalls } from '@liveupdate/compat';
+
+export const CMDLINE = 'kho=on liveupdate=on';
+export const MiB = 2 ** 20;
+
+export interface Build {
+  readonly release: MemfdRelease;
+  readonly options?: MemfdPluginOptions;
+}
+
+export interface KernelA {
+  readonly machine: Machine;
+  readonly k: Kernel;
+  readonly p: Process;
+  readonly dev: number;
+  readonly sys: MemfdSyscalls;
+}
+
+export interface KernelB {
+  readonly k: Kernel;
+  readonly p: Process;
+  readonly dev: number;
+  readonly sys: MemfdSyscalls;
+}
+
+export const kexecConfig = (b: Build, cmdline = CMDLINE): KexecConfig => ({
+  cmdline, plugins: [memfdReleases[b.release](b.options)], release: `plugin-memfd ${b.release}`,
+});
+
+/** Cold-boot kernel A with build `a`. */
+export function bootA(a: Build, memory = '8GiB', cmdline = CMDLINE): KernelA {
+  const machine = createMachine({ memory });
+  const k = boot(machine, kexecConfig(a, cmdline));
+  const p = k.spawn('vmm');
+  return { machine, k, p, dev: openLiveupdate(p), sys: memfdSyscalls[a.release] };
+}
+
+/** Kernel B after A's jump: booted from the machine's bytes and boot parameters. */
+export function bootB(machine: Machine, b: Build, cmdline = CMDLINE): KernelB {
+  const k = Kernel.boot(machine, kexecConfig(b, cmdline));
+  const p = k.spawn('vmm');
+  return { k, p, dev: openLiveupdate(p), sys: memfdSyscalls[b.release] };
+}
+
+export function retrieveOne(b: KernelB, session: string, token: number): { sfd: number; fd: number } {
+  const sfd = retrieveSession(b.p, b.dev, session);
+  return { sfd, fd: retrieveFd(b.p, sfd, token) };
+}
+
+/** The compatible string of the first preserved file, read from A's handover bytes after the jump. */
+export function handedOverCompatible(a: KernelA): string {
+  const luo = a.k.khoOut?.subtreeList.find((s) => s.name === 'LUO');
+  if (!luo) throw new Error('no LUO subtree');
+  const mem = a.machine.memory;
+  const { luoSer, luoSessionSer, luoFileSer } = abi.luo;
+  const hdr = abi.block.khoBlockHeader.size;
+  const sessions = Number(luoSer.decode(mem.read(luo.phys, luoSer.size)).sessions_pa);
+  const files = Number(luoSessionSer.decode(mem.read(sessions + hdr, luoSessionSer.size)).files);
+  return luoFileSer.decode(mem.read(files + hdr, luoFileSer.size)).compatible;
+}
+
+export function errnoOf(fn: () => unknown): ErrnoCode | 0 {
+  try {
+    fn();
+    return 0;
+  } catch (e) {
+    if (e instanceof ErrnoError) return e.code;
+    throw e;
+  }
+}
+
+export function pattern(length: number, seed: number): Uint8Array {
+  const b = new Uint8Array(length);
+  let x = (seed * 2654435761 + 1) >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+    b[i] = x & 0xff;
+  }
+  return b;
+}
