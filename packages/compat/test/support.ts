@@ -4,10 +4,12 @@
  */
 import { createMachine, type Machine } from '@liveupdate/hw';
 import {
-  ErrnoError, Kernel, abi, boot, openLiveupdate, retrieveFd, retrieveSession,
-  type ErrnoCode, type KexecConfig, type Process,
+  Kernel, abi, boot, openLiveupdate, retrieveFd, retrieveSession,
+  type KexecConfig, type Process,
 } from '@liveupdate/sdk';
 import { memfdReleases, memfdSyscalls, type MemfdPluginOptions, type MemfdRelease, type MemfdSyscalls } from '@liveupdate/compat';
+
+export { errnoOf, pattern } from '@liveupdate/sdk/testing';
 
 export const CMDLINE = 'kho=on liveupdate=on';
 export const MiB = 2 ** 20;
@@ -68,22 +70,3 @@ export function handedOverCompatible(a: KernelA): string {
   return luoFileSer.decode(mem.read(files + hdr, luoFileSer.size)).compatible;
 }
 
-export function errnoOf(fn: () => unknown): ErrnoCode | 0 {
-  try {
-    fn();
-    return 0;
-  } catch (e) {
-    if (e instanceof ErrnoError) return e.code;
-    throw e;
-  }
-}
-
-export function pattern(length: number, seed: number): Uint8Array {
-  const b = new Uint8Array(length);
-  let x = (seed * 2654435761 + 1) >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}

@@ -6,10 +6,12 @@
  */
 import { PAGE_SIZE, createMachine, type Machine } from '@liveupdate/hw';
 import {
-  ErrnoError, Kernel, abi, boot, createSession, openLiveupdate, retrieveFd, retrieveSession, xarrayAbi,
-  type ErrnoCode, type KexecConfig, type Plugin, type Process,
+  Kernel, abi, boot, createSession, openLiveupdate, retrieveFd, retrieveSession, xarrayAbi,
+  type KexecConfig, type Plugin, type Process,
 } from '@liveupdate/sdk';
 import { memfdAbi } from '@liveupdate/plugin-memfd';
+
+export { errnoOf, pattern } from '@liveupdate/sdk/testing';
 
 export const CMDLINE = 'kho=on liveupdate=on';
 export const KiB = 1024;
@@ -19,28 +21,6 @@ export const TiB = 1024 * GiB;
 export const SEEK_SET = 0;
 export const SEEK_CUR = 1;
 export const SEEK_END = 2;
-
-/** The errno a call failed with, or 0 on success; anything that is not an ErrnoError is rethrown. */
-export function errnoOf(fn: () => unknown): ErrnoCode | 0 {
-  try {
-    fn();
-    return 0;
-  } catch (e) {
-    if (e instanceof ErrnoError) return e.code;
-    throw e;
-  }
-}
-
-/** Deterministic bytes: pattern(n, seed)[i] is a function of (seed, i) and never all zero. */
-export function pattern(length: number, seed: number): Uint8Array {
-  const b = new Uint8Array(length);
-  let x = (seed * 2654435761 + 1) >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
 
 export interface Outgoing {
   readonly machine: Machine;

@@ -20,6 +20,20 @@ export class ErrnoError extends Error {
   }
 }
 
+/**
+ * The errno a call failed with, or 0 on success, like the selftest helpers' -errno return.
+ * Anything thrown that is not an ErrnoError is rethrown: the model never fails that way.
+ */
+export function errnoOf(fn: () => unknown): ErrnoCode | 0 {
+  try {
+    fn();
+    return 0;
+  } catch (e) {
+    if (e instanceof ErrnoError) return e.code;
+    throw e;
+  }
+}
+
 export const isErrno = (e: unknown, code?: ErrnoCode): e is ErrnoError =>
   e instanceof ErrnoError && (code === undefined || e.code === code);
 

@@ -1,4 +1,4 @@
-export { ErrnoError, ERRNO, KernelDeadError, isErrno, type ErrnoCode } from './errno.js';
+export { ErrnoError, ERRNO, KernelDeadError, isErrno, errnoOf, type ErrnoCode } from './errno.js';
 export { Kernel, boot, BootError, type BootConfig, type KexecConfig } from './kernel/kernel.js';
 export { Dmesg, type LogLine, type LogLevel } from './kernel/dmesg.js';
 export { Debugfs, type DebugfsDir } from './kernel/debugfs.js';

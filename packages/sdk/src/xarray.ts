@@ -330,19 +330,7 @@ export class KhoXarray {
 
   /** kho_xa_for_each, ascending; `fn` gets the value as a number (exact below 2^53), the key too. Return true to stop. */
   forEach(fn: (key: number, value: number) => boolean | void): void {
-    this.eachLeaf(0, (leaf, id) => {
-      const w = leaf.words;
-      const base = id * KHO_XA_SLOTS;
-      // Stop at the last used slot: a sparse leaf holds one value, not 512.
-      for (let i = 0, left = leaf.used; left > 0 && i < WORDS; i += 2) {
-        const lo = w[i] as number;
-        const hi = w[i + 1] as number;
-        if ((lo | hi) === 0) continue;
-        left--;
-        if (fn(base + (i >>> 1), hi * TWO32 + lo) === true) return true;
-      }
-      return false;
-    });
+    this.forEachWords((key, lo, hi) => fn(key, hi * TWO32 + lo));
   }
 
   /** kho_xa_for_each with the value split into its low and high 32 bits (exact for any u64). Return true to stop. */
