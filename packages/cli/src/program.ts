@@ -9,6 +9,8 @@ import { Command, CommanderError, Option } from 'commander';
 import { EXIT, EXIT_CODES_HELP, UsageError } from './exit.js';
 import { serializeDump, parseDump } from './handover/dump.js';
 import { formatInspect, inspectDump } from './handover/inspect.js';
+import { addFuzzCommand } from './fuzz/fuzz.js';
+import { addMatrixCommand } from './matrix/matrix.js';
 import { createProgress, type ProgressMode } from './output/progress.js';
 import { formatSummary, summarize } from './output/summary.js';
 import { renderReport } from './report/html.js';
@@ -100,6 +102,8 @@ export function buildProgram(io: CliIo, exit: { code: number }): Command {
     .action(async (file: string | undefined, flags: { out: string; json?: boolean; progress?: boolean }) => {
       exit.code = await runAndSummarize(io, file, { ...flags, reportTo: flags.out });
     });
+  addMatrixCommand(program, io, exit);
+  addFuzzCommand(program, io, exit);
   return program;
 }
 

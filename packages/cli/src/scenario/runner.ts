@@ -11,7 +11,7 @@ import {
   createSession, ErrnoError, finishSession, FormatNegotiationError, openLiveupdate, preflight, preserveFd, retrieveFd,
   retrieveSession, type Kernel, type PreflightReport, type Plugin, type Process, type Scenario,
 } from '@liveupdate/sdk';
-import { InvariantError, liveUpdate, type PhaseTime } from '@liveupdate/sdk/testing';
+import { InvariantError, liveUpdate, type FaultSpec, type Outcome, type PhaseTime } from '@liveupdate/sdk/testing';
 import { decodeHandover, type HandoverView } from '../handover/decode.js';
 import { captureDump, type HandoverDump } from '../handover/dump.js';
 import { bytes, count } from '../output/format.js';
@@ -45,12 +45,23 @@ export interface SessionResult {
 
 export type RunOutcome = 'updated' | 'rolled-back' | 'refused-incoming' | 'failed';
 
+/** A kexec that format negotiation refused: what was refused, how many files had been frozen, whether kernel A still runs. */
+export interface NegotiationRefusalResult {
+  readonly refusals: FormatNegotiationError['refusals'];
+  readonly freezes: number;
+  readonly fromAlive: boolean;
+}
+
 export interface RunResult {
   readonly scenario: Scenario;
   readonly cmdline: string;
   readonly broker: string;
   readonly machine: Machine;
   readonly outcome: RunOutcome;
+  /** The SDK harness's outcome class; null when the harness threw (an invariant broke, or an error it does not classify). */
+  readonly harnessOutcome: Outcome['kind'] | null;
+  /** Set when format negotiation refused the kexec (a FormatNegotiationError): the update was rolled back. */
+  readonly refusal: NegotiationRefusalResult | null;
   /** Why the update did not complete (refusal, errno, invariant). */
   readonly error: string | null;
   readonly preflight: PreflightReport;
@@ -73,6 +84,10 @@ export interface RunOptions {
   readonly capture?: boolean;
   /** Written into dumps: which tool made them. */
   readonly createdBy?: string;
+  /** Faults for the SDK harness (with faults it classifies the outcome instead of throwing on a broken invariant). */
+  readonly faults?: readonly FaultSpec[];
+  /** Called right after the jump (after the harness applied any 'corrupt' fault) with the handover as decoded from bytes. */
+  readonly onHandover?: (machine: Machine, handover: HandoverView) => void;
 }
 
 /** SCM_RIGHTS over the broker's socket: the receiver gets its own fd for the same file. */
@@ -120,6 +135,7 @@ export async function runScenario(scenario: Scenario, opts: RunOptions): Promise
   let dump: HandoverDump | null = null;
   let k2: Kernel | null = null;
   const num = { before: null as number | null, after: null as number | null };
+  let freezes = 0;
   const totalFilePages = files.reduce((n, f) => n + f.size / PAGE_SIZE, 0);
 
   // Phase boundaries as seen from the callbacks, for when the harness keeps its timeline to itself.
@@ -148,7 +164,11 @@ export async function runScenario(scenario: Scenario, opts: RunOptions): Promise
       (sessions[si] as SessionResult).preserved = true;
     });
     progress.phase('kexec', files.length + 2, 'steps');
-    k1.luo.hooks.fileOpDone.tap('liveupdate-cli', (ev, err) => { if (ev.op === 'freeze' && !err) progress.tick(1); });
+    k1.luo.hooks.fileOpDone.tap('liveupdate-cli', (ev, err) => {
+      if (ev.op !== 'freeze') return;
+      freezes++;
+      if (!err) progress.tick(1);
+    });
     marks.beforeEnd = performance.now();
   };
 
@@ -167,6 +187,7 @@ export async function runScenario(scenario: Scenario, opts: RunOptions): Promise
         if (r) r.compatible = f.compatible;
       }
     }
+    opts.onHandover?.(m, handover);
   };
 
   const after = (k: Kernel, _state: void, t: { spawn(k: Kernel, name: string): Process }): void => {
@@ -207,15 +228,21 @@ export async function runScenario(scenario: Scenario, opts: RunOptions): Promise
   };
 
   let outcome: RunOutcome = 'updated';
+  let harnessOutcome: Outcome['kind'] | null = null;
+  let refusal: NegotiationRefusalResult | null = null;
   let error: string | null = null;
   let violations: readonly string[] = [];
   let timeline: readonly PhaseTime[] = [];
   try {
-    const res = liveUpdate({ from, to }, { name: scenario.name, machine, before, after, afterJump });
+    const res = liveUpdate({ from, to }, { name: scenario.name, machine, before, after, afterJump, ...(opts.faults ? { faults: opts.faults } : {}) });
     timeline = res.timeline;
     violations = res.violations;
-    if (res.outcome.kind === 'rolled-back') { outcome = 'rolled-back'; error = res.outcome.error.message; }
-    else if (res.outcome.kind === 'refused-incoming') { outcome = 'refused-incoming'; error = res.outcome.reason; }
+    harnessOutcome = res.outcome.kind;
+    if (res.outcome.kind === 'rolled-back') {
+      outcome = 'rolled-back';
+      error = res.outcome.error.message;
+      if (res.outcome.error instanceof FormatNegotiationError) refusal = { refusals: res.outcome.error.refusals, freezes, fromAlive: !res.from.isDead };
+    } else if (res.outcome.kind === 'refused-incoming') { outcome = 'refused-incoming'; error = res.outcome.reason; }
     else if (res.outcome.kind === 'file-error') { outcome = 'failed'; error = res.outcome.error.message; }
   } catch (e) {
     if (e instanceof InvariantError) {
@@ -240,7 +267,7 @@ export async function runScenario(scenario: Scenario, opts: RunOptions): Promise
   const base = timeline.length > 0 ? timeline : fallback;
   const withParts = base.map((p) => (p.phase === 'before' || p.phase === 'after' ? { ...p, parts: parts[p.phase] } : p));
   return {
-    scenario, cmdline, broker, machine, outcome, error, preflight: plan, sessions, files: results, phases: withParts,
+    scenario, cmdline, broker, machine, outcome, harnessOutcome, refusal, error, preflight: plan, sessions, files: results, phases: withParts,
     handover, dump, leaks: kin?.khoIn ? kin.khoIn.leaked() : null, poisonReads: machine.memory.poisonReads,
     liveupdateNum: num, violations,
   };
