@@ -20,7 +20,7 @@ import {
   readFolioSerIndex, readFolioSerPfn, writeFolioSer,
 } from './abi/memfd.js';
 import { hugetlbAdopt, hugetlbFree } from './hugetlb-pool.js';
-import { MemfdInode, inodeOf, memfdFile } from './memfd.js';
+import { MAX_LFS_FILESIZE, MemfdInode, inodeOf, memfdFile } from './memfd.js';
 
 /** Upstream marks every preserved folio dirty and uptodate unconditionally. */
 const FOLIO_FLAGS = MEMFD_LUO_FOLIO_DIRTY | MEMFD_LUO_FOLIO_UPTODATE;
@@ -282,21 +282,30 @@ interface Header {
   xaRoot: number;
 }
 
+/** Fields no writer produces are corruption: the file is refused (EINVAL) rather than rebuilt wrong. */
+function checkHeader(h: Header, flags: number, reserved: number): Header {
+  if (!(h.size <= MAX_LFS_FILESIZE) || !(h.pos <= MAX_LFS_FILESIZE)) throw new ErrnoError('EINVAL', 'retrieve', `size ${h.size} or pos ${h.pos} beyond MAX_LFS_FILESIZE`);
+  // memfd_luo_ser.flags is unused and must be 0; so is the 3.x reserved word.
+  if (flags !== 0 || reserved !== 0) throw new ErrnoError('EINVAL', 'retrieve', `flags 0x${flags.toString(16)} reserved 0x${reserved.toString(16)}`);
+  if (h.order !== 0 && h.order !== 9 && h.order !== 18) throw new ErrnoError('EINVAL', 'retrieve', `folio order ${h.order}`);
+  return h;
+}
+
 function readHeader(kernel: Kernel, phys: number, version: string): Header {
   const mem = kernel.machine.memory;
   const major = majorOf(version);
   if (major === 1) {
     const h = memfdLuoSerV1.decode(mem.read(phys, memfdLuoSerV1.size));
-    return { pos: Number(h.pos), size: Number(h.size), seals: 0, order: 0, nrFolios: Number(h.nr_folios), xaRoot: 0,
-      desc: { first: h.folios_first, total_pages: h.folios_total_pages, flags: h.folios_flags, order: h.folios_order } };
+    return checkHeader({ pos: Number(h.pos), size: Number(h.size), seals: 0, order: 0, nrFolios: Number(h.nr_folios), xaRoot: 0,
+      desc: { first: h.folios_first, total_pages: h.folios_total_pages, flags: h.folios_flags, order: h.folios_order } }, 0, 0);
   }
   if (major === 2) {
     const h = memfdLuoSerV2.decode(mem.read(phys, memfdLuoSerV2.size));
-    return { pos: Number(h.pos), size: Number(h.size), seals: h.seals, order: 0, nrFolios: Number(h.nr_folios), xaRoot: 0,
-      desc: { first: h.folios_first, total_pages: h.folios_total_pages, flags: h.folios_flags, order: h.folios_order } };
+    return checkHeader({ pos: Number(h.pos), size: Number(h.size), seals: h.seals, order: 0, nrFolios: Number(h.nr_folios), xaRoot: 0,
+      desc: { first: h.folios_first, total_pages: h.folios_total_pages, flags: h.folios_flags, order: h.folios_order } }, h.flags, 0);
   }
   const h = memfdLuoSerV3.decode(mem.read(phys, memfdLuoSerV3.size));
-  return { pos: Number(h.pos), size: Number(h.size), seals: h.seals, order: h.order, nrFolios: Number(h.nr_folios), desc: null, xaRoot: Number(h.folios_xa) };
+  return checkHeader({ pos: Number(h.pos), size: Number(h.size), seals: h.seals, order: h.order, nrFolios: Number(h.nr_folios), desc: null, xaRoot: Number(h.folios_xa) }, h.flags, h.reserved);
 }
 
 /** The incoming folio list from the array or the xarray (whose pages are freed after reading). */
@@ -331,7 +340,13 @@ function incomingFolios(kernel: Kernel, h: Header): FolioList {
       pairs[2 * n + 1] = folioPfn(lo, hi);
       n++;
     });
-    return { count: n, pairs };
+    const list = { count: n, pairs };
+    // nr_folios and the xarray must agree; a mismatch is corruption, and the folios we can see are released.
+    if (n !== h.nrFolios) {
+      dropFolios(kernel, list, 0, h.order);
+      throw new ErrnoError('EINVAL', 'retrieve', `nr_folios ${h.nrFolios} but ${n} folios in the xarray`);
+    }
+    return list;
   } finally {
     xa.destroy();
   }

@@ -31,7 +31,7 @@ export const FALLOC_FL_PUNCH_HOLE = 0x02;
 const O_RDWR = 0o2;
 const O_LARGEFILE = 0o100000;
 /** MAX_LFS_FILESIZE on 64-bit. */
-const MAX_LFS_FILESIZE = Number.MAX_SAFE_INTEGER - (Number.MAX_SAFE_INTEGER % PAGE_SIZE);
+export const MAX_LFS_FILESIZE = Number.MAX_SAFE_INTEGER - (Number.MAX_SAFE_INTEGER % PAGE_SIZE);
 
 /** Watchers of a preserved inode (the sparse format keeps the handover current as pages come and go). */
 export interface PageWatcher {

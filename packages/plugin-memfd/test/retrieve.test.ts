@@ -125,3 +125,24 @@ describe.each([
     expect(free(false) - free(true)).toBe(3);
   });
 });
+
+describe.each([
+  { label: 'memfd-v2 flags (unused, must be 0)', options: { writes: ['2.0.0'] }, offset: 20, value: 1n, width: 4 },
+  { label: 'memfd-v2 size beyond MAX_LFS_FILESIZE', options: { writes: ['2.0.0'] }, offset: 8, value: 1n << 60n, width: 8 },
+  { label: 'memfd@3.0.0 nr_folios disagreeing with the xarray', options: {}, offset: 24, value: 4n, width: 8 },
+  { label: 'memfd@3.0.0 reserved word', options: {}, offset: 44, value: 7n, width: 4 },
+  { label: 'memfd@3.0.0 folio order', options: {}, offset: 40, value: 3n, width: 4 },
+])('a header with a corrupt $label', ({ options, offset, value, width }) => {
+  it('fails RETRIEVE_FD of that memfd with EINVAL, stickily, while the other memfd retrieves', () => {
+    const o = twoMemfds(options);
+    const header = Number(handedOver(o, 'vm', 1).data);
+    if (width === 8) o.machine.memory.writeU64(header + offset, value);
+    else o.machine.memory.writeU32(header + offset, Number(value));
+    const next = bootNext(o);
+    const sfd = retrieveSession(next.p2, next.dev2, 'vm');
+    expect(errnoOf(() => retrieveFd(next.p2, sfd, 1))).toBe('EINVAL');
+    expect(errnoOf(() => retrieveFd(next.p2, sfd, 1))).toBe('EINVAL');
+    const b = retrieveFd(next.p2, sfd, 2);
+    expect(next.p2.pread(b, 2 * PAGE_SIZE, 0)).toEqual(pattern(2 * PAGE_SIZE, 2));
+  });
+});
