@@ -4,7 +4,7 @@
  *   sparse  a 1 TiB memfd with 1% touched in 2 MiB runs (every 100th run)
  *   huge    64 GiB of 2 MiB hugeTLB folios
  * in upstream format 2 (memfd-v2: every hole materialized, a vmalloc'd array of 16-byte folio
- * records) and in format 3 (memfd@3.0.0: folios in a KHO xarray, holes stay holes). Prints the
+ * records) and in format 3 (memfd@3.1.0: folios in a KHO xarray, holes stay holes). Prints the
  * time of each phase, the peak RSS (one child process per run) and the handover metadata per
  * preserved 4 KiB page, counted by walking the bytes the next kernel receives. Never asserts
  * on time. Targets for format 3: holes cost nothing; <= 8 bytes of metadata per preserved page.

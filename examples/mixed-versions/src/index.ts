@@ -1,6 +1,6 @@
 /**
  * A VMM's guest RAM (a sealed memfd) through an upgrade from a kernel built with
- * plugin-memfd 2.0.0 to one built with 3.0.0, and a rollback to 2.0.0: the released tarballs
+ * plugin-memfd 2.0.0 to one built with 3.1.0, and a rollback to 2.0.0: the released tarballs
  * (through @liveupdate/compat) in the old kernel, the workspace build in the new one. Before
  * each kexec the SDK's preflight says which format will travel; after it, the new kernel says
  * which one it found; the guest's RAM is checked page for page each time.
@@ -118,12 +118,12 @@ function hop(machine: Machine, vmm: Vmm, to: KernelImage, g: GuestImage, log: (l
   return { next: { k: next, image: to, p: qemu, dev, ram }, report: { ...report, leakedBlocks } };
 }
 
-/** Upgrade 2.0.0 → 3.0.0, run the guest a little, roll back 3.0.0 → 2.0.0. */
+/** Upgrade 2.0.0 → 3.1.0, run the guest a little, roll back 3.1.0 → 2.0.0. */
 export function upgradeAndRollback(options: MixedVersionsOptions = {}): MixedVersionsReport {
   const log = options.log ?? ((l: string) => console.log(l));
   const ramBytes = options.ramBytes ?? 256 * MiB;
   const old: KernelImage = { release: '7.0.0', memfd: '2.0.0' };
-  const neu: KernelImage = { release: '7.1.0', memfd: '3.0.0' };
+  const neu: KernelImage = { release: '7.1.0', memfd: '3.1.0' };
 
   const machine = createMachine({ memory: '8GiB' });
   const k1 = boot(machine, image(old));

@@ -1,6 +1,6 @@
 /**
  * Demo: a VMM's memfd-backed guest RAM through a live update from a kernel built with
- * plugin-memfd 2.0.0 (the released tarball) to one built with 3.0.0, and back.
+ * plugin-memfd 2.0.0 (the released tarball) to one built with 3.1.0, and back.
  *
  *   npm start -w @liveupdate/example-mixed-versions
  */

@@ -1,6 +1,6 @@
 /**
  * The example's flow, as a test: upgrade 7.0.0 (plugin-memfd 2.0.0, the released tarball) →
- * 7.1.0 (3.0.0), the guest writes, rollback → 7.0.0 (2.0.0).
+ * 7.1.0 (3.1.0), the guest writes, rollback → 7.0.0 (2.0.0).
  */
 import { describe, expect, it } from 'vitest';
 import { memfdAbi } from '@liveupdate/plugin-memfd';
@@ -8,14 +8,14 @@ import { upgradeAndRollback, type MixedVersionsReport } from '../src/index.js';
 
 const MiB = 2 ** 20;
 
-describe('upgrade 2.0.0 → 3.0.0, then rollback 3.0.0 → 2.0.0', () => {
+describe('upgrade 2.0.0 → 3.1.0, then rollback 3.1.0 → 2.0.0', () => {
   let report: MixedVersionsReport | undefined;
   const run = (): MixedVersionsReport => (report ??= upgradeAndRollback({ ramBytes: 64 * MiB, log: () => {} }));
 
-  it('goes 7.0.0 (2.0.0) → 7.1.0 (3.0.0) → 7.0.0 (2.0.0)', () => {
+  it('goes 7.0.0 (2.0.0) → 7.1.0 (3.1.0) → 7.0.0 (2.0.0)', () => {
     expect(run().hops.map((h) => [h.from.release, h.from.memfd, h.to.release, h.to.memfd])).toEqual([
-      ['7.0.0', '2.0.0', '7.1.0', '3.0.0'],
-      ['7.1.0', '3.0.0', '7.0.0', '2.0.0'],
+      ['7.0.0', '2.0.0', '7.1.0', '3.1.0'],
+      ['7.1.0', '3.1.0', '7.0.0', '2.0.0'],
     ]);
   });
 

@@ -10,10 +10,10 @@ import { cli, removeDir, tempDir, type CliRun } from './support/cli.js';
 const PAGE = 4096;
 const MiB = 1 << 20;
 
-const scenarioText = (sessions: string, to = '{ "memfd": "3.0.0" }'): string => `{
+const scenarioText = (sessions: string, to = '{ "memfd": "3.1.0" }'): string => `{
   "name": "small",
   "machine": { "memory": "8GiB", "numaNodes": 2 },
-  "from": { "release": "7.1.0", "plugins": { "memfd": "3.0.0" } },
+  "from": { "release": "7.1.0", "plugins": { "memfd": "3.1.0" } },
   "to": { "release": "7.2.0", "plugins": ${to} },
   "sessions": ${sessions}
 }
@@ -66,7 +66,7 @@ describe('liveupdate run (default scenario)', () => {
     expect(s.formats.luo).toBe('luo-v5');
     expect(s.formats.flbs).toEqual(['hugetlb-v1']);
     expect(s.formats.files).toEqual([
-      { family: 'memfd', version: '3.0.0', compatible: 'memfd@3.0.0', files: 5 },
+      { family: 'memfd', version: '3.1.0', compatible: 'memfd@3.1.0', files: 5 },
       { family: 'hugetlb-memfd', version: '1.0.0', compatible: 'hugetlb-memfd@1.0.0', files: 1 },
     ]);
     expect(s.phases.map((p: { phase: string }) => p.phase)).toEqual(['boot A', 'before', 'freeze + serialize + jump', 'boot B', 'after']);
@@ -82,7 +82,7 @@ describe('liveupdate run (default scenario)', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('compatible = "kho-v4";');
     expect(r.stdout).toMatch(/LUO at 0x[0-9a-f]+: compatible "luo-v5", liveupdate_num 1, 3 sessions/);
-    expect(r.stdout).toMatch(/token 1: compatible "memfd@3\.0\.0" \(memfd 3\.0\.0\)/);
+    expect(r.stdout).toMatch(/token 1: compatible "memfd@3\.1\.0" \(memfd 3\.1\.0\)/);
     expect(r.stdout).toMatch(/compatible "hugetlb-memfd@1\.0\.0" \(hugetlb-memfd 1\.0\.0\)/);
     expect(r.stdout).toMatch(/order 9 \(2 MiB blocks\): 1,024 blocks/);
     expect(r.stdout).toContain('problems: none');
@@ -96,7 +96,7 @@ describe('liveupdate run (default scenario)', () => {
     expect(x.luo.compatible).toBe('luo-v5');
     expect(x.luo.sessions.map((s: { name: string }) => s.name)).toEqual(['vm-web', 'vm-db', 'vm-batch']);
     const files = x.luo.sessions.flatMap((s: { files: Array<{ compatible: string }> }) => s.files.map((f) => f.compatible));
-    expect(files.filter((c: string) => c === 'memfd@3.0.0')).toHaveLength(5);
+    expect(files.filter((c: string) => c === 'memfd@3.1.0')).toHaveLength(5);
     const order9 = x.tracker.orders.find((o: { order: number }) => o.order === 9);
     expect(order9).toMatchObject({ blocks: 1024, pages: 524_288 });
     expect(x.kexecMetadata).toEqual({ previousRelease: '7.1.0', kexecCount: 0 });
@@ -174,14 +174,14 @@ describe('liveupdate usage and bad input', () => {
     expect(r.code).toBe(1);
     const s = JSON.parse(r.stdout);
     expect(s).toMatchObject({ ok: false, exitCode: 1, outcome: 'rolled-back', leaks: { blocks: 0 } });
-    expect(s.error).toMatch(/@liveupdate\/plugin-memfd: format 'memfd' \(writes 1\.0\.0, 2\.0\.0, 3\.0\.0\) is not read by kernel 7\.2\.0/);
+    expect(s.error).toMatch(/@liveupdate\/plugin-memfd: format 'memfd' \(writes 1\.0\.0, 2\.0\.0, 3\.0\.0, 3\.1\.0\) is not read by kernel 7\.2\.0/);
   });
 
   it('runs an upgrade from released plugin-memfd 2.0.0 (through @liveupdate/compat) in the negotiated memfd-v2', () => {
     const file = path.join(dir, 'upgrade.json');
     writeFileSync(file, scenarioText(
       '[{ "name": "vm", "files": [{ "token": 1, "type": "memfd", "size": "8MiB", "fill": "pattern", "touched": 0.5, "seals": ["grow"] }] }]',
-    ).replace('"from": { "release": "7.1.0", "plugins": { "memfd": "3.0.0" } }', '"from": { "release": "7.1.0", "plugins": { "memfd": "2.0.0" } }'));
+    ).replace('"from": { "release": "7.1.0", "plugins": { "memfd": "3.1.0" } }', '"from": { "release": "7.1.0", "plugins": { "memfd": "2.0.0" } }'));
     const r = cli(['run', '--json', '--no-progress', file]);
     const s = JSON.parse(r.stdout);
     expect(s).toMatchObject({ ok: true, outcome: 'updated', leaks: { blocks: 0 }, dataCheck: { passed: true, patternBytes: 4 * MiB } });

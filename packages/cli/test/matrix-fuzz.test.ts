@@ -1,5 +1,5 @@
 /**
- * The built `liveupdate matrix` and `liveupdate fuzz` as users and CI run them: the 3x3 table
+ * The built `liveupdate matrix` and `liveupdate fuzz` as users and CI run them: the 4x4 table
  * of negotiated formats between the released plugin-memfd versions (the same table as
  * packages/compat/test/mixing.test.ts), a refusal before freeze counted as a correct outcome,
  * and a seeded handover fuzzer whose runs all end in a defined outcome class and whose output
@@ -10,13 +10,14 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, removeDir, tempDir, type CliRun } from './support/cli.js';
 
-const RELEASES = ['1.0.0', '2.0.0', '3.0.0'];
+const RELEASES = ['1.0.0', '2.0.0', '3.0.0', '3.1.0'];
 
-//                 to 1.0.0     to 2.0.0     to 3.0.0
+//                 to 1.0.0     to 2.0.0     to 3.0.0       to 3.1.0
 const NEGOTIATED = [
-  ['memfd-v1', 'memfd-v1', 'memfd-v1'], // from 1.0.0
-  ['memfd-v1', 'memfd-v2', 'memfd-v2'], // from 2.0.0
-  ['memfd-v1', 'memfd-v2', 'memfd@3.0.0'], // from 3.0.0
+  ['memfd-v1', 'memfd-v1', 'memfd-v1', 'memfd-v1'], // from 1.0.0
+  ['memfd-v1', 'memfd-v2', 'memfd-v2', 'memfd-v2'], // from 2.0.0
+  ['memfd-v1', 'memfd-v2', 'memfd@3.0.0', 'memfd@3.0.0'], // from 3.0.0
+  ['memfd-v1', 'memfd-v2', 'memfd@3.1.0', 'memfd@3.1.0'], // from 3.1.0: 3.0.0 reads the minor 3.1 header, skipping its checksum
 ];
 
 interface Cell { from: string; to: string; outcome: string; compatible: string[]; reason: string | null; leaks: { blocks: number; poisonReads: number }; dataCheck: string; refusals: unknown[] }
@@ -30,13 +31,13 @@ describe('liveupdate matrix', () => {
     text = cli(['matrix']);
   }, 30_000);
 
-  it('--json gives the exact 3x3 table of negotiated compatible strings, every cell ok, exit 0', () => {
+  it('--json gives the exact 4x4 table of negotiated compatible strings, every cell ok, exit 0', () => {
     expect(json.code).toBe(0);
     expect(json.stderr).toBe('');
     const m = JSON.parse(json.stdout) as Matrix;
-    expect(m).toMatchObject({ command: 'matrix', ok: true, exitCode: 0, versions: RELEASES, counts: { ok: 9, refused: 0, failed: 0 } });
+    expect(m).toMatchObject({ command: 'matrix', ok: true, exitCode: 0, versions: RELEASES, counts: { ok: 16, refused: 0, failed: 0 } });
     expect(m.rows.map((r) => r.from)).toEqual(RELEASES);
-    expect(m.rows.map((r) => r.cells.map((c) => c.to))).toEqual([RELEASES, RELEASES, RELEASES]);
+    expect(m.rows.map((r) => r.cells.map((c) => c.to))).toEqual([RELEASES, RELEASES, RELEASES, RELEASES]);
     expect(m.rows.map((r) => r.cells.map((c) => c.compatible))).toEqual(NEGOTIATED.map((row) => row.map((c) => [c])));
     for (const c of m.rows.flatMap((r) => r.cells)) {
       expect(c, `${c.from} -> ${c.to}`).toMatchObject({ outcome: 'ok', reason: null, dataCheck: 'passed', leaks: { blocks: 0, poisonReads: 0 } });
@@ -46,11 +47,11 @@ describe('liveupdate matrix', () => {
   it('prints the table: rows = from, columns = to, each cell the compatible string and ok', () => {
     expect(text.code).toBe(0);
     const row = (from: string): string[] => (text.stdout.split('\n').find((l) => l.trimStart().startsWith(`${from} `)) ?? '').trim().split(/\s{2,}/);
-    expect(text.stdout).toMatch(/^\s*from \\ to\s+1\.0\.0\s+2\.0\.0\s+3\.0\.0$/m);
+    expect(text.stdout).toMatch(/^\s*from \\ to\s+1\.0\.0\s+2\.0\.0\s+3\.0\.0\s+3\.1\.0$/m);
     RELEASES.forEach((from, i) => expect(row(from)).toEqual([from, ...(NEGOTIATED[i] ?? []).map((c) => `${c} ok`)]));
-    expect(text.stdout).toMatch(/^result: ok: 9 updates kept every invariant/m);
+    expect(text.stdout).toMatch(/^result: ok: 16 updates kept every invariant/m);
     // One progress line per cell on stderr (not a terminal).
-    expect(text.stderr.match(/^\[matrix\] /gm)).toHaveLength(9);
+    expect(text.stderr.match(/^\[matrix\] /gm)).toHaveLength(16);
   });
 });
 
@@ -85,7 +86,7 @@ describe('liveupdate matrix with a scenario file and --versions', () => {
   it('a release the CLI cannot load is a usage error (exit 2)', () => {
     const r = cli(['matrix', '--versions', '2.0.0,9.9.9']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/@liveupdate\/plugin-memfd@9\.9\.9 is not available: this CLI can load 1\.0\.0, 2\.0\.0, 3\.0\.0/);
+    expect(r.stderr).toMatch(/@liveupdate\/plugin-memfd@9\.9\.9 is not available: this CLI can load 1\.0\.0, 2\.0\.0, 3\.0\.0, 3\.1\.0/);
   });
 });
 
@@ -162,6 +163,21 @@ describe('liveupdate fuzz', () => {
     expect(r.stdout).toMatch(/^result: ok: every run ended updated \(data check passed\), file-error or refused-incoming/m);
     expect(r.stderr.match(/^\[fuzz\] seed \d+: /gm)).toHaveLength(5);
   });
+
+  it('--runs 600 --seed 1 ends with 0 wrong answers: an in-range size corruption of a memfd@3.1.0 header fails its checksum', () => {
+    const r = cli(['fuzz', '--runs', '600', '--seed', '1', '--json']);
+    expect(r.code).toBe(0);
+    const f = JSON.parse(r.stdout) as Fuzz;
+    expect(f).toMatchObject({ ok: true, exitCode: 0, runs: 600, firstFailingSeed: null });
+    expect(f.outcomes).toMatchObject({ 'wrong-answer': 0, uncaught: 0, unexpected: 0 });
+    expect(Object.values(f.outcomes).reduce((a, b) => a + b, 0)).toBe(600);
+    // The seeds that were wrong answers with memfd@3.0.0 (a corrupted size restored as real) are now refused.
+    for (const seed of [65, 247, 264, 283, 344]) {
+      const run = f.results.find((x) => x.seed === seed);
+      expect(run, `seed ${seed}`).toMatchObject({ structure: 'memfd header', outcome: 'file-error' });
+      expect(run?.detail).toMatch(/EINVAL .*header checksum mismatch/);
+    }
+  }, 60_000);
 
   it('a bad --runs is a usage error (exit 2)', () => {
     const r = cli(['fuzz', '--runs', '0']);

@@ -4,6 +4,8 @@
 //
 //   node packages/compat/scripts/make-release.mjs 1.0.0     (or 2.0.0, 3.0.0, --all)
 //
+// (3.1.0 is the workspace package itself; it is not rebuilt as a tarball.)
+//
 // The source is today's packages/plugin-memfd/src with the release's defaults written into
 // the three DEFAULT_* lines of src/index.ts; package.json gets the release's version and loses
 // what only makes sense inside the workspace (devDependencies, the @liveupdate/source export
@@ -32,6 +34,7 @@ export const RELEASES = {
   '1.0.0': { writes: ['1.0.0'], reads: '^1.0.0', hugetlb: false, what: 'memfd-v1 only, as Linux 6.19' },
   '2.0.0': { writes: ['1.0.0', '2.0.0'], reads: '>=1.0.0 <3.0.0', hugetlb: false, what: 'memfd-v1 and memfd-v2, as mainline' },
   '3.0.0': { writes: ['1.0.0', '2.0.0', '3.0.0'], reads: '>=1.0.0 <4.0.0', hugetlb: true, what: 'adds the sparse memfd@3 format and hugeTLB memfds' },
+  // 3.1.0 (the workspace package, not a tarball): writes 3.1.0 too, memfd@3 plus a header CRC-32.
 };
 
 function replaceOnce(text, re, by, what) {

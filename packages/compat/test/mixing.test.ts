@@ -3,15 +3,17 @@
  * kernel B release Y, for every X and Y (upgrades, same version, downgrades / rollbacks).
  * Before the blackout A negotiates the highest memfd format it writes that B reads; the memfd
  * comes back with its content, size and position, and with its seals when that format carries
- * them. A pair with no common format is refused before anything is frozen.
+ * them. A pair with no common format is refused before anything is frozen. Releases: 1.0.0,
+ * 2.0.0 and 3.0.0 from their tarballs, 3.1.0 the workspace package (memfd@3.1.0 = memfd@3.0.0 +
+ * a header CRC-32, a minor version a 3.0.0 reader skips).
  */
 import { describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@liveupdate/hw';
-import { FormatNegotiationError, createSession, finishSession, preserveFd, type Process } from '@liveupdate/sdk';
+import { FormatNegotiationError, createSession, finishSession, preserveFd, retrieveFd, retrieveSession, type Process } from '@liveupdate/sdk';
 import { F_ADD_SEALS, F_GET_SEALS, MFD_ALLOW_SEALING, MFD_HUGETLB, MFD_HUGE_2MB, memfdAbi } from '@liveupdate/plugin-memfd';
 import type { MemfdRelease, MemfdSyscalls } from '@liveupdate/compat';
 import {
-  CMDLINE, MiB, bootA, bootB, errnoOf, handedOverCompatible, kexecConfig, pattern, retrieveOne, type Build, type KernelA,
+  CMDLINE, MiB, bootA, bootB, errnoOf, handedOverCompatible, handedOverFile, kexecConfig, pattern, retrieveOne, type Build, type KernelA,
 } from './support.js';
 
 const { F_SEAL_SHRINK, F_SEAL_GROW } = memfdAbi;
@@ -47,12 +49,19 @@ const TABLE: ReadonlyArray<readonly [MemfdRelease, MemfdRelease, string, boolean
   ['1.0.0', '1.0.0', 'memfd-v1', false],
   ['1.0.0', '2.0.0', 'memfd-v1', false], // upgrade 6.19 → mainline: v1 is all A writes
   ['1.0.0', '3.0.0', 'memfd-v1', false],
+  ['1.0.0', '3.1.0', 'memfd-v1', false],
   ['2.0.0', '1.0.0', 'memfd-v1', false], // rollback to 6.19: B reads v1 only, the seals are dropped
   ['2.0.0', '2.0.0', 'memfd-v2', true],
   ['2.0.0', '3.0.0', 'memfd-v2', true], // upgrade mainline → 3.0.0
+  ['2.0.0', '3.1.0', 'memfd-v2', true],
   ['3.0.0', '1.0.0', 'memfd-v1', false],
   ['3.0.0', '2.0.0', 'memfd-v2', true], // rollback 3.0.0 → mainline: the sparse file is converted at freeze
   ['3.0.0', '3.0.0', 'memfd@3.0.0', true],
+  ['3.0.0', '3.1.0', 'memfd@3.0.0', true], // upgrade to 3.1.0: all A writes is 3.0, which 3.1 reads (no checksum to check)
+  ['3.1.0', '1.0.0', 'memfd-v1', false],
+  ['3.1.0', '2.0.0', 'memfd-v2', true], // the sparse file is converted at freeze, as from 3.0.0
+  ['3.1.0', '3.0.0', 'memfd@3.1.0', true], // rollback to 3.0.0: a minor version, its reader skips the checksum
+  ['3.1.0', '3.1.0', 'memfd@3.1.0', true],
 ];
 
 describe.each(TABLE)('plugin-memfd %s → %s', (from, to, compatible, sealsCarried) => {
@@ -176,6 +185,51 @@ describe.each(REFUSED)('refused before freeze: $name', (r) => {
     const b = bootB(a.machine, r.a, cmdline);
     const { fd } = retrieveOne(b, 'vm', 1);
     expect(b.p.pread(fd, 64, 0)).toEqual(r.hugetlb ? pattern(64, 5) : pattern(3 * PAGE_SIZE, 1).subarray(0, 64));
+  });
+});
+
+describe("3.1.0 → 3.0.0: a minor version's appended checksum is skipped by the older reader", () => {
+  function jump(corruptChecksum: boolean) {
+    const a = bootA({ release: '3.1.0' });
+    preserveGuestRam(a);
+    a.k.kexecJump(kexecConfig({ release: '3.0.0' }));
+    const f = handedOverFile(a);
+    const header = Number(f.data);
+    if (corruptChecksum) a.machine.memory.writeU32(header + 48, (a.machine.memory.readU32(header + 48) ^ 0x8000_0001) >>> 0);
+    return { a, f, header };
+  }
+
+  it("hands over 'memfd@3.1.0': the 48-byte 3.0 header, then a non-zero crc32 and a zero pad", () => {
+    const { a, f, header } = jump(false);
+    expect(f.compatible).toBe('memfd@3.1.0');
+    const h = memfdAbi.memfdLuoSerV3_1.decode(a.machine.memory.read(header, memfdAbi.memfdLuoSerV3_1.size));
+    expect(h).toMatchObject({ size: BigInt(SIZE), pos: 4321n, seals: SEALS, flags: 0, reserved: 0, pad: 0 });
+    expect(h.crc32).not.toBe(0);
+  });
+
+  it('the 3.0.0 release restores content, size, position and seals, reading the first 48 bytes', () => {
+    const { a } = jump(false);
+    const b = bootB(a.machine, { release: '3.0.0' });
+    const { sfd, fd } = retrieveOne(b, 'vm', 1);
+    expect(b.p.lseek(fd, 0, SEEK_CUR)).toBe(4321);
+    expect(b.p.lseek(fd, 0, SEEK_END)).toBe(SIZE);
+    expect(b.p.fcntl(fd, F_GET_SEALS)).toBe(SEALS);
+    expect(b.p.pread(fd, 3 * PAGE_SIZE, 0)).toEqual(pattern(3 * PAGE_SIZE, 1));
+    expect(b.sys.memfdCheckSynthetic(b.p, fd, 4 * MiB, 2 * MiB, SEED)).toBe(true);
+    finishSession(b.p, sfd);
+    expect(b.k.khoIn?.leaked()).toEqual({ blocks: 0, pages: 0 });
+  });
+
+  it('it never looks at the checksum: a corrupted crc32 still restores on 3.0.0, while 3.1.0 refuses it (EINVAL)', () => {
+    const old = jump(true);
+    const b = bootB(old.a.machine, { release: '3.0.0' });
+    const { fd } = retrieveOne(b, 'vm', 1);
+    expect(b.p.pread(fd, 3 * PAGE_SIZE, 0)).toEqual(pattern(3 * PAGE_SIZE, 1));
+
+    const neu = jump(true);
+    const b2 = bootB(neu.a.machine, { release: '3.1.0' });
+    const sfd = retrieveSession(b2.p, b2.dev, 'vm');
+    expect(errnoOf(() => retrieveFd(b2.p, sfd, 1))).toBe('EINVAL');
   });
 });
 

@@ -60,6 +60,11 @@ export function retrieveOne(b: KernelB, session: string, token: number): { sfd: 
 
 /** The compatible string of the first preserved file, read from A's handover bytes after the jump. */
 export function handedOverCompatible(a: KernelA): string {
+  return handedOverFile(a).compatible;
+}
+
+/** The first preserved file's luo_file_ser (compatible string, data = its header address), from A's handover bytes. */
+export function handedOverFile(a: KernelA): { compatible: string; data: bigint } {
   const luo = a.k.khoOut?.subtreeList.find((s) => s.name === 'LUO');
   if (!luo) throw new Error('no LUO subtree');
   const mem = a.machine.memory;
@@ -67,6 +72,7 @@ export function handedOverCompatible(a: KernelA): string {
   const hdr = abi.block.khoBlockHeader.size;
   const sessions = Number(luoSer.decode(mem.read(luo.phys, luoSer.size)).sessions_pa);
   const files = Number(luoSessionSer.decode(mem.read(sessions + hdr, luoSessionSer.size)).files);
-  return luoFileSer.decode(mem.read(files + hdr, luoFileSer.size)).compatible;
+  const f = luoFileSer.decode(mem.read(files + hdr, luoFileSer.size));
+  return { compatible: f.compatible, data: f.data };
 }
 

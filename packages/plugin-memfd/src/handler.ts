@@ -16,9 +16,10 @@ import {
 import semver from 'semver';
 import {
   MEMFD_LUO_ALL_SEALS, MEMFD_LUO_FOLIO_DIRTY, MEMFD_LUO_FOLIO_PFN_BITS, MEMFD_LUO_FOLIO_UPTODATE,
-  folioPfn, memfdLuoFolioSer, memfdLuoSerV1, memfdLuoSerV2, memfdLuoSerV3,
+  MEMFD_V3_1_CRC_BYTES, folioPfn, memfdLuoFolioSer, memfdLuoSerV1, memfdLuoSerV2, memfdLuoSerV3, memfdLuoSerV3_1,
   readFolioSerIndex, readFolioSerPfn, writeFolioSer,
 } from './abi/memfd.js';
+import { crc32 } from './crc32.js';
 import { hugetlbAdopt, hugetlbFree } from './hugetlb-pool.js';
 import { MAX_LFS_FILESIZE, MemfdInode, inodeOf, memfdFile } from './memfd.js';
 
@@ -59,6 +60,8 @@ export interface MemfdPreservation {
 }
 
 export const majorOf = (v: string): number => semver.major(v);
+/** memfd 3.1 and later 3.x minors append a CRC-32 of the 48-byte 3.0 header. */
+export const hasHeaderChecksum = (v: string): boolean => majorOf(v) === 3 && semver.gte(v, '3.1.0');
 
 function khoOut(kernel: Kernel) {
   const out = kernel.khoOut;
@@ -140,7 +143,7 @@ export function preserveMemfd(ctx: HandlerContext<MemfdPreservation>, onCount?: 
   const preserved: number[] = [];
   if (mode === 'upstream') m.frozen = true; // shmem_freeze(inode, true)
   try {
-    serPhys = out.allocPreserve(memfdLuoSerV2.size);
+    serPhys = out.allocPreserve(memfdLuoSerV3_1.size);
     // Unknown seals cannot be described to the next kernel.
     if (m.seals & ~MEMFD_LUO_ALL_SEALS) throw new ErrnoError('EOPNOTSUPP', 'preserve', `seals 0x${m.seals.toString(16)}`);
     if (mode === 'upstream') {
@@ -175,9 +178,10 @@ export function preserveMemfd(ctx: HandlerContext<MemfdPreservation>, onCount?: 
 }
 
 /**
- * Write the handover header in `version`'s layout at its physical address. The whole 48-byte
- * slot is rewritten, so a 40-byte memfd-v1 header written over a 48-byte one leaves zeros
- * behind it, as a kernel that only knows v1 would.
+ * Write the handover header in `version`'s layout at its physical address. The whole 56-byte
+ * slot is rewritten, so a 40-byte memfd-v1 or 48-byte 3.0 header written over a longer one
+ * leaves zeros behind it, as a kernel that only knows that layout would. 3.1 and later append
+ * the CRC-32 of the first 48 bytes.
  */
 function writeHeader(kernel: Kernel, st: MemfdPreservation, version: string): void {
   const { m } = st;
@@ -188,7 +192,7 @@ function writeHeader(kernel: Kernel, st: MemfdPreservation, version: string): vo
     ? { folios_first: st.array.desc.first, folios_total_pages: st.array.desc.total_pages, folios_flags: st.array.desc.flags, folios_order: st.array.desc.order }
     : { folios_first: 0n, folios_total_pages: 0, folios_flags: 0, folios_order: 0 };
   const nr = BigInt(st.array ? st.array.pfns.length : 0);
-  const slot = new Uint8Array(memfdLuoSerV2.size);
+  const slot = new Uint8Array(memfdLuoSerV3_1.size);
   if (major === 1) {
     memfdLuoSerV1.encodeInto(slot, 0, { pos, size: BigInt(m.size), nr_folios: nr, ...vm });
   } else if (major === 2) {
@@ -198,6 +202,9 @@ function writeHeader(kernel: Kernel, st: MemfdPreservation, version: string): vo
       pos, size: BigInt(m.size), seals, flags: 0, nr_folios: BigInt(st.xa?.size ?? 0),
       folios_xa: BigInt(st.xa?.rootPhys ?? 0), order: m.order, reserved: 0,
     });
+    if (hasHeaderChecksum(version)) {
+      new DataView(slot.buffer, slot.byteOffset, slot.byteLength).setUint32(MEMFD_V3_1_CRC_BYTES, crc32(slot.subarray(0, MEMFD_V3_1_CRC_BYTES)), true);
+    }
   }
   kernel.machine.memory.write(st.serPhys, slot);
 }
@@ -252,7 +259,7 @@ export function unfreezeMemfd(ctx: HandlerContext<MemfdPreservation>): void {
   st.array = null;
   watchPages(kernel, st.m, xa, st.onCount);
   st.m.frozen = false;
-  writeHeader(kernel, st, '3.0.0');
+  writeHeader(kernel, st, majorOf(ctx.version) >= 3 ? ctx.version : '3.0.0');
 }
 
 export function unpreserveMemfd(ctx: HandlerContext<MemfdPreservation>): void {
@@ -285,7 +292,7 @@ interface Header {
 /** Fields no writer produces are corruption: the file is refused (EINVAL) rather than rebuilt wrong. */
 function checkHeader(h: Header, flags: number, reserved: number): Header {
   if (!(h.size <= MAX_LFS_FILESIZE) || !(h.pos <= MAX_LFS_FILESIZE)) throw new ErrnoError('EINVAL', 'retrieve', `size ${h.size} or pos ${h.pos} beyond MAX_LFS_FILESIZE`);
-  // memfd_luo_ser.flags is unused and must be 0; so is the 3.x reserved word.
+  // memfd_luo_ser.flags is unused and must be 0; so are the 3.x reserved word and the 3.1 pad.
   if (flags !== 0 || reserved !== 0) throw new ErrnoError('EINVAL', 'retrieve', `flags 0x${flags.toString(16)} reserved 0x${reserved.toString(16)}`);
   if (h.order !== 0 && h.order !== 9 && h.order !== 18) throw new ErrnoError('EINVAL', 'retrieve', `folio order ${h.order}`);
   return h;
@@ -303,6 +310,14 @@ function readHeader(kernel: Kernel, phys: number, version: string): Header {
     const h = memfdLuoSerV2.decode(mem.read(phys, memfdLuoSerV2.size));
     return checkHeader({ pos: Number(h.pos), size: Number(h.size), seals: h.seals, order: 0, nrFolios: Number(h.nr_folios), xaRoot: 0,
       desc: { first: h.folios_first, total_pages: h.folios_total_pages, flags: h.folios_flags, order: h.folios_order } }, h.flags, 0);
+  }
+  if (hasHeaderChecksum(version)) {
+    const raw = mem.read(phys, memfdLuoSerV3_1.size);
+    const h = memfdLuoSerV3_1.decode(raw);
+    if (h.crc32 !== crc32(raw.subarray(0, MEMFD_V3_1_CRC_BYTES))) {
+      throw new ErrnoError('EINVAL', 'retrieve', `header checksum mismatch: crc32 0x${h.crc32.toString(16)}, header 0x${crc32(raw.subarray(0, MEMFD_V3_1_CRC_BYTES)).toString(16)}`);
+    }
+    return checkHeader({ pos: Number(h.pos), size: Number(h.size), seals: h.seals, order: h.order, nrFolios: Number(h.nr_folios), desc: null, xaRoot: Number(h.folios_xa) }, h.flags, h.reserved | h.pad);
   }
   const h = memfdLuoSerV3.decode(mem.read(phys, memfdLuoSerV3.size));
   return checkHeader({ pos: Number(h.pos), size: Number(h.size), seals: h.seals, order: h.order, nrFolios: Number(h.nr_folios), desc: null, xaRoot: Number(h.folios_xa) }, h.flags, h.reserved);

@@ -28,9 +28,10 @@ export interface MemfdPluginOptions {
 /*
  * This release's defaults, one per line: @liveupdate/compat's scripts/make-release.mjs rewrites
  * exactly these three lines to rebuild the earlier releases (1.0.0: memfd-v1 only, as 6.19;
- * 2.0.0: memfd-v1 and memfd-v2, as mainline; neither handled hugeTLB memfds).
+ * 2.0.0: memfd-v1 and memfd-v2, as mainline; neither handled hugeTLB memfds; 3.0.0: up to the
+ * sparse memfd@3.0.0, without the 3.1 header checksum).
  */
-const DEFAULT_WRITES: readonly string[] = ['1.0.0', '2.0.0', '3.0.0'];
+const DEFAULT_WRITES: readonly string[] = ['1.0.0', '2.0.0', '3.0.0', '3.1.0'];
 const DEFAULT_READS = '>=1.0.0 <4.0.0';
 const DEFAULT_HUGETLB = true;
 
@@ -88,7 +89,7 @@ function countHuge(kernel: Kernel, order: number, delta: number): void {
   writeHstates(kernel);
 }
 
-/** The memfd plugin. Format 1.x = memfd-v1, 2.x = memfd-v2 (upstream, byte-exact), 3.x = sparse. */
+/** The memfd plugin. Format 1.x = memfd-v1, 2.x = memfd-v2 (upstream, byte-exact), 3.x = sparse (3.1: + header CRC-32). */
 export default function memfd(options: MemfdPluginOptions = {}): Plugin {
   const writes = options.writes ?? DEFAULT_WRITES;
   const reads = options.reads ?? DEFAULT_READS;
@@ -148,3 +149,4 @@ export {
 export { hugetlbPools, parseHugepages, type HugetlbPool } from './hugetlb-pool.js';
 export * as memfdAbi from './abi/memfd.js';
 export { PLUGIN_VERSION };
+export { crc32 } from './crc32.js';

@@ -1,8 +1,8 @@
 /**
  * The upstream selftest flows (tools/testing/selftests/liveupdate) with real content, once per
  * format: a build that writes only memfd 1.0.0 (memfd-v1, 6.19), only 2.0.0 (memfd-v2,
- * mainline), and the default build (memfd 3.0.0, sparse). Write, preserve, kexec, retrieve,
- * read back, finish.
+ * mainline), up to 3.0.0 (sparse) and the default build (memfd 3.1.0: sparse, header CRC-32).
+ * Write, preserve, kexec, retrieve, read back, finish.
  */
 import { describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@liveupdate/hw';
@@ -28,7 +28,8 @@ interface Build {
 const BUILDS: readonly Build[] = [
   { label: 'format 1 (memfd-v1)', options: { writes: ['1.0.0'] }, compatible: 'memfd-v1', keepsSeals: false, keepsHoles: false },
   { label: 'format 2 (memfd-v2)', options: { writes: ['2.0.0'] }, compatible: 'memfd-v2', keepsSeals: true, keepsHoles: false },
-  { label: 'format 3 (memfd@3.0.0)', options: {}, compatible: 'memfd@3.0.0', keepsSeals: true, keepsHoles: true },
+  { label: 'format 3 (memfd@3.0.0)', options: { writes: ['1.0.0', '2.0.0', '3.0.0'] }, compatible: 'memfd@3.0.0', keepsSeals: true, keepsHoles: true },
+  { label: 'format 3.1 (memfd@3.1.0, header checksum)', options: {}, compatible: 'memfd@3.1.0', keepsSeals: true, keepsHoles: true },
 ];
 
 /** Preserve `fd` as token 1 of session 'vm', live-update, retrieve it: the new kernel's process and fd. */

@@ -85,7 +85,7 @@ describe('a reboot that fails after the conversion (a later file fails its freez
     o.p.pwrite(fd, pattern(PAGE_SIZE, 4), 70 * PAGE_SIZE);
     failing.now = false;
     o.k1.kexecJump(o.cfg);
-    expect(handedOver(o, 'vm', 1).compatible).toBe('memfd@3.0.0');
+    expect(handedOver(o, 'vm', 1).compatible).toBe('memfd@3.1.0');
     const next = bootNext(o);
     const { sfd, fd: got } = retrieveOne(next, 'vm', 1);
     expect(next.p2.lseek(got, 0, SEEK_END)).toBe(80 * PAGE_SIZE);

@@ -4,7 +4,7 @@
  * knows, the fields of the header luo_file_ser.data points to.
  */
 import { PAGE_SIZE, type PhysMemory } from '@liveupdate/hw';
-import memfd, { memfdAbi } from '@liveupdate/plugin-memfd';
+import memfd, { crc32, memfdAbi } from '@liveupdate/plugin-memfd';
 import { versionOf, type FormatSpec } from '@liveupdate/sdk';
 import { bytes } from '../output/format.js';
 import type { LuoFileView } from './decode.js';
@@ -28,7 +28,18 @@ export function knownFormats(): readonly FormatSpec[] {
 const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
 const MiB = (n: bigint): string => (n <= BigInt(Number.MAX_SAFE_INTEGER) ? bytes(Number(n)) : `${n} bytes`);
 
-function memfdHeader(memory: PhysMemory, phys: number, major: number, family: string): Record<string, string> | null {
+function memfdHeader(memory: PhysMemory, phys: number, version: string, family: string): Record<string, string> | null {
+  const [major = 0, minor = 0] = version.split('.').map(Number);
+  if (family === memfdAbi.MEMFD_FAMILY && major === 3 && minor >= 1) {
+    // memfd@3.1 and later 3.x: the 3.0 header, then a CRC-32 of its 48 bytes.
+    const raw = memory.read(phys, memfdAbi.memfdLuoSerV3_1.size);
+    const h = memfdAbi.memfdLuoSerV3_1.decode(raw);
+    const ok = h.crc32 === crc32(raw.subarray(0, memfdAbi.MEMFD_V3_1_CRC_BYTES));
+    return {
+      size: MiB(h.size), nr_folios: String(h.nr_folios), order: String(h.order), seals: hex(h.seals), folios_xa: hex(h.folios_xa), pos: String(h.pos),
+      crc32: `${hex(h.crc32)} (${ok ? 'ok' : 'mismatch'})`,
+    };
+  }
   if (family === memfdAbi.HUGETLB_FAMILY || major === 3) {
     const h = memfdAbi.memfdLuoSerV3.decode(memory.read(phys, memfdAbi.memfdLuoSerV3.size));
     return { size: MiB(h.size), nr_folios: String(h.nr_folios), order: String(h.order), seals: hex(h.seals), folios_xa: hex(h.folios_xa), pos: String(h.pos) };
@@ -53,7 +64,7 @@ export function describeFile(memory: PhysMemory, f: LuoFileView, available: (pfn
     let header: Record<string, string> | null = null;
     const readable = f.data % BigInt(PAGE_SIZE) === 0n && phys < memory.size && available(phys / PAGE_SIZE);
     if (readable && (spec.family === memfdAbi.MEMFD_FAMILY || spec.family === memfdAbi.HUGETLB_FAMILY)) {
-      header = memfdHeader(memory, phys, Number(version.split('.')[0]), spec.family);
+      header = memfdHeader(memory, phys, version, spec.family);
     }
     return { family: spec.family, version, owner: spec.owner, header };
   }

@@ -11,8 +11,8 @@ export const DEFAULT_SCENARIO: Scenario = {
   name: 'three-vms',
   description: 'three VMs with memfd-backed RAM, sessions held by luod, live updated from 7.1.0 to 7.2.0',
   machine: { memory: '64GiB', numaNodes: 2 },
-  from: { release: '7.1.0', plugins: { [MEMFD_PLUGIN]: '3.0.0' } },
-  to: { release: '7.2.0', plugins: { [MEMFD_PLUGIN]: '3.0.0' } },
+  from: { release: '7.1.0', plugins: { [MEMFD_PLUGIN]: '3.1.0' } },
+  to: { release: '7.2.0', plugins: { [MEMFD_PLUGIN]: '3.1.0' } },
   broker: 'luod',
   sessions: [
     {

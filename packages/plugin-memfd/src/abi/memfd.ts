@@ -32,6 +32,21 @@ export const memfdLuoSerV3 = defineStruct('memfd_luo_ser(v3)', {
   order: u32, reserved: u32,
 }, { size: 48 });
 
+/**
+ * memfd 3.1 (a minor version): the 3.0 fields, then a CRC-32 (IEEE 802.3) of bytes 0..47 and a
+ * pad word (0). Older 3.0 readers read the first 48 bytes and skip the rest; a 3.1 reader
+ * refuses a header whose checksum does not match (a corrupted size is otherwise undetectable).
+ */
+export const memfdLuoSerV3_1 = defineStruct('memfd_luo_ser(v3.1)', {
+  pos: u64, size: u64, seals: u32, flags: u32, nr_folios: u64,
+  folios_xa: u64,
+  order: u32, reserved: u32,
+  /** CRC-32 of bytes 0..47 (the 3.0 header). */
+  crc32: u32, pad: u32,
+}, { size: 56 });
+/** The bytes memfd 3.1's crc32 covers: the whole 3.0 header. */
+export const MEMFD_V3_1_CRC_BYTES = 48;
+
 /** struct memfd_luo_folio_ser: u64 { pfn:52, flags:12 }, u64 index. Unchanged since v1. */
 export const memfdLuoFolioSer = defineStruct('memfd_luo_folio_ser', { pfn_flags: u64, index: u64 }, { size: 16 });
 export const MEMFD_LUO_FOLIO_PFN_BITS = 52;
