@@ -242,7 +242,7 @@ export function fdtTotalSize(bytes: Uint8Array): number {
 /**
  * The reservation map has no length field: it ends at the first entry of size zero (where
  * libfdt stops too), so that entry must exist before totalsize. Its entries are not kept:
- * FdtNode has no place for them and the KHO handover never has any.
+ * FdtNode has no place for them and the KHO handover never carries reservations.
  */
 function checkRsvmap(dv: DataView, h: Header): void {
   for (let off = h.offRsvmap; off + RSV_ENTRY_SIZE <= h.totalsize; off += RSV_ENTRY_SIZE) {
