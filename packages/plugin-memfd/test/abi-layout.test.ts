@@ -7,9 +7,9 @@
 import { describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@liveupdate/hw';
 import { abi, createSession, preserveFd } from '@liveupdate/sdk';
-import memfd, { F_ADD_SEALS, MFD_ALLOW_SEALING, memfdAbi, memfdCreate } from '@liveupdate/plugin-memfd';
+import memfd, { memfdAbi } from '@liveupdate/plugin-memfd';
 import {
-  SEEK_SET, folioRecordPhys, handedOver, pattern, readV1, readV2, readV3, start, xarraySlotPhys, type Outgoing,
+  folioRecordPhys, sealedSparseMemfd, handedOver, pattern, readV1, readV2, readV3, start, xarraySlotPhys, type Outgoing,
 } from './support.js';
 
 const { F_SEAL_SHRINK, F_SEAL_GROW, memfdLuoFolioSer } = memfdAbi;
@@ -18,12 +18,7 @@ const PFN_BITS = BigInt(memfdAbi.MEMFD_LUO_FOLIO_PFN_BITS);
 
 /** Three pages, only pages 0 and 2 written; pos 777; seals SHRINK | GROW. Preserved as vm/5, then the jump. */
 function handOver(o: Outgoing): { serPhys: number; compatible: string } {
-  const fd = memfdCreate(o.p, 'ram', MFD_ALLOW_SEALING);
-  o.p.ftruncate(fd, 3 * PAGE_SIZE);
-  o.p.pwrite(fd, pattern(PAGE_SIZE, 1), 0);
-  o.p.pwrite(fd, pattern(PAGE_SIZE, 3), 2 * PAGE_SIZE);
-  o.p.lseek(fd, 777, SEEK_SET);
-  o.p.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
+  const fd = sealedSparseMemfd(o.p, 'ram');
   preserveFd(o.p, createSession(o.p, o.dev, 'vm'), fd, 5);
   o.k1.kexecJump(o.cfg);
   const f = handedOver(o, 'vm', 5);

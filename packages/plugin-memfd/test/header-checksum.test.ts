@@ -6,9 +6,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@liveupdate/hw';
-import { createSession, preserveFd, retrieveFd, retrieveSession } from '@liveupdate/sdk';
-import memfd, { F_ADD_SEALS, MFD_ALLOW_SEALING, crc32, memfdAbi, memfdCreate, type MemfdPluginOptions } from '@liveupdate/plugin-memfd';
-import { SEEK_END, SEEK_SET, bootNext, errnoOf, handedOver, pattern, start, type Outgoing } from './support.js';
+import { retrieveFd, retrieveSession } from '@liveupdate/sdk';
+import memfd, { crc32, memfdAbi, type MemfdPluginOptions } from '@liveupdate/plugin-memfd';
+import { SEEK_END, bootNext, handOverAs, patternMemfd, sealedSparseMemfd, errnoOf, handedOver, pattern, start, type Outgoing } from './support.js';
 
 const { F_SEAL_SHRINK, F_SEAL_GROW, memfdLuoSerV3, memfdLuoSerV3_1 } = memfdAbi;
 const V3_0: MemfdPluginOptions = { writes: ['1.0.0', '2.0.0', '3.0.0'] };
@@ -29,18 +29,7 @@ function crc32Reference(bytes: Uint8Array): number {
  */
 function handOver(options: MemfdPluginOptions = {}): { o: Outgoing; header: number; compatible: string } {
   const o = start([memfd(options)]);
-  const a = memfdCreate(o.p, 'a', MFD_ALLOW_SEALING);
-  o.p.ftruncate(a, 3 * PAGE_SIZE);
-  o.p.pwrite(a, pattern(PAGE_SIZE, 1), 0);
-  o.p.pwrite(a, pattern(PAGE_SIZE, 3), 2 * PAGE_SIZE);
-  o.p.lseek(a, 777, SEEK_SET);
-  o.p.fcntl(a, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
-  const b = memfdCreate(o.p, 'b', 0);
-  o.p.pwrite(b, pattern(2 * PAGE_SIZE, 2), 0);
-  const s = createSession(o.p, o.dev, 'vm');
-  preserveFd(o.p, s, a, 1);
-  preserveFd(o.p, s, b, 2);
-  o.k1.kexecJump(o.cfg);
+  handOverAs(o, [sealedSparseMemfd(o.p, 'a'), patternMemfd(o.p, 'b', 2, 2)]);
   const f = handedOver(o, 'vm', 1);
   return { o, header: Number(f.data), compatible: f.compatible };
 }

@@ -6,23 +6,16 @@
  */
 import { describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@liveupdate/hw';
-import { createSession, finishSession, preserveFd, retrieveFd, retrieveSession } from '@liveupdate/sdk';
-import memfd, { memfdCreate, type MemfdPluginOptions } from '@liveupdate/plugin-memfd';
+import { finishSession, retrieveFd, retrieveSession } from '@liveupdate/sdk';
+import memfd, { type MemfdPluginOptions } from '@liveupdate/plugin-memfd';
 import {
-  bootNext, errnoOf, folioRecordPhys, handedOver, pattern, readV2, readV3, start, xarraySlotPhys, type Outgoing,
+  bootNext, errnoOf, handOverAs, patternMemfd, folioRecordPhys, handedOver, pattern, readV2, readV3, start, xarraySlotPhys, type Outgoing,
 } from './support.js';
 
 /** Two memfds in session 'vm': token 1 (3 pages, pattern 1) and token 2 (2 pages, pattern 2). Jumps. */
 function twoMemfds(options: MemfdPluginOptions): Outgoing {
   const o = start([memfd(options)]);
-  const a = memfdCreate(o.p, 'a', 0);
-  o.p.pwrite(a, pattern(3 * PAGE_SIZE, 1), 0);
-  const b = memfdCreate(o.p, 'b', 0);
-  o.p.pwrite(b, pattern(2 * PAGE_SIZE, 2), 0);
-  const s = createSession(o.p, o.dev, 'vm');
-  preserveFd(o.p, s, a, 1);
-  preserveFd(o.p, s, b, 2);
-  o.k1.kexecJump(o.cfg);
+  handOverAs(o, [patternMemfd(o.p, 'a', 3, 1), patternMemfd(o.p, 'b', 2, 2)]);
   return o;
 }
 

@@ -6,10 +6,11 @@
  */
 import { PAGE_SIZE, createMachine, type Machine } from '@liveupdate/hw';
 import {
-  Kernel, abi, boot, createSession, openLiveupdate, retrieveFd, retrieveSession, xarrayAbi,
+  Kernel, abi, boot, createSession, openLiveupdate, preserveFd, retrieveFd, retrieveSession, xarrayAbi,
   type KexecConfig, type Plugin, type Process,
 } from '@liveupdate/sdk';
-import { memfdAbi } from '@liveupdate/plugin-memfd';
+import { F_ADD_SEALS, MFD_ALLOW_SEALING, memfdAbi, memfdCreate } from '@liveupdate/plugin-memfd';
+import { pattern } from '@liveupdate/sdk/testing';
 
 export { errnoOf, pattern } from '@liveupdate/sdk/testing';
 
@@ -167,4 +168,29 @@ export function xarraySlotPhys(m: Machine, root: bigint, index: number): number 
     if (node === 0) throw new Error(`no xarray node for index ${index} at level ${level}`);
   }
   return node + 8 * (index % KHO_XA_SLOTS);
+}
+
+/** Three pages with only pages 0 and 2 written (patterns 1 and 3), pos 777, seals SHRINK | GROW. */
+export function sealedSparseMemfd(p: Process, name: string): number {
+  const fd = memfdCreate(p, name, MFD_ALLOW_SEALING);
+  p.ftruncate(fd, 3 * PAGE_SIZE);
+  p.pwrite(fd, pattern(PAGE_SIZE, 1), 0);
+  p.pwrite(fd, pattern(PAGE_SIZE, 3), 2 * PAGE_SIZE);
+  p.lseek(fd, 777, SEEK_SET);
+  p.fcntl(fd, F_ADD_SEALS, memfdAbi.F_SEAL_SHRINK | memfdAbi.F_SEAL_GROW);
+  return fd;
+}
+
+/** A memfd of `pages` pages holding pattern(pages pages, seed). */
+export function patternMemfd(p: Process, name: string, pages: number, seed: number): number {
+  const fd = memfdCreate(p, name, 0);
+  p.pwrite(fd, pattern(pages * PAGE_SIZE, seed), 0);
+  return fd;
+}
+
+/** Session 'vm' with `fds` preserved as tokens 1, 2, …, then the jump. */
+export function handOverAs(o: Outgoing, fds: readonly number[]): void {
+  const s = createSession(o.p, o.dev, 'vm');
+  fds.forEach((fd, i) => preserveFd(o.p, s, fd, i + 1));
+  o.k1.kexecJump(o.cfg);
 }

@@ -4,9 +4,9 @@
  * and the corruption checks of kho_block_set_restore.
  */
 import { beforeEach, describe, expect, it } from 'vitest';
-import { PAGE_SIZE, createMachine, type Machine } from '@liveupdate/hw';
+import { PAGE_SIZE, type Machine } from '@liveupdate/hw';
 import { KhoBlockSet, type Kernel, type KhoOut } from '@liveupdate/runtime';
-import { coldBoot, errnoOf } from './fixtures/kho-helpers.js';
+import { coldKho, errnoOf } from './fixtures/kho-helpers.js';
 
 const ENTRY = 32; // 127 entries per 4 KiB block
 const PER_BLOCK = 127;
@@ -16,9 +16,7 @@ let k1: Kernel;
 let out: KhoOut;
 
 beforeEach(() => {
-  machine = createMachine({ memory: '4GiB' });
-  k1 = coldBoot(machine, 'kho=on');
-  out = k1.khoOut as KhoOut;
+  ({ machine, k1, out } = coldKho());
 });
 
 const outgoingSet = (k: Kernel, entry = ENTRY): KhoBlockSet => new KhoBlockSet(k.mm, entry, { out: k.khoOut, in: k.khoIn });

@@ -4,10 +4,10 @@
  * scratch protection, subtrees in the one-page root FDT, and kho_retrieve_subtree's checks.
  */
 import { beforeEach, describe, expect, it } from 'vitest';
-import { PAGE_SIZE, createMachine, type Machine } from '@liveupdate/hw';
+import { PAGE_SIZE, type Machine } from '@liveupdate/hw';
 import { Kernel, fdtParse, propString, propU64LE, type KhoOut } from '@liveupdate/runtime';
 import {
-  MiB, coldBoot, errnoOf, khoRootProps, rootFdt, subtreeNode, trackerNodeOnPath, writeFdtPage,
+  MiB, coldKho, errnoOf, khoRootProps, rootFdt, subtreeNode, trackerNodeOnPath, writeFdtPage,
 } from './fixtures/kho-helpers.js';
 
 let machine: Machine;
@@ -15,9 +15,7 @@ let k1: Kernel;
 let out: KhoOut;
 
 beforeEach(() => {
-  machine = createMachine({ memory: '4GiB' });
-  k1 = coldBoot(machine, 'kho=on');
-  out = k1.khoOut as KhoOut;
+  ({ machine, k1, out } = coldKho());
 });
 
 const keys = (): number => out.survivors().blocks;

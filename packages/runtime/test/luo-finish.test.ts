@@ -8,7 +8,7 @@ import { boot, type Kernel } from '@liveupdate/runtime';
 import {
   createSession, errnoOf, finishSession, openLuo, preserveFd, retrieveFd, retrieveSession,
 } from './support/client.js';
-import { bootLuo, CMDLINE, outgoingLuoPhys, pattern, readLuoGraph } from './support/harness.js';
+import { bootLuo, CMDLINE, nextKernel, outgoingLuoPhys, pattern, readLuoGraph } from './support/harness.js';
 import { createTestFile, readTestFile, testfileSer, TESTFILE_COMPATIBLE, type TestFilePlugin } from './support/testfile.js';
 
 const kexec = (k: Kernel, plugin: TestFilePlugin): Kernel => k.kexec({ cmdline: CMDLINE, plugins: [plugin] });
@@ -21,9 +21,7 @@ describe('FINISH', () => {
     const s = createSession(proc, dev, 'finish');
     sizes.forEach((n, i) => preserveFd(proc, s, createTestFile(k1, proc, pattern(i, n)), i + 1));
 
-    const k2 = kexec(k1, plugin);
-    const p = k2.spawn('vmm');
-    const d = openLuo(p);
+    const { k2, p, d } = nextKernel(k1, plugin);
     const si = retrieveSession(p, d, 'finish');
     const fd1 = retrieveFd(p, si, 1);
     const fd2 = retrieveFd(p, si, 2);
@@ -55,9 +53,7 @@ describe('FINISH', () => {
     const { k: k1, proc, dev, plugin } = bootLuo({ testfile: { canFinish: () => false } });
     const s = createSession(proc, dev, 'stuck');
     preserveFd(proc, s, createTestFile(k1, proc, pattern(1, 10)), 1);
-    const k2 = kexec(k1, plugin);
-    const p = k2.spawn('vmm');
-    const d = openLuo(p);
+    const { k2, p, d } = nextKernel(k1, plugin);
     const si = retrieveSession(p, d, 'stuck');
     const fd = retrieveFd(p, si, 1);
     p.close(si);

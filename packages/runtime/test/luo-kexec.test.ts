@@ -8,7 +8,7 @@ import { abi, KernelDeadError, type Kernel } from '@liveupdate/runtime';
 import {
   createSession, ensureNofile, errnoOf, finishSession, getName, openLuo, preserveFd, retrieveFd, retrieveSession,
 } from './support/client.js';
-import { bootLuo, CMDLINE, dec, enc, pattern } from './support/harness.js';
+import { bootLuo, CMDLINE, nextKernel, dec, enc, pattern } from './support/harness.js';
 import { createTestFile, readTestFile, type TestFilePlugin } from './support/testfile.js';
 
 const { uapi } = abi;
@@ -91,9 +91,7 @@ describe('luo_kexec_simple: one file across a kexec', () => {
     const s = createSession(proc, dev, 'close-finishes');
     preserveFd(proc, s, createTestFile(k1, proc, enc('kept')), 1);
     preserveFd(proc, s, createTestFile(k1, proc, pattern(2, 9000)), 2);
-    const k2 = kexec(k1, plugin);
-    const p = k2.spawn('vmm');
-    const d = openLuo(p);
+    const { k2, p, d } = nextKernel(k1, plugin);
     const si = retrieveSession(p, d, 'close-finishes');
     const fd = retrieveFd(p, si, 1);
     p.close(si);
@@ -112,9 +110,7 @@ describe('luo_kexec_simple: one file across a kexec', () => {
     const arg = uapi.createSessionArgs.encode({ size: 72, fd: 0, name });
     proc.ioctl(dev, uapi.LIVEUPDATE_IOCTL_CREATE_SESSION, arg);
     preserveFd(proc, uapi.createSessionArgs.read(arg, 'fd'), createTestFile(k1, proc, enc('bytes')), 5);
-    const k2 = kexec(k1, plugin);
-    const p = k2.spawn('vmm');
-    const d = openLuo(p);
+    const { k2, p, d } = nextKernel(k1, plugin);
     const r = uapi.retrieveSessionArgs.encode({ size: 72, fd: 0, name });
     p.ioctl(d, uapi.LIVEUPDATE_IOCTL_RETRIEVE_SESSION, r);
     const si = uapi.retrieveSessionArgs.read(r, 'fd');
@@ -155,9 +151,7 @@ describe('luo_multi_session: several sessions across a kexec', () => {
         proc.close(fd);
       }
     });
-    const k2 = kexec(k1, plugin);
-    const p = k2.spawn('vmm');
-    const d = openLuo(p);
+    const { k2, p, d } = nextKernel(k1, plugin);
     expect(k2.luo.sessions.incoming.map((s) => s.name)).toEqual(layout.map((l) => l.name));
     // Retrieve in a different order than created.
     const order = [3, 0, 4, 1, 2];
@@ -181,9 +175,7 @@ describe('luo_multi_session: several sessions across a kexec', () => {
     const { k: k1, proc, dev, plugin } = bootLuo();
     const s = createSession(proc, dev, 'reuse');
     preserveFd(proc, s, createTestFile(k1, proc, enc('first life')), 1);
-    const k2 = kexec(k1, plugin);
-    const p = k2.spawn('vmm');
-    const d = openLuo(p);
+    const { k2, p, d } = nextKernel(k1, plugin);
     // Before retrieving the incoming 'reuse', create an outgoing 'reuse'.
     const out = createSession(p, d, 'reuse');
     expect(errnoOf(() => createSession(p, d, 'reuse'))).toBe('EEXIST');
@@ -208,9 +200,7 @@ describe('luo_multi_session: several sessions across a kexec', () => {
       preserveFd(proc, s, createTestFile(k1, proc, pattern(name.charCodeAt(0), 8192)), 1);
       preserveFd(proc, s, createTestFile(k1, proc, pattern(name.charCodeAt(0) + 1, 100)), 2);
     }
-    const k2 = kexec(k1, plugin);
-    const p = k2.spawn('vmm');
-    const d = openLuo(p);
+    const { k2, p, d } = nextKernel(k1, plugin);
     const leaked0 = k2.khoIn?.leaked().blocks ?? 0;
     const sa = retrieveSession(p, d, 'a');
     finishSession(p, sa); // nothing retrieved: finish releases both files and the file block

@@ -35,6 +35,13 @@ export function bootLuo(opts: BootLuoOptions = {}): LuoWorld {
   return { machine, k, plugin, proc, dev };
 }
 
+/** kexec into the next kernel with the same test plugin; a 'vmm' process there holds /dev/liveupdate. */
+export function nextKernel(k1: Kernel, plugin: TestFilePlugin): { k2: Kernel; p: Process; d: number } {
+  const k2 = k1.kexec({ cmdline: CMDLINE, plugins: [plugin] });
+  const p = k2.spawn('vmm');
+  return { k2, p, d: openLuo(p) };
+}
+
 export const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const dec = (b: Uint8Array): string => new TextDecoder().decode(b);
 
