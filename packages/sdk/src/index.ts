@@ -4,6 +4,12 @@ export {
   type Dependency, type HandlerContext, type FlbContext, type PluginKernelApi,
 } from './plugin.js';
 export {
+  defineObjectKind, defineSection, defineDecoder,
+  type PluginTools, type ObjectKind, type ScenarioObjectSpec, type ScenarioSection, type SessionStepContext, type MachineStepContext,
+  type CreatedObject, type RestoredObject, type ObjectCheck, type FormatDecoder, type DecoderTarget, type Decoded, type DecodedValue,
+  type OwnedPages, type BuiltinScenario, type JsonSchema,
+} from './tools.js';
+export {
   validateManifest, validateScenario, parseScenario, assertManifest, lineOfPointer, SchemaError, scenarioSchema,
   type PluginManifest, type ManifestFormat, type Scenario, type ScenarioSession, type ScenarioFile, type ScenarioSide, type SchemaIssue,
 } from './schemas.js';

@@ -10,6 +10,7 @@ import {
   type LiveupdateFlb, type LiveupdateFlbOpArgs, type LuoSessionRef, type RuntimePlugin,
 } from '@liveupdate/runtime';
 import { assertManifest, type PluginManifest } from './schemas.js';
+import type { PluginTools } from './tools.js';
 
 /** A format family and the versions one handler writes and reads. */
 export interface FormatDeclaration {
@@ -106,6 +107,8 @@ export interface PluginDefinition {
   readonly flbs?: ReadonlyArray<{ readonly flb: FlbDefinition<never>; readonly handlers: readonly string[] }>;
   /** Anything else at late_initcall: devices, syscalls, hooks, pools sized from incoming FLB data. */
   setup?(kernel: Kernel, api: PluginKernelApi): void;
+  /** What run, inspect, report, fuzz and matrix need from this plugin (scenario vocabulary, decoders, fuzz targets). */
+  readonly tools?: PluginTools;
 }
 
 /** What a plugin's setup may ask of LUO about its own FLBs. */
@@ -119,6 +122,8 @@ export interface PluginKernelApi {
 /** A plugin as the runtime loads it, with its manifest as data. */
 export interface Plugin extends RuntimePlugin {
   readonly manifest: PluginManifest;
+  /** The plugin surface for tools (empty when the plugin declares none). */
+  readonly tools: PluginTools;
   /** The LUO handler of a format family in a given kernel (for tests and cross-plugin lookups). */
   handlerIn(kernel: Kernel, family: string): LiveupdateFileHandler<Kernel> | undefined;
 }
@@ -226,6 +231,7 @@ export function definePlugin(def: PluginDefinition): Plugin {
     sdk: def.sdk,
     formats,
     manifest,
+    tools: def.tools ?? {},
     handlerIn: (kernel, family) => perKernel.get(kernel)?.get(family),
     setup(kernel: Kernel): void {
       const mine = new Map<string, LiveupdateFileHandler<Kernel>>();
