@@ -22,6 +22,10 @@ export {
   propU64LE, readPropU64LE, propString, readPropString, type FdtNode, type FdtErrorCode,
 } from './lib/fdt.js';
 export { type RuntimePlugin } from './kernel/kernel.js';
+export {
+  createBootHooks, createShutdownHooks, tapView,
+  type BootHooks, type ShutdownHooks, type BootPhase, type ShutdownPhase, type TapView,
+} from './kernel/boot-hooks.js';
 export { Process, DEFAULT_NOFILE } from './kernel/process.js';
 export { KFile, Inode, type FileOperations } from './kernel/file.js';
 export { Luo, KernelPanic } from './luo/luo.js';

@@ -1,7 +1,7 @@
 export {
   definePlugin, defineFileHandler, defineFlb, isPlugin,
   type Plugin, type PluginDefinition, type FileHandlerDefinition, type FlbDefinition, type FormatDeclaration,
-  type Dependency, type HandlerContext, type FlbContext, type PluginKernelApi,
+  type Dependency, type HandlerContext, type PluginBootHooks, type FlbContext, type PluginKernelApi,
 } from './plugin.js';
 export {
   defineObjectKind, defineSection, defineDecoder,
@@ -27,4 +27,5 @@ export {
   FormatNegotiationError, PluginLoadError, KernelPanic, Kernel, boot, abi,
   type ErrnoCode, type StructCodec, type StructValue, type FieldSpec, type FileOperations, type Process, type KhoVmallocDesc,
   type LuoSessionRef, type RuntimePlugin, type KernelManifest, type FormatSpec, type Folio, type BootConfig, type KexecConfig,
+  type BootHooks, type ShutdownHooks, type BootPhase, type ShutdownPhase, type TapView,
 } from '@liveupdate/runtime';

@@ -5,7 +5,7 @@
  */
 import semver from 'semver';
 import {
-  compatibleFor, ErrnoError, versionOf,
+  compatibleFor, ErrnoError, tapView, versionOf, type BootPhase, type ShutdownPhase, type TapView,
   type FormatSpec, type Kernel, type KFile, type LiveupdateFileHandler, type LiveupdateFileOpArgs,
   type LiveupdateFlb, type LiveupdateFlbOpArgs, type LuoSessionRef, type RuntimePlugin,
 } from '@liveupdate/runtime';
@@ -105,10 +105,22 @@ export interface PluginDefinition {
   readonly handlers?: ReadonlyArray<FileHandlerDefinition<never>>;
   /** FLBs and the handlers (by format family) that depend on them. */
   readonly flbs?: ReadonlyArray<{ readonly flb: FlbDefinition<never>; readonly handlers: readonly string[] }>;
+  /**
+   * Link time, before the kernel boots: tap its boot phases (memblock → luoEarly → iommuInit →
+   * pciEnumerate → probe → late) and kexec shutdown phases (reboot → deviceShutdown →
+   * syscoreShutdown → beforeJump). Taps run under the plugin's name.
+   */
+  init?(kernel: Kernel, hooks: PluginBootHooks): void;
   /** Anything else at late_initcall: devices, syscalls, hooks, pools sized from incoming FLB data. */
   setup?(kernel: Kernel, api: PluginKernelApi): void;
   /** What run, inspect, report, fuzz and matrix need from this plugin (scenario vocabulary, decoders, fuzz targets). */
   readonly tools?: PluginTools;
+}
+
+/** Tap-only views of a kernel's boot and shutdown phases. */
+export interface PluginBootHooks {
+  readonly boot: TapView<Kernel, BootPhase>;
+  readonly shutdown: TapView<Kernel, ShutdownPhase>;
 }
 
 /** What a plugin's setup may ask of LUO about its own FLBs. */
@@ -233,6 +245,13 @@ export function definePlugin(def: PluginDefinition): Plugin {
     manifest,
     tools: def.tools ?? {},
     handlerIn: (kernel, family) => perKernel.get(kernel)?.get(family),
+    ...(def.init ? {
+      init(kernel: Kernel): void {
+        (def.init as NonNullable<PluginDefinition['init']>)(kernel, {
+          boot: tapView(kernel.bootHooks, def.name), shutdown: tapView(kernel.shutdownHooks, def.name),
+        });
+      },
+    } : {}),
     setup(kernel: Kernel): void {
       const mine = new Map<string, LiveupdateFileHandler<Kernel>>();
       const flbs = new Map<string, LiveupdateFlb<Kernel>>();

@@ -20,6 +20,7 @@ import type { KFile } from './file.js';
 import { Process, type ProcessHost } from './process.js';
 import { Debugfs } from './debugfs.js';
 import { Dmesg } from './dmesg.js';
+import { createBootHooks, createShutdownHooks, type BootHooks, type ShutdownHooks } from './boot-hooks.js';
 
 /** The first MiB is firmware's (BIOS, real-mode trampolines): never handed to the allocator. */
 const FIRMWARE_PAGES = (1 << 20) / PAGE_SIZE;
@@ -43,6 +44,11 @@ export interface RuntimePlugin {
   readonly sdk?: string;
   /** Formats the plugin writes and reads: static, so a kernel image's manifest is known before it boots. */
   readonly formats?: readonly FormatSpec[];
+  /**
+   * Link time: before this kernel boots, tap its boot and shutdown phases
+   * (`kernel.bootHooks`, `kernel.shutdownHooks`). Nothing else of the kernel is up yet.
+   */
+  init?(kernel: Kernel): void;
   setup(kernel: Kernel): void;
 }
 
@@ -105,6 +111,10 @@ export class Kernel implements ProcessHost {
   readonly plugins: readonly RuntimePlugin[];
   /** Formats this kernel reads and writes; its manifest is what a previous kernel negotiates against. */
   readonly formats: FormatRegistry;
+  /** Boot phases in the kernel's order; plugins tap them from `init`. */
+  readonly bootHooks: BootHooks<Kernel> = createBootHooks<Kernel>();
+  /** The kexec shutdown path after a successful freeze. */
+  readonly shutdownHooks: ShutdownHooks<Kernel> = createShutdownHooks<Kernel>();
   private readonly processes = new Map<number, Process>();
   private readonly devices = new Map<string, (proc: Process, flags: number) => KFile>();
   private nextPid = 1;
@@ -118,6 +128,13 @@ export class Kernel implements ProcessHost {
     this.options = parseBootOptions(cmdline);
     for (const e of this.options.errors) this.dmesg.log('warn', '', e);
     this.khoEnabled = this.options.kho;
+    this.plugins = config.plugins ?? [];
+    this.formats = new FormatRegistry(this.release, coreFormats(config.abi));
+    for (const p of this.plugins) {
+      checkPluginSdk(p.name, p.sdk);
+      for (const f of p.formats ?? []) this.formats.register(f);
+    }
+    for (const p of this.plugins) p.init?.(this);
 
     const memblock = this.mm.memblock;
     memblock.reserve(0, FIRMWARE_PAGES);
@@ -174,6 +191,8 @@ export class Kernel implements ProcessHost {
       }
     }
 
+    this.bootHooks.memblock.call(this);
+
     // Scratch is CMA from here on: movable allocations only, so never a preserved page.
     this.mm.startPageAllocator(scratchRanges(this.scratch));
 
@@ -193,17 +212,16 @@ export class Kernel implements ProcessHost {
       khoEnabled: this.khoEnabled, liveupdate: this.options.liveupdate,
     });
     this.luo.earlyStartup();
+    this.bootHooks.luoEarly.call(this);
+    this.bootHooks.iommuInit.call(this);
+    this.bootHooks.pciEnumerate.call(this);
+    this.bootHooks.probe.call(this);
     this.luo.lateStartup();
-    this.plugins = config.plugins ?? [];
-    this.formats = new FormatRegistry(this.release, coreFormats(config.abi));
-    for (const p of this.plugins) {
-      checkPluginSdk(p.name, p.sdk);
-      for (const f of p.formats ?? []) this.formats.register(f);
-    }
     for (const p of this.plugins) p.setup(this);
     if (this.luo.enabled) {
       this.devices.set('/dev/liveupdate', () => this.luo.openDevice(this.id));
     }
+    this.bootHooks.late.call(this);
   }
 
   // ---- processes and the VFS ------------------------------------------------------------
@@ -320,6 +338,10 @@ export class Kernel implements ProcessHost {
       this.formats.reset();
       throw e;
     }
+    // kernel_restart_prepare → device_shutdown → syscore_shutdown: no way back from here.
+    this.shutdownHooks.reboot.call(this);
+    this.shutdownHooks.deviceShutdown.call(this);
+    this.shutdownHooks.syscoreShutdown.call(this);
     let survivors = new PfnRanges();
     let khoDataBytes: Uint8Array | undefined;
     const out = this.khoOut;
@@ -336,6 +358,7 @@ export class Kernel implements ProcessHost {
       });
       this.dmesg.log('info', 'KHO', `handing over ${kept.blocks} preserved blocks, ${kept.nodes} tracker pages`);
     }
+    this.shutdownHooks.beforeJump.call(this);
     this.dead = true;
     this.machine.kexec({ survivors, params: khoDataBytes ? { cmdline, khoData: khoDataBytes } : { cmdline } });
   }
