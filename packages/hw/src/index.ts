@@ -6,3 +6,4 @@ export {
   Machine, createMachine, attachMachine,
   type NumaNode, type BootParams, type Device, type MachineConfig, type MachineHandle, type KexecTransition,
 } from './machine.js';
+export { MachineClock, KEXEC_JUMP_NS, type Ticker } from './clock.js';

@@ -1,3 +1,4 @@
+import { KEXEC_JUMP_NS, MachineClock } from './clock.js';
 import { PhysMemory, type MemoryState } from './memory.js';
 import { PfnRanges } from './ranges.js';
 import { PAGE_SIZE, parseSize } from './units.js';
@@ -43,6 +44,8 @@ export interface MachineHandle {
   readonly numaNodes: readonly NumaNode[];
   readonly bootParams: BootParams;
   readonly bootCount: number;
+  /** The clock's reading (ns) when the handle was made. */
+  readonly clockNs?: number;
 }
 
 export interface KexecTransition {
@@ -56,12 +59,15 @@ const NODE_ALIGN_PAGES = (2 << 20) / PAGE_SIZE;
 export class Machine {
   readonly memory: PhysMemory;
   readonly numaNodes: readonly NumaNode[];
+  /** Nanoseconds since power-on; devices tick on it. */
+  readonly clock: MachineClock;
   private params: BootParams;
   private boots: number;
   private readonly devices: Device[] = [];
 
-  constructor(memory: PhysMemory, numaNodes: readonly NumaNode[], params: BootParams, bootCount: number) {
+  constructor(memory: PhysMemory, numaNodes: readonly NumaNode[], params: BootParams, bootCount: number, clockNs = 0) {
     this.memory = memory;
+    this.clock = new MachineClock(clockNs);
     this.numaNodes = numaNodes;
     this.params = params;
     this.boots = bootCount;
@@ -90,7 +96,8 @@ export class Machine {
 
   /**
    * The kexec boundary: scrub every page that is not a survivor, let devices observe the jump,
-   * record the boot parameters for the next kernel. Whatever the old kernel held in
+   * record the boot parameters for the next kernel, and let the jump's time pass (devices
+   * tick through it: DMA keeps flowing while no kernel runs). Whatever the old kernel held in
    * JavaScript is gone from here on; only memory and `params` remain.
    */
   kexec(t: KexecTransition): BootParams {
@@ -98,11 +105,12 @@ export class Machine {
     for (const d of this.devices) d.onKexec?.(this);
     this.params = t.params;
     this.boots++;
+    this.clock.advance(KEXEC_JUMP_NS);
     return this.params;
   }
 
   share(): MachineHandle {
-    return { memory: this.memory.exportState(), numaNodes: this.numaNodes, bootParams: this.params, bootCount: this.boots };
+    return { memory: this.memory.exportState(), numaNodes: this.numaNodes, bootParams: this.params, bootCount: this.boots, clockNs: this.clock.now };
   }
 }
 
@@ -121,5 +129,5 @@ export function createMachine(config: MachineConfig): Machine {
 
 /** Map a machine shared by another worker: same memory bytes, same boot parameters. */
 export function attachMachine(handle: MachineHandle): Machine {
-  return new Machine(new PhysMemory(handle.memory.size, handle.memory), handle.numaNodes, handle.bootParams, handle.bootCount);
+  return new Machine(new PhysMemory(handle.memory.size, handle.memory), handle.numaNodes, handle.bootParams, handle.bootCount, handle.clockNs ?? 0);
 }
