@@ -15,8 +15,8 @@ import {
 const V2_ONLY = [memfd({ writes: ['1.0.0', '2.0.0'], reads: '>=1.0.0 <3.0.0' })];
 
 /** A default build with a sparse memfd (64 pages, pages 0 and 40 written, pos 100) as vm/1 and a second memfd as vm/2. */
-function sparseAndAnother(next = V2_ONLY): { o: Outgoing; fd: number } {
-  const o = start([memfd()], { next });
+function sparseAndAnother(next = V2_ONLY, build = [memfd()]): { o: Outgoing; fd: number } {
+  const o = start(build, { next });
   const fd = memfdCreate(o.p, 'ram', 0);
   o.p.ftruncate(fd, 64 * PAGE_SIZE);
   o.p.pwrite(fd, pattern(PAGE_SIZE, 1), 0);
@@ -76,8 +76,13 @@ describe('a reboot that fails after the conversion (a later file fails its freez
     expect(memfdResidentPages(o.p, fd)).toBe(64);
   });
 
-  it('a retry to a format-3 kernel hands over the current file through a rebuilt xarray', () => {
-    const { o, fd } = sparseAndAnother([memfd()]);
+  it.each([
+    ['memfd@3.1.0', 'a rebuilt xarray', ['1.0.0', '2.0.0', '3.0.0', '3.1.0']],
+    ['memfd@3.2.0', 'a rebuilt xarray', ['1.0.0', '2.0.0', '3.0.0', '3.1.0', '3.2.0']],
+    ['memfd@4.0.0', 'its extents', ['1.0.0', '2.0.0', '3.0.0', '3.1.0', '3.2.0', '4.0.0']],
+  ])('a retry to a kernel that reads %s hands over the current file through %s', (compatible, _how, writes) => {
+    const build = [memfd({ writes })];
+    const { o, fd } = sparseAndAnother(build, build);
     const failing = failSecondFreeze(o);
     const v2Target: KexecConfig = { ...o.cfg, plugins: V2_ONLY };
     errnoOf(() => o.k1.kexecJump(v2Target));
@@ -85,7 +90,7 @@ describe('a reboot that fails after the conversion (a later file fails its freez
     o.p.pwrite(fd, pattern(PAGE_SIZE, 4), 70 * PAGE_SIZE);
     failing.now = false;
     o.k1.kexecJump(o.cfg);
-    expect(handedOver(o, 'vm', 1).compatible).toBe('memfd@3.1.0');
+    expect(handedOver(o, 'vm', 1).compatible).toBe(compatible);
     const next = bootNext(o);
     const { sfd, fd: got } = retrieveOne(next, 'vm', 1);
     expect(next.p2.lseek(got, 0, SEEK_END)).toBe(80 * PAGE_SIZE);
