@@ -115,3 +115,4 @@ export const HUGETLB_MAX_HSTATES = 4;
 export const hugetlbHstateSer = defineStruct('hugetlb_hstate_ser', { nr_pages: u64, order: u8 }, { size: 9 });
 
 export * from './memfd-v4.js';
+export * from './memfd-decode.js';
