@@ -10,8 +10,9 @@ import {
   HUGETLB_FAMILY, HUGETLB_FLB_COMPATIBLE, HUGETLB_MAX_HSTATES, MEMFD_ALIASES, MEMFD_FAMILY, hugetlbHstateSer,
 } from './abi/memfd.js';
 import {
-  finishMemfd, freezeMemfd, preserveMemfd, retrieveMemfd, unfreezeMemfd, unpreserveMemfd, type MemfdPreservation,
+  freezeMemfd, preserveMemfd, unfreezeMemfd, unpreserveMemfd, type MemfdPreservation,
 } from './handler.js';
+import { finishMemfd, retrieveMemfd } from './retrieve.js';
 import { hugetlbInit } from './hugetlb-pool.js';
 import { inodeOf, isMemfd } from './memfd.js';
 import { PLUGIN_VERSION } from './version.js';

@@ -7,9 +7,9 @@
  */
 import { PAGE_SIZE, type PhysMemory } from '@liveupdate/hw';
 import { abi, xarrayAbi } from '@liveupdate/sdk';
-import { CRC32_START, crc32, crc32Final, crc32U32, crc32Update } from '../crc32.js';
+import { crc32, crc32Final } from '../crc32.js';
 import {
-  MEMFD_V3_1_CRC_BYTES, MEMFD_V3_2_META_CRC_OFFSET, memfdLuoSerV3, memfdLuoSerV3_1, memfdLuoSerV3_2, folioPfn,
+  MEMFD_V3_1_CRC_BYTES, memfdLuoSerV3, memfdLuoSerV3_1, memfdLuoSerV3_2, memfdV3_2MetaEntry, memfdV3_2MetaStart, folioPfn,
 } from './memfd.js';
 import {
   ExtentBuilder, MEMFD_V4_CRC_OFFSET, checkExtents, decodeExtentStream, memfdLuoSerV4, memfdV4Checksum, type Extents,
@@ -108,13 +108,8 @@ export function decodeMemfdV3(mem: PhysMemory, headerPhys: number, minor = 2): D
   if (BigInt(n) !== h.nr_folios) problems.push(`nr_folios ${h.nr_folios} but ${n} folios in the xarray`);
   if (minor >= 2) {
     const h2 = memfdLuoSerV3_2.decode(raw);
-    const hdr = raw.slice(0, memfdLuoSerV3_2.size);
-    new DataView(hdr.buffer).setUint32(MEMFD_V3_2_META_CRC_OFFSET, 0, true);
-    let c = crc32Update(CRC32_START, hdr);
-    for (let i = 0; i < entries.length; i += 3) {
-      const index = entries[i] as number;
-      c = crc32U32(crc32U32(crc32U32(crc32U32(c, index >>> 0), Math.floor(index / TWO32)), entries[i + 1] as number), entries[i + 2] as number);
-    }
+    let c = memfdV3_2MetaStart(raw);
+    for (let i = 0; i < entries.length; i += 3) c = memfdV3_2MetaEntry(c, entries[i] as number, entries[i + 1] as number, entries[i + 2] as number);
     const want = crc32Final(c);
     Object.assign(fields, { meta_crc32: h2.meta_crc32, meta_crc32_ok: h2.meta_crc32 === want, meta_pad: h2.meta_pad });
     if (h2.meta_crc32 !== want) problems.push(`meta_crc32 0x${h2.meta_crc32.toString(16)}, metadata 0x${want.toString(16)}`);

@@ -6,6 +6,7 @@
  * a new major when an old reader cannot skip it, a new minor when fields are only appended.
  */
 import { defineStruct, u8, u16, u32, u64 } from '@liveupdate/sdk';
+import { CRC32_START, crc32U32, crc32Update } from '../crc32.js';
 
 export const MEMFD_FAMILY = 'memfd';
 /** Upstream compatible strings: x.0.0 of these majors is written under them. */
@@ -65,6 +66,17 @@ export const memfdLuoSerV3_2 = defineStruct('memfd_luo_ser(v3.2)', {
 }, { size: 64 });
 /** Byte offset of memfd 3.2's meta_crc32 in the header. */
 export const MEMFD_V3_2_META_CRC_OFFSET = 56;
+
+/** The running CRC-32 state of meta_crc32 after the header (its first 64 bytes, meta_crc32 read as 0). */
+export function memfdV3_2MetaStart(header: Uint8Array): number {
+  const h = header.slice(0, memfdLuoSerV3_2.size);
+  new DataView(h.buffer).setUint32(MEMFD_V3_2_META_CRC_OFFSET, 0, true);
+  return crc32Update(CRC32_START, h);
+}
+
+/** Feed one xarray entry (index, entry as its two u32 words) into the meta_crc32 state. */
+export const memfdV3_2MetaEntry = (state: number, index: number, lo: number, hi: number): number =>
+  crc32U32(crc32U32(crc32U32(crc32U32(state, index >>> 0), Math.floor(index / 0x1_0000_0000)), lo), hi);
 
 /** struct memfd_luo_folio_ser: u64 { pfn:52, flags:12 }, u64 index. Unchanged since v1. */
 export const memfdLuoFolioSer = defineStruct('memfd_luo_folio_ser', { pfn_flags: u64, index: u64 }, { size: 16 });
