@@ -96,7 +96,8 @@ export function incomingExtents(kernel: Kernel, h: V4Incoming): FolioList {
   const area = khoRestoreVmalloc(kin, kernel.mm, h.desc);
   if (!area) throw new ExtentError('the extent stream cannot be restored', false);
   try {
-    if (h.streamBytes > area.pageCount * PAGE_SIZE) throw new ExtentError(`stream_bytes ${h.streamBytes} beyond the ${area.pageCount}-page stream`, false);
+    // Counts beyond 2^53 arrive as -1.
+    if (h.streamBytes < 0 || h.streamBytes > area.pageCount * PAGE_SIZE) throw new ExtentError(`stream_bytes ${h.streamBytes} beyond the ${area.pageCount}-page stream`, false);
     const stream = area.read(0, h.streamBytes);
     const crc = memfdV4Checksum(h.headerBytes, stream);
     if (crc !== h.crc) throw new ExtentError(`metadata checksum mismatch: crc32 0x${h.crc.toString(16)}, metadata 0x${crc.toString(16)}`, false);
@@ -105,6 +106,7 @@ export function incomingExtents(kernel: Kernel, h: V4Incoming): FolioList {
     const metadataPfns = [h.headerPfn];
     const step = 2 ** area.order;
     for (const run of area.runs) for (let k = 0; k < step; k++) metadataPfns.push(run + k);
+    if (h.nrFolios < 0) throw new ExtentError('nr_folios beyond 2^53', true);
     const bad = checkExtents(ext, { order: h.order, fileFolios: h.fileFolios, ramPages: kernel.machine.memory.pageCount, metadataPfns, nrFolios: h.nrFolios });
     if (bad !== null) throw new ExtentError(bad, true);
     const pairs = new Float64Array(2 * h.nrFolios);

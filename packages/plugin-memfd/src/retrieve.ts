@@ -30,7 +30,7 @@ interface Header {
   /** 3.2: the meta_crc32 and the header bytes it covers. */
   metaCrc?: { value: number; header: Uint8Array };
   /** 4.x: everything the extent stream is checked against. */
-  v4?: { headerBytes: Uint8Array; nrExtents: number; streamBytes: number; crc: number };
+  v4?: { headerBytes: Uint8Array; nrExtents: number; streamBytes: number; crc: number; flags: number };
 }
 
 /** Fields no writer produces are corruption: the file is refused (EINVAL) rather than rebuilt wrong. */
@@ -60,11 +60,13 @@ function readHeader(kernel: Kernel, phys: number, version: string): Header {
     const h = memfdLuoSerV4.decode(raw);
     // Counts beyond 2^53 are corruption; they fail the checksum or the stream checks as NaN-free numbers.
     const num = (v: bigint): number => (v > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : Number(v));
-    return checkHeader({
+    // The field checks wait until the whole-metadata checksum has passed (checkV4Fields): in this
+    // format any corrupted byte is a checksum failure first.
+    return {
       pos: Number(h.pos), size: Number(h.size), seals: h.seals, order: h.order, nrFolios: num(h.nr_folios), xaRoot: 0,
       desc: { first: h.extents_first, total_pages: h.extents_total_pages, flags: h.extents_flags, order: h.extents_order },
-      v4: { headerBytes: raw, nrExtents: num(h.nr_extents), streamBytes: num(h.stream_bytes), crc: h.crc32 },
-    }, h.flags, 0);
+      v4: { headerBytes: raw, nrExtents: num(h.nr_extents), streamBytes: num(h.stream_bytes), crc: h.crc32, flags: h.flags },
+    };
   }
   if (hasHeaderChecksum(version)) {
     const raw = mem.read(phys, hasMetaChecksum(version) ? memfdLuoSerV3_2.size : memfdLuoSerV3_1.size);
@@ -209,13 +211,21 @@ export function retrieveMemfd(ctx: HandlerContext<MemfdPreservation>, hugetlb: b
   try {
     claimed = claimHeader(kernel, phys, ctx.version);
     const h = readHeader(kernel, phys, ctx.version);
-    if (h.seals & ~MEMFD_LUO_ALL_SEALS) throw new ErrnoError('EOPNOTSUPP', 'retrieve', `seals 0x${h.seals.toString(16)}`);
-    if (hugetlb !== (h.order > 0)) throw new ErrnoError('EINVAL', 'retrieve', `folio order ${h.order}`);
+    // 4.x checks all of its metadata first; the folios it names are released if a field then fails.
+    const early = h.v4 ? incomingFolios(kernel, h, phys / PAGE_SIZE) : null;
+    try {
+      if (h.v4) checkHeader(h, h.v4.flags, 0);
+      if (h.seals & ~MEMFD_LUO_ALL_SEALS) throw new ErrnoError('EOPNOTSUPP', 'retrieve', `seals 0x${h.seals.toString(16)}`);
+      if (hugetlb !== (h.order > 0)) throw new ErrnoError('EINVAL', 'retrieve', `folio order ${h.order}`);
+    } catch (e) {
+      if (early) dropFolios(kernel, early, 0, h.order);
+      throw e;
+    }
     // memfd_alloc_file("", MFD_ALLOW_SEALING): the name is not preserved.
     const m = new MemfdInode(kernel, '', h.order, hugetlb, 0);
     m.seals = h.seals;
     m.size = h.size;
-    const list = incomingFolios(kernel, h, phys / PAGE_SIZE);
+    const list = early ?? incomingFolios(kernel, h, phys / PAGE_SIZE);
     const fail = (i: number, err: ErrnoError, restored: { pfn: number; order: number } | null): never => {
       if (restored) kernel.mm.freePages(restored.pfn, restored.order);
       dropFolios(kernel, list, i + 1, h.order);

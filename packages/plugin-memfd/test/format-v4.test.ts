@@ -6,6 +6,7 @@
  * each fails RETRIEVE_FD of that file with EINVAL, stickily, and the other file keeps its data.
  */
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { PAGE_SIZE } from '@liveupdate/hw';
 import { finishSession, retrieveFd, retrieveSession } from '@liveupdate/sdk';
 import memfd, { memfdAbi, memfdResidentPages } from '@liveupdate/plugin-memfd';
@@ -181,4 +182,23 @@ describe('two memfd@4.0.0 files whose metadata name the same folio', () => {
     expect(errnoOf(() => retrieveFd(next.p2, sfd, 1))).toBe('EINVAL');
     expect(next.p2.pread(retrieveFd(next.p2, sfd, 2), 2 * PAGE_SIZE, 0)).toEqual(pattern(2 * PAGE_SIZE, 2));
   });
+});
+
+describe('memfd@4.0.0 under any single corrupted metadata byte (property)', () => {
+  it('RETRIEVE_FD of that file fails EINVAL; the other file gets its own bytes or a file error, never other data', () => {
+    fc.assert(fc.property(fc.nat(), fc.integer({ min: 1, max: 255 }), (at, flip) => {
+      const { o, header } = handOver((x) => sealedSparseMemfd(x.p, 'a'));
+      const streamBytes = Number(headerOf(o, header).stream_bytes);
+      const pos = at % (memfdLuoSerV4.size + streamBytes);
+      const phys = pos < memfdLuoSerV4.size ? header + pos : streamPage(o, header) + pos - memfdLuoSerV4.size;
+      o.machine.memory.writeU8(phys, o.machine.memory.readU8(phys) ^ flip);
+      const next = bootNext(o);
+      const sfd = retrieveSession(next.p2, next.dev2, 'vm');
+      expect(errnoOf(() => retrieveFd(next.p2, sfd, 1))).toBe('EINVAL');
+      let b = -1;
+      const err = errnoOf(() => { b = retrieveFd(next.p2, sfd, 2); });
+      if (b >= 0) expect(next.p2.pread(b, 2 * PAGE_SIZE, 0)).toEqual(pattern(2 * PAGE_SIZE, 2));
+      else expect(['EIO', 'EINVAL']).toContain(err);
+    }), { numRuns: 40 });
+  }, 60_000);
 });
