@@ -5,8 +5,9 @@
  * error (EINVAL), never served data.
  */
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { PAGE_SIZE } from '@liveupdate/hw';
-import { retrieveFd, retrieveSession } from '@liveupdate/sdk';
+import { retrieveFd, retrieveSession, xarrayAbi } from '@liveupdate/sdk';
 import memfd, { memfdAbi } from '@liveupdate/plugin-memfd';
 import {
   bootNext, errnoOf, handOverAs, handedOver, pattern, patternMemfd, readV3, sealedSparseMemfd, start, xarraySlotPhys, type Outgoing,
@@ -83,4 +84,33 @@ describe.each([
 
 it('memfdAbi describes the 3.2 header as 64 bytes with meta_crc32 at 56', () => {
   expect([memfdAbi.memfdLuoSerV3_2.size, memfdAbi.MEMFD_V3_2_META_CRC_OFFSET]).toEqual([64, 56]);
+});
+
+describe('memfd@3.2.0 under any single corrupted metadata byte (property)', () => {
+  /** The header's 64 bytes and every byte of the six xarray nodes on the path to index 0. */
+  function metadataBytes(o: Outgoing, header: number): number[] {
+    const { KHO_XA_DEPTH } = xarrayAbi;
+    const nodes: number[] = [];
+    let node = Number(readV3(o.machine, header).folios_xa);
+    for (let level = KHO_XA_DEPTH - 1; level >= 0; level--) {
+      nodes.push(node);
+      if (level > 0) node = o.machine.memory.readU64Number(node);
+    }
+    return [header, ...nodes];
+  }
+
+  it('RETRIEVE_FD of that file fails EINVAL; the other file gets its own bytes or a file error, never other data', () => {
+    fc.assert(fc.property(fc.nat(6), fc.nat(PAGE_SIZE - 1), fc.integer({ min: 1, max: 255 }), (page, offset, flip) => {
+      const { o, header } = handOver();
+      const at = (metadataBytes(o, header)[page] as number) + (page === 0 ? offset % 64 : offset);
+      o.machine.memory.writeU8(at, o.machine.memory.readU8(at) ^ flip);
+      const next = bootNext(o);
+      const sfd = retrieveSession(next.p2, next.dev2, 'vm');
+      expect(errnoOf(() => retrieveFd(next.p2, sfd, 1))).toBe('EINVAL');
+      let b = -1;
+      const err = errnoOf(() => { b = retrieveFd(next.p2, sfd, 2); });
+      if (b >= 0) expect(next.p2.pread(b, 2 * PAGE_SIZE, 0)).toEqual(pattern(2 * PAGE_SIZE, 2));
+      else expect(['EIO', 'EINVAL']).toContain(err);
+    }), { numRuns: 40 });
+  }, 60_000);
 });
