@@ -19,6 +19,23 @@
  * xarray entry per folio, plus the nodes above the leaves: +0.4% dense, +20% for 1% spread in
  * 2 MiB runs); format 4 describes a run of contiguous folios with one extent of a few bytes.
  *
+ * Measured on the 2-core shared machine (one run each, 2026-12-02; µs vary ±50% with load):
+ *                          B/page   preserve+freeze µs/page   retrieve µs/page
+ *   dense       3.1         8.035        0.55                     0.35
+ *               3.2         8.035        0.32 (freeze 0.044)      0.58
+ *               4           0.012        0.11 (freeze 0.017)      0.32
+ *   sparse 2M   3.1         9.572        0.38                     0.45
+ *               3.2         9.572        0.50 (freeze 0.090)      0.40
+ *               4           0.015        0.25 (freeze 0.053)      0.31
+ *   sparse 4K   3.1       801.6          1.79                     3.90
+ *               3.2       801.6          2.29 (freeze 0.319)      2.71
+ *               4           3.015        0.78 (freeze 0.421)      2.27
+ *   fragmented  3.1         8.094        0.39                     0.88
+ *               3.2         8.094        0.31 (freeze 0.048)      0.36
+ *               4           3.047        0.42 (freeze 0.305)      0.35
+ * The 3.2 checksum costs its freeze column (a walk of every xarray entry) and the same walk at
+ * retrieve, which 3.1 does anyway to list the folios.
+ *
  *   npm run bench -- memfd                          (every scenario; builds first)
  *   node --import tsx bench/memfd.ts                (after tsc -b; same)
  *   node --import tsx bench/memfd.ts dense 4        (one run, in this process; formats 2, 3.1, 3.2, 4)
