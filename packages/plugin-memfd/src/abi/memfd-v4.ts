@@ -18,8 +18,10 @@
  *   len-1  = folios in the extent, minus one
  * where an extent of len folios of order o covers file indices [index, index+len) and
  * pfns [pfn, pfn + len * 2^o). A dense file is one extent (a few bytes); a fully fragmented one
- * (every other pfn) costs 3 bytes per folio; any file with pfn steps below 2^20 and index gaps
- * below 2^13 costs at most 8 bytes per folio.
+ * (every other pfn) costs 3 bytes per folio. A varint of a value below 2^(7k) takes k bytes, so
+ * an isolated folio costs at most 8 bytes whenever its index gap is below 2^21 and its pfn step
+ * below 2^27 (512 GiB of 4 KiB pages); beyond that (a folio every 8 GiB of file, or scattered
+ * over more than 512 GiB) a one-folio extent can take up to 17 bytes.
  */
 import { defineStruct, u16, u32, u64 } from '@liveupdate/sdk';
 import { CRC32_START, crc32Final, crc32Update } from '../crc32.js';
@@ -100,7 +102,8 @@ function putVarint(out: Uint8Array, at: number, v: number): number {
 
 /** The extent stream of `ext` (folio order `order`). */
 export function encodeExtentStream(ext: Extents, order: number): Uint8Array {
-  const out = new Uint8Array(ext.count * 3 * (MEMFD_V4_VARINT_MAX + 2));
+  // Values stay below 2^53 (zigzag: 2^54), so no varint exceeds MEMFD_V4_VARINT_MAX bytes.
+  const out = new Uint8Array(ext.count * 3 * MEMFD_V4_VARINT_MAX);
   let at = 0;
   let end = 0;
   let pfnEnd = 0;
