@@ -21,7 +21,8 @@
  * (every other pfn) costs 3 bytes per folio. A varint of a value below 2^(7k) takes k bytes, so
  * an isolated folio costs at most 8 bytes whenever its index gap is below 2^21 and its pfn step
  * below 2^27 (512 GiB of 4 KiB pages); beyond that (a folio every 8 GiB of file, or scattered
- * over more than 512 GiB) a one-folio extent can take up to 17 bytes.
+ * over more than 512 GiB) a one-folio extent can take up to 17 bytes. A file without holes
+ * (gap 0) costs at most 8 bytes per folio whatever its placement on any machine below 8 PiB.
  */
 import { defineStruct, u16, u32, u64 } from '@liveupdate/sdk';
 import { CRC32_START, crc32Final, crc32Update } from '../crc32.js';
