@@ -122,3 +122,50 @@ describe('freeze of the upstream formats', () => {
     expect(next.p2.lseek(retrieveOne(next, 'vm', 1).fd, 0, SEEK_CUR)).toBe(77);
   });
 });
+
+describe('a file preserved for memfd@4.0.0 (no xarray while it runs)', () => {
+  /** A kernel with this code that reads up to 3.x only. */
+  const V3_ONLY = [memfd({ writes: ['1.0.0', '2.0.0', '3.0.0', '3.1.0', '3.2.0'], reads: '>=1.0.0 <4.0.0' })];
+
+  it('goes to a 3.x-only kernel as memfd@3.2.0 through an xarray built at freeze, with nothing left behind', () => {
+    const { o } = sparseAndAnother(V3_ONLY);
+    o.k1.kexecJump(o.cfg);
+    expect(handedOver(o, 'vm', 1).compatible).toBe('memfd@3.2.0');
+    const next = bootNext(o);
+    const { sfd, fd } = retrieveOne(next, 'vm', 1);
+    expect(memfdResidentPages(next.p2, fd)).toBe(2);
+    expect(next.p2.pread(fd, PAGE_SIZE, 40 * PAGE_SIZE)).toEqual(pattern(PAGE_SIZE, 2));
+    finishSession(next.p2, sfd);
+    expect(next.k2.khoIn?.leaked()).toEqual({ blocks: 0, pages: 0 });
+  });
+
+  it('after a failed reboot to a 3.x kernel, a retry to a 4.x kernel drops that xarray and hands over the current file as extents', () => {
+    const { o, fd } = sparseAndAnother([memfd()]);
+    const failing = { now: true };
+    o.k1.luo.hooks.fileOp.tap('fail-second-freeze', (ev) => {
+      if (failing.now && ev.op === 'freeze' && ev.token === 2n) throw new ErrnoError('EIO', 'freeze', 'injected');
+    });
+    errnoOf(() => o.k1.kexecJump({ ...o.cfg, plugins: V3_ONLY }));
+    o.p.pwrite(fd, pattern(PAGE_SIZE, 4), 50 * PAGE_SIZE);
+    failing.now = false;
+    o.k1.kexecJump(o.cfg);
+    expect(handedOver(o, 'vm', 1).compatible).toBe('memfd@4.0.0');
+    const next = bootNext(o);
+    const { sfd, fd: got } = retrieveOne(next, 'vm', 1);
+    expect(memfdResidentPages(next.p2, got)).toBe(3);
+    expect(next.p2.pread(got, PAGE_SIZE, 50 * PAGE_SIZE)).toEqual(pattern(PAGE_SIZE, 4));
+    finishSession(next.p2, sfd);
+    expect(next.k2.khoIn?.leaked()).toEqual({ blocks: 0, pages: 0 });
+  });
+
+  it('closing the session after a failed reboot leaves nothing preserved', () => {
+    const { o } = sparseAndAnother([memfd()]);
+    const before = start([memfd()]).k1.khoOut?.survivors().blocks;
+    o.k1.luo.hooks.fileOp.tap('fail-second-freeze', (ev) => {
+      if (ev.op === 'freeze' && ev.token === 2n) throw new ErrnoError('EIO', 'freeze', 'injected');
+    });
+    errnoOf(() => o.k1.kexecJump(o.cfg));
+    for (const f of o.p.openFds) if (f !== o.dev) o.p.close(f);
+    expect(o.k1.khoOut?.survivors().blocks).toBe(before);
+  });
+});
