@@ -227,7 +227,9 @@ export function retrieveMemfd(ctx: HandlerContext<MemfdPreservation>, hugetlb: b
     m.size = h.size;
     const list = early ?? incomingFolios(kernel, h, phys / PAGE_SIZE);
     const fail = (i: number, err: ErrnoError, restored: { pfn: number; order: number } | null): never => {
-      if (restored) kernel.mm.freePages(restored.pfn, restored.order);
+      // The folio that could not be inserted is put: a huge one goes back to its pool, as dropFolios does.
+      if (restored && hugetlb && restored.order === h.order) hugetlbFree(kernel, h.order, restored.pfn);
+      else if (restored) kernel.mm.freePages(restored.pfn, restored.order);
       dropFolios(kernel, list, i + 1, h.order);
       m.releaseAll();
       throw err;
