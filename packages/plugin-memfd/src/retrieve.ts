@@ -130,7 +130,12 @@ function incomingFolios(kernel: Kernel, h: Header, headerPfn: number): FolioList
       vfree(kernel.mm, area);
     }
   }
-  if (h.xaRoot === 0 && !h.metaCrc) return { count: 0, pairs: new Float64Array(0) };
+  if (h.xaRoot === 0) {
+    // No xarray: 3.2's checksum then covers the header alone.
+    if (h.metaCrc && crc32Final(memfdV3_2MetaStart(h.metaCrc.header)) !== h.metaCrc.value) throw new UntrustedMetadata('metadata checksum mismatch');
+    if (h.nrFolios !== 0) throw new ErrnoError('EINVAL', 'retrieve', `nr_folios ${h.nrFolios} without an xarray`);
+    return { count: 0, pairs: new Float64Array(0) };
+  }
   let xa: KhoXarray;
   try {
     xa = KhoXarray.restore(kernel, h.xaRoot);

@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@liveupdate/hw';
 import { createSession, finishSession, preserveFd, retrieveFd, retrieveSession } from '@liveupdate/sdk';
-import memfd, { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, type MemfdPluginOptions } from '@liveupdate/plugin-memfd';
+import memfd, { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, memfdCreate, type MemfdPluginOptions } from '@liveupdate/plugin-memfd';
 import {
   bootNext, errnoOf, folioRecordPhys, handOverAs, handedOver, pattern, patternMemfd, readV2, readV3, start, xarraySlotPhys,
   type Incoming, type Outgoing,
@@ -142,5 +142,18 @@ describe('mainline formats: fallocate on a frozen (preserved) memfd', () => {
     const fd = patternMemfd(o.p, 'a', 3, 1);
     preserveFd(o.p, createSession(o.p, o.dev, 'vm'), fd, 1);
     expect(errnoOf(() => o.p.fallocate(fd, 0x40, 0, PAGE_SIZE))).toBe('EOPNOTSUPP');
+  });
+});
+
+describe('an empty memfd (size 0, no folio)', () => {
+  it.each(['3.1.0', '3.2.0', '4.0.0'])('round-trips under memfd@%s with nothing left reserved', (version) => {
+    const o = start([memfd(ONLY(version))]);
+    handOverAs(o, [memfdCreate(o.p, 'empty', 0)]);
+    const next = bootNext(o);
+    const sfd = retrieveSession(next.p2, next.dev2, 'vm');
+    const fd = retrieveFd(next.p2, sfd, 1);
+    expect(next.p2.lseek(fd, 0, 2)).toBe(0);
+    finishSession(next.p2, sfd);
+    expect(next.k2.khoIn?.leaked()).toEqual({ blocks: 0, pages: 0 });
   });
 });
