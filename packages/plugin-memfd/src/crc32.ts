@@ -1,6 +1,8 @@
 /**
  * CRC-32 as IEEE 802.3 / zlib compute it: reflected, polynomial 0xEDB88320, initial value and
  * final XOR 0xFFFFFFFF (crc32(ascii '123456789') = 0xCBF43926). Table-driven, one byte a step.
+ * The streaming form (crc32Start / crc32Update / crc32U32 / crc32Final) lets a check value
+ * cover a header and then a long run of entries without building one buffer of all of them.
  */
 const TABLE: Uint32Array = (() => {
   const t = new Uint32Array(256);
@@ -12,9 +14,29 @@ const TABLE: Uint32Array = (() => {
   return t;
 })();
 
+/** The running state before any byte. */
+export const CRC32_START = 0xffffffff;
+
+/** Feed `bytes` into a running state. */
+export function crc32Update(state: number, bytes: Uint8Array): number {
+  let c = state;
+  for (let i = 0; i < bytes.length; i++) c = (TABLE[(c ^ (bytes[i] as number)) & 0xff] as number) ^ (c >>> 8);
+  return c;
+}
+
+/** Feed the four little-endian bytes of the u32 `w` into a running state. */
+export function crc32U32(state: number, w: number): number {
+  let c = state;
+  c = (TABLE[(c ^ w) & 0xff] as number) ^ (c >>> 8);
+  c = (TABLE[(c ^ (w >>> 8)) & 0xff] as number) ^ (c >>> 8);
+  c = (TABLE[(c ^ (w >>> 16)) & 0xff] as number) ^ (c >>> 8);
+  return (TABLE[(c ^ (w >>> 24)) & 0xff] as number) ^ (c >>> 8);
+}
+
+/** The check value of a running state, as an unsigned 32-bit number. */
+export const crc32Final = (state: number): number => (state ^ 0xffffffff) >>> 0;
+
 /** The CRC-32 of `bytes` as an unsigned 32-bit number. */
 export function crc32(bytes: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < bytes.length; i++) c = (TABLE[(c ^ (bytes[i] as number)) & 0xff] as number) ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
+  return crc32Final(crc32Update(CRC32_START, bytes));
 }

@@ -10,8 +10,9 @@ import {
   HUGETLB_FAMILY, HUGETLB_FLB_COMPATIBLE, HUGETLB_MAX_HSTATES, MEMFD_ALIASES, MEMFD_FAMILY, hugetlbHstateSer,
 } from './abi/memfd.js';
 import {
-  finishMemfd, freezeMemfd, preserveMemfd, retrieveMemfd, unfreezeMemfd, unpreserveMemfd, type MemfdPreservation,
+  freezeMemfd, preserveMemfd, unfreezeMemfd, unpreserveMemfd, type MemfdPreservation,
 } from './handler.js';
+import { finishMemfd, retrieveMemfd } from './retrieve.js';
 import { hugetlbInit } from './hugetlb-pool.js';
 import { inodeOf, isMemfd } from './memfd.js';
 import { PLUGIN_VERSION } from './version.js';
@@ -29,10 +30,11 @@ export interface MemfdPluginOptions {
  * This release's defaults, one per line: @liveupdate/compat's scripts/make-release.mjs rewrites
  * exactly these three lines to rebuild the earlier releases (1.0.0: memfd-v1 only, as 6.19;
  * 2.0.0: memfd-v1 and memfd-v2, as mainline; neither handled hugeTLB memfds; 3.0.0: up to the
- * sparse memfd@3.0.0, without the 3.1 header checksum).
+ * sparse memfd@3.0.0, without the 3.1 header checksum; 3.1.0: up to memfd@3.1.0, without the 3.2
+ * whole-metadata checksum and the 4.x extents).
  */
-const DEFAULT_WRITES: readonly string[] = ['1.0.0', '2.0.0', '3.0.0', '3.1.0'];
-const DEFAULT_READS = '>=1.0.0 <4.0.0';
+const DEFAULT_WRITES: readonly string[] = ['1.0.0', '2.0.0', '3.0.0', '3.1.0', '3.2.0', '4.0.0'];
+const DEFAULT_READS = '>=1.0.0 <5.0.0';
 const DEFAULT_HUGETLB = true;
 
 /** Per kernel: preserved huge pages by order, and the hugetlb FLB page they are written to. */
@@ -89,7 +91,10 @@ function countHuge(kernel: Kernel, order: number, delta: number): void {
   writeHstates(kernel);
 }
 
-/** The memfd plugin. Format 1.x = memfd-v1, 2.x = memfd-v2 (upstream, byte-exact), 3.x = sparse (3.1: + header CRC-32). */
+/**
+ * The memfd plugin. Format 1.x = memfd-v1, 2.x = memfd-v2 (upstream, byte-exact), 3.x = sparse
+ * (3.1: + header CRC-32; 3.2: + CRC-32 over all metadata), 4.x = extents with a whole-metadata CRC-32.
+ */
 export default function memfd(options: MemfdPluginOptions = {}): Plugin {
   const writes = options.writes ?? DEFAULT_WRITES;
   const reads = options.reads ?? DEFAULT_READS;

@@ -173,10 +173,12 @@ export class MemfdInode {
   fallocate(mode: number, offset: number, length: number): void {
     if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) throw new ErrnoError('EOPNOTSUPP', 'fallocate');
     const end = offset + length;
+    // vfs_fallocate: PUNCH_HOLE without KEEP_SIZE is refused before the filesystem is asked.
+    if ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE)) throw new ErrnoError('EOPNOTSUPP', 'fallocate', 'PUNCH_HOLE needs KEEP_SIZE');
+    // shmem_fallocate checks SHMEM_F_MAPPING_FROZEN before it looks at the mode: every mode is EPERM.
+    if (this.frozen) throw new ErrnoError('EPERM', 'fallocate', 'inode frozen by live update');
     if (mode & FALLOC_FL_PUNCH_HOLE) {
-      if (!(mode & FALLOC_FL_KEEP_SIZE)) throw new ErrnoError('EOPNOTSUPP', 'fallocate', 'PUNCH_HOLE needs KEEP_SIZE');
       if (this.seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) throw new ErrnoError('EPERM', 'fallocate', 'sealed against writes');
-      if (this.frozen) throw new ErrnoError('EPERM', 'fallocate', 'inode frozen by live update');
       const first = Math.ceil(offset / this.folioBytes);
       const last = Math.floor(Math.min(end, this.size) / this.folioBytes);
       for (let i = first; i < last; i++) this.evict(i);
@@ -192,7 +194,6 @@ export class MemfdInode {
     }
     // shmem_fallocate checks F_SEAL_GROW against i_size even with FALLOC_FL_KEEP_SIZE.
     if (end > this.size && (this.seals & F_SEAL_GROW)) throw new ErrnoError('EPERM', 'fallocate', 'F_SEAL_GROW');
-    if (end > this.size && !(mode & FALLOC_FL_KEEP_SIZE) && this.frozen) throw new ErrnoError('EPERM', 'fallocate', 'inode frozen by live update');
     for (let i = Math.floor(offset / this.folioBytes); i < Math.ceil(end / this.folioBytes); i++) this.fault(i);
     if (end > this.size && !(mode & FALLOC_FL_KEEP_SIZE)) this.size = end;
   }

@@ -92,9 +92,12 @@ describe('memfd-v2: 48-byte header', () => {
   });
 });
 
+/** Up to 3.1.0: the 3.0 fields are the first 48 bytes of the 3.1 header. */
+const V3_1_BUILD = { writes: ['1.0.0', '2.0.0', '3.0.0', '3.1.0'] };
+
 describe('memfd@3.0.0: 48-byte header and a KHO xarray', () => {
   it('holds pos, size, seals, flags 0, the count of present folios, the xarray root and order 0', () => {
-    const o = start([memfd()]);
+    const o = start([memfd(V3_1_BUILD)]);
     const { serPhys } = handOver(o);
     expect(memfdAbi.memfdLuoSerV3.size).toBe(48);
     const h = readV3(o.machine, serPhys);
@@ -106,7 +109,7 @@ describe('memfd@3.0.0: 48-byte header and a KHO xarray', () => {
   });
 
   it('maps each present index to pfn | (DIRTY | UPTODATE) << 52 and leaves the hole empty', () => {
-    const o = start([memfd()]);
+    const o = start([memfd(V3_1_BUILD)]);
     const { serPhys } = handOver(o);
     const root = readV3(o.machine, serPhys).folios_xa;
     const entry = (i: number): bigint => o.machine.memory.readU64(xarraySlotPhys(o.machine, root, i));

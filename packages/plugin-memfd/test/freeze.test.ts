@@ -15,8 +15,8 @@ import {
 const V2_ONLY = [memfd({ writes: ['1.0.0', '2.0.0'], reads: '>=1.0.0 <3.0.0' })];
 
 /** A default build with a sparse memfd (64 pages, pages 0 and 40 written, pos 100) as vm/1 and a second memfd as vm/2. */
-function sparseAndAnother(next = V2_ONLY): { o: Outgoing; fd: number } {
-  const o = start([memfd()], { next });
+function sparseAndAnother(next = V2_ONLY, build = [memfd()]): { o: Outgoing; fd: number } {
+  const o = start(build, { next });
   const fd = memfdCreate(o.p, 'ram', 0);
   o.p.ftruncate(fd, 64 * PAGE_SIZE);
   o.p.pwrite(fd, pattern(PAGE_SIZE, 1), 0);
@@ -76,8 +76,13 @@ describe('a reboot that fails after the conversion (a later file fails its freez
     expect(memfdResidentPages(o.p, fd)).toBe(64);
   });
 
-  it('a retry to a format-3 kernel hands over the current file through a rebuilt xarray', () => {
-    const { o, fd } = sparseAndAnother([memfd()]);
+  it.each([
+    ['memfd@3.1.0', 'a rebuilt xarray', ['1.0.0', '2.0.0', '3.0.0', '3.1.0']],
+    ['memfd@3.2.0', 'a rebuilt xarray', ['1.0.0', '2.0.0', '3.0.0', '3.1.0', '3.2.0']],
+    ['memfd@4.0.0', 'its extents', ['1.0.0', '2.0.0', '3.0.0', '3.1.0', '3.2.0', '4.0.0']],
+  ])('a retry to a kernel that reads %s hands over the current file through %s', (compatible, _how, writes) => {
+    const build = [memfd({ writes })];
+    const { o, fd } = sparseAndAnother(build, build);
     const failing = failSecondFreeze(o);
     const v2Target: KexecConfig = { ...o.cfg, plugins: V2_ONLY };
     errnoOf(() => o.k1.kexecJump(v2Target));
@@ -85,7 +90,7 @@ describe('a reboot that fails after the conversion (a later file fails its freez
     o.p.pwrite(fd, pattern(PAGE_SIZE, 4), 70 * PAGE_SIZE);
     failing.now = false;
     o.k1.kexecJump(o.cfg);
-    expect(handedOver(o, 'vm', 1).compatible).toBe('memfd@3.1.0');
+    expect(handedOver(o, 'vm', 1).compatible).toBe(compatible);
     const next = bootNext(o);
     const { sfd, fd: got } = retrieveOne(next, 'vm', 1);
     expect(next.p2.lseek(got, 0, SEEK_END)).toBe(80 * PAGE_SIZE);
@@ -115,5 +120,52 @@ describe('freeze of the upstream formats', () => {
     o.p.lseek(fd, 77, SEEK_SET);
     const next = (o.k1.kexecJump(o.cfg), bootNext(o));
     expect(next.p2.lseek(retrieveOne(next, 'vm', 1).fd, 0, SEEK_CUR)).toBe(77);
+  });
+});
+
+describe('a file preserved for memfd@4.0.0 (no xarray while it runs)', () => {
+  /** A kernel with this code that reads up to 3.x only. */
+  const V3_ONLY = [memfd({ writes: ['1.0.0', '2.0.0', '3.0.0', '3.1.0', '3.2.0'], reads: '>=1.0.0 <4.0.0' })];
+
+  it('goes to a 3.x-only kernel as memfd@3.2.0 through an xarray built at freeze, with nothing left behind', () => {
+    const { o } = sparseAndAnother(V3_ONLY);
+    o.k1.kexecJump(o.cfg);
+    expect(handedOver(o, 'vm', 1).compatible).toBe('memfd@3.2.0');
+    const next = bootNext(o);
+    const { sfd, fd } = retrieveOne(next, 'vm', 1);
+    expect(memfdResidentPages(next.p2, fd)).toBe(2);
+    expect(next.p2.pread(fd, PAGE_SIZE, 40 * PAGE_SIZE)).toEqual(pattern(PAGE_SIZE, 2));
+    finishSession(next.p2, sfd);
+    expect(next.k2.khoIn?.leaked()).toEqual({ blocks: 0, pages: 0 });
+  });
+
+  it('after a failed reboot to a 3.x kernel, a retry to a 4.x kernel drops that xarray and hands over the current file as extents', () => {
+    const { o, fd } = sparseAndAnother([memfd()]);
+    const failing = { now: true };
+    o.k1.luo.hooks.fileOp.tap('fail-second-freeze', (ev) => {
+      if (failing.now && ev.op === 'freeze' && ev.token === 2n) throw new ErrnoError('EIO', 'freeze', 'injected');
+    });
+    errnoOf(() => o.k1.kexecJump({ ...o.cfg, plugins: V3_ONLY }));
+    o.p.pwrite(fd, pattern(PAGE_SIZE, 4), 50 * PAGE_SIZE);
+    failing.now = false;
+    o.k1.kexecJump(o.cfg);
+    expect(handedOver(o, 'vm', 1).compatible).toBe('memfd@4.0.0');
+    const next = bootNext(o);
+    const { sfd, fd: got } = retrieveOne(next, 'vm', 1);
+    expect(memfdResidentPages(next.p2, got)).toBe(3);
+    expect(next.p2.pread(got, PAGE_SIZE, 50 * PAGE_SIZE)).toEqual(pattern(PAGE_SIZE, 4));
+    finishSession(next.p2, sfd);
+    expect(next.k2.khoIn?.leaked()).toEqual({ blocks: 0, pages: 0 });
+  });
+
+  it('closing the session after a failed reboot leaves nothing preserved', () => {
+    const { o } = sparseAndAnother([memfd()]);
+    const before = start([memfd()]).k1.khoOut?.survivors().blocks;
+    o.k1.luo.hooks.fileOp.tap('fail-second-freeze', (ev) => {
+      if (ev.op === 'freeze' && ev.token === 2n) throw new ErrnoError('EIO', 'freeze', 'injected');
+    });
+    errnoOf(() => o.k1.kexecJump(o.cfg));
+    for (const f of o.p.openFds) if (f !== o.dev) o.p.close(f);
+    expect(o.k1.khoOut?.survivors().blocks).toBe(before);
   });
 });

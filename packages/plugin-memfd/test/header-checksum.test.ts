@@ -12,6 +12,8 @@ import { SEEK_END, bootNext, handOverAs, patternMemfd, sealedSparseMemfd, errnoO
 
 const { F_SEAL_SHRINK, F_SEAL_GROW, memfdLuoSerV3, memfdLuoSerV3_1 } = memfdAbi;
 const V3_0: MemfdPluginOptions = { writes: ['1.0.0', '2.0.0', '3.0.0'] };
+/** A build that writes up to memfd@3.1.0 (the 3.1 release's defaults). */
+const V3_1: MemfdPluginOptions = { writes: ['1.0.0', '2.0.0', '3.0.0', '3.1.0'] };
 
 /** A bit-at-a-time CRC-32 (reflected, poly 0xEDB88320, init/xorout 0xFFFFFFFF): the reference for the table-driven one. */
 function crc32Reference(bytes: Uint8Array): number {
@@ -27,7 +29,7 @@ function crc32Reference(bytes: Uint8Array): number {
  * Session 'vm': token 1 (3 pages, pages 0 and 2 written, pos 777, seals SHRINK | GROW) and
  * token 2 (2 pages, pattern 2). Jumps; returns token 1's header address.
  */
-function handOver(options: MemfdPluginOptions = {}): { o: Outgoing; header: number; compatible: string } {
+function handOver(options: MemfdPluginOptions = V3_1): { o: Outgoing; header: number; compatible: string } {
   const o = start([memfd(options)]);
   handOverAs(o, [sealedSparseMemfd(o.p, 'a'), patternMemfd(o.p, 'b', 2, 2)]);
   const f = handedOver(o, 'vm', 1);

@@ -87,12 +87,15 @@ describe('corrupting the kho_vmalloc descriptor of a memfd-v2 header', () => {
 
 // Still reserved while the session is open, with token 2 retrieved: token 1's 3 folios, its
 // header page and its folio metadata (upstream: the array page and its kho_vmalloc chunk;
-// 3.x: one xarray node per level, 6), plus the session's luo_file_ser block.
+// 3.x: one xarray node per level, 6; 4.x: the extent stream's page and chunk), plus the session's luo_file_ser block.
 describe.each([
   { label: 'memfd-v1', options: { writes: ['1.0.0'] }, pending: 3 + 1 + 2 + 1 },
   { label: 'memfd-v2', options: { writes: ['2.0.0'] }, pending: 3 + 1 + 2 + 1 },
   { label: 'memfd@3.0.0', options: V3_0, pending: 3 + 1 + 6 + 1 },
-  { label: 'memfd@3.1.0', options: {}, pending: 3 + 1 + 6 + 1 },
+  { label: 'memfd@3.1.0', options: { writes: ['3.1.0'] }, pending: 3 + 1 + 6 + 1 },
+  { label: 'memfd@3.2.0', options: { writes: ['3.2.0'] }, pending: 3 + 1 + 6 + 1 },
+  // 4.x: the extent stream is one vmalloc page and its kho_vmalloc chunk.
+  { label: 'memfd@4.0.0', options: {}, pending: 3 + 1 + 2 + 1 },
 ])('an unretrieved $label memfd', ({ options, pending }) => {
   it(`is discarded by FINISH: its ${pending - 1} preserved blocks and the file block are restored and freed`, () => {
     const o = twoMemfds(options);

@@ -1,10 +1,12 @@
 /**
  * memfd preservation ABI. 1.x and 2.x are upstream's memfd-v1 and memfd-v2
  * (include/linux/kho/abi/memfd.h), byte for byte; 3.x is this project's sparse format, with
- * folios in a KHO xarray instead of a vmalloc array. Any layout change needs a new version:
+ * folios in a KHO xarray instead of a vmalloc array; 4.x (abi/memfd-v4.ts) describes folios as
+ * extents of physically contiguous runs. Any layout change needs a new version:
  * a new major when an old reader cannot skip it, a new minor when fields are only appended.
  */
 import { defineStruct, u8, u16, u32, u64 } from '@liveupdate/sdk';
+import { CRC32_START, crc32U32, crc32Update } from '../crc32.js';
 
 export const MEMFD_FAMILY = 'memfd';
 /** Upstream compatible strings: x.0.0 of these majors is written under them. */
@@ -46,6 +48,35 @@ export const memfdLuoSerV3_1 = defineStruct('memfd_luo_ser(v3.1)', {
 }, { size: 56 });
 /** The bytes memfd 3.1's crc32 covers: the whole 3.0 header. */
 export const MEMFD_V3_1_CRC_BYTES = 48;
+
+/**
+ * memfd 3.2 (a minor version): the 3.1 fields, then meta_crc32, a CRC-32 over ALL of the file's
+ * handover metadata: this 64-byte header with meta_crc32 read as 0, then every xarray entry in
+ * ascending index as (index u64 LE, entry u64 LE). A pointer retargeted anywhere in the header,
+ * the xarray's nodes or its leaves changes what the walk yields, so it is a file error (EINVAL)
+ * instead of served data. 3.0 and 3.1 readers read their prefix and skip the rest.
+ */
+export const memfdLuoSerV3_2 = defineStruct('memfd_luo_ser(v3.2)', {
+  pos: u64, size: u64, seals: u32, flags: u32, nr_folios: u64,
+  folios_xa: u64,
+  order: u32, reserved: u32,
+  crc32: u32, pad: u32,
+  /** CRC-32 of the header (this field as 0) and every (index, entry) of the xarray. */
+  meta_crc32: u32, meta_pad: u32,
+}, { size: 64 });
+/** Byte offset of memfd 3.2's meta_crc32 in the header. */
+export const MEMFD_V3_2_META_CRC_OFFSET = 56;
+
+/** The running CRC-32 state of meta_crc32 after the header (its first 64 bytes, meta_crc32 read as 0). */
+export function memfdV3_2MetaStart(header: Uint8Array): number {
+  const h = header.slice(0, memfdLuoSerV3_2.size);
+  new DataView(h.buffer).setUint32(MEMFD_V3_2_META_CRC_OFFSET, 0, true);
+  return crc32Update(CRC32_START, h);
+}
+
+/** Feed one xarray entry (index, entry as its two u32 words) into the meta_crc32 state. */
+export const memfdV3_2MetaEntry = (state: number, index: number, lo: number, hi: number): number =>
+  crc32U32(crc32U32(crc32U32(crc32U32(state, index >>> 0), Math.floor(index / 0x1_0000_0000)), lo), hi);
 
 /** struct memfd_luo_folio_ser: u64 { pfn:52, flags:12 }, u64 index. Unchanged since v1. */
 export const memfdLuoFolioSer = defineStruct('memfd_luo_folio_ser', { pfn_flags: u64, index: u64 }, { size: 16 });
@@ -94,3 +125,6 @@ export const HUGETLB_FAMILY = 'hugetlb-memfd';
 export const HUGETLB_FLB_COMPATIBLE = 'hugetlb-v1';
 export const HUGETLB_MAX_HSTATES = 4;
 export const hugetlbHstateSer = defineStruct('hugetlb_hstate_ser', { nr_pages: u64, order: u8 }, { size: 9 });
+
+export * from './memfd-v4.js';
+export * from './memfd-decode.js';

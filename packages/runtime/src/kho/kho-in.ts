@@ -138,6 +138,16 @@ export class KhoIn {
 
   /** kho_retrieve_subtree, checks in upstream order. */
   retrieveSubtree(name: string): { phys: number; size: number } {
+    const { phys, size } = this.lookupSubtree(name);
+    if (phys + size > BigInt(this.mm.memory.size)) throw new ErrnoError('EINVAL', 'kho_retrieve_subtree', `${name}: blob outside RAM`);
+    return { phys: Number(phys), size: Number(size) };
+  }
+
+  /**
+   * kho_retrieve_subtree exactly as upstream: the u64 properties as they are, with no bound on
+   * the blob (a consumer that reads a fixed struct checks its own bytes against RAM).
+   */
+  lookupSubtree(name: string): { phys: bigint; size: bigint } {
     const node = this.root.children.find((c) => c.name === name);
     if (!node) throw new ErrnoError('ENOENT', 'kho_retrieve_subtree', name);
     const phys = readPropU64LE(node, KHO_SUB_TREE_PROP_NAME);
@@ -147,8 +157,7 @@ export class KhoIn {
       this.dmesg.log('warn', 'KHO', `subtree ${name} has no valid ${KHO_SUB_TREE_SIZE_PROP_NAME}`);
       throw new ErrnoError('EINVAL', 'kho_retrieve_subtree', `${name}: ${KHO_SUB_TREE_SIZE_PROP_NAME}`);
     }
-    if (phys + size > BigInt(this.mm.memory.size)) throw new ErrnoError('EINVAL', 'kho_retrieve_subtree', `${name}: blob outside RAM`);
-    return { phys: Number(phys), size: Number(size) };
+    return { phys, size };
   }
 
   /** kho_restore_folio: the head page must carry KHOP; clears it. Null on failure, as upstream. */
@@ -160,6 +169,8 @@ export class KhoIn {
       this.dmesg.log('warn', 'KHO', `restore of ${hex(phys)}: no KHO magic on the head page`);
       return null;
     }
+    // kho_restore_page: adjust_managed_page_count(page, nr_pages); the folio is in use from here on.
+    this.mm.allocator?.adoptAllocated(2 ** order);
     return { pfn, order };
   }
 

@@ -52,6 +52,12 @@ export class PageAllocator {
   get allocatedPages(): number { return this.allocated; }
   get freePages(): number { return this.freePageCount; }
 
+  /**
+   * adjust_managed_page_count for pages that join the allocator already in use (a restored KHO
+   * folio): counted as allocated, so freeing them later balances instead of going negative.
+   */
+  adoptAllocated(pages: number): void { this.allocated += pages; }
+
   /** A naturally aligned block of 2^order pages, preferring node `nid`; null is -ENOMEM. */
   alloc(order: number, nid = 0): number | null {
     const count = this.nodes.length;
