@@ -24,6 +24,13 @@ describe('incoming kexec_count 0xffffffff', () => {
     expect(k2.incomingMetadata?.kexecCount).toBe(0xffffffff);
     expect(machine.memory.readU32(metaOf(k2).phys + COUNT_OFFSET)).toBe(0);
   });
+
+  it('the booted kernel\'s own count wraps to 0 as well', () => {
+    const machine = createMachine({ memory: '4GiB' });
+    const k1 = coldBoot(machine, 'kho=on');
+    machine.memory.writeU32(metaOf(k1).phys + COUNT_OFFSET, 0xffffffff);
+    expect(k1.kexec({ cmdline: 'kho=on' }).kexecCount).toBe(0);
+  });
 });
 
 describe('incoming kexec-metadata with a blob-size far beyond the struct', () => {

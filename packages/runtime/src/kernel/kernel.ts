@@ -198,7 +198,8 @@ export class Kernel implements ProcessHost {
 
     if (this.khoIn) {
       this.incomingMetadata = readIncomingMetadata(this.khoIn, this.mm, this.dmesg);
-      kexecCount = (this.incomingMetadata?.kexecCount ?? 0) + 1;
+      // The kernel counts in a u32: 0xffffffff kexecs later it wraps to 0.
+      kexecCount = ((this.incomingMetadata?.kexecCount ?? 0) + 1) >>> 0;
     }
     this.kexecCount = kexecCount;
 
