@@ -22,7 +22,7 @@ function run(toWrites?: readonly string[]) {
   const machine: Machine = createMachine({ memory: '8GiB' });
   const state = mshvSection.machine?.(machine, SPEC) as MshvSectionState;
   const ctx = (k: Kernel) => ({ kernel: k, machine, spawn: (n: string) => k.spawn(n), note: () => undefined });
-  let roots: { a?: MshvRoot; b?: MshvRoot } = {};
+  const roots: { a?: MshvRoot; b?: MshvRoot } = {};
   const r = liveUpdate<Remembered>({
     from: { plugins: [mshv()], release: '7.1.0' },
     to: { plugins: [mshv(toWrites ? { writes: toWrites } : {})], release: '7.2.0' },
@@ -90,11 +90,9 @@ describe('L1VH host, three partitions, 1 GiB deposited scattered: live update (m
     const mm = k.mm;
     let handedOut = 0;
     let bad = 0;
-    let withdrawnSeen = 0;
     for (let pfn = mm.allocPages(0); pfn !== null; pfn = mm.allocPages(0)) {
       handedOut++;
       if (hv.isDeposited(pfn)) bad++;
-      if (hv.ownerOf(pfn) === null && withdrawnSeen < 1) withdrawnSeen++;
     }
     expect(bad).toBe(0);
     expect(handedOut).toBeGreaterThan(GIB_PAGES);
@@ -114,7 +112,7 @@ describe('the same host live updated into a kernel that reads up to mshv 2.x (th
   });
 
   it('the KHO subtree mshv_prsv_pt was handed over and the tracked set equals the deposited set', () => {
-    expect((r.to as Kernel).debugfs.list('kho/in')).toContain('kho/in/sub_fdts/mshv_prsv_pt');
+    expect((r.to as Kernel).debugfs.list()).toContain('kho/in/sub_fdts/mshv_prsv_pt');
     expect(roots.b && compareTracked(hv, roots.b)).toEqual([]);
     expect(pagesIn(depositedRuns(hv))).toBe(r.state?.rootDeposits);
   });
