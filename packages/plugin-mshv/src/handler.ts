@@ -75,7 +75,8 @@ function freezeV3(kernel: Kernel, root: MshvRoot, plan: KexecPlan): bigint {
 function adoptV3(kernel: Kernel, root: MshvRoot, headerPhys: number): void {
   const kin = kernel.khoIn;
   if (!kin) throw new ErrnoError('EINVAL', 'retrieve', 'mshv: not a KHO boot');
-  const t = readTracking(kernel.mm.memory, headerPhys);
+  // Every metadata page must be a preserved block head: a pointer elsewhere (a deposited page) is never followed.
+  const t = readTracking(kernel.mm.memory, headerPhys, (pfn) => kin.heads.peek(pfn) >= 0);
   if (typeof t === 'string') {
     kernel.dmesg.log('err', 'mshv', `tracking file: ${t}`);
     throw new ErrnoError('EINVAL', 'retrieve', `mshv: ${t}`);

@@ -142,7 +142,10 @@ export function reserveTracked(kernel: Kernel): IncomingTree | null {
     throw new KernelPanic(`Could not restore page tree from KHO: ${errnoText(e)}`);
   }
   const mem = kernel.mm.memory;
-  const parsed = blob.size < 40 || blob.size > PAGE_SIZE ? 'Could not find root node in KHO-preserved FDT.' : parseSubtree(mem.read(blob.phys, blob.size));
+  // Only preserved order-0 pages are read: a pointer anywhere else (a deposited page) is never followed.
+  const preserved = (pfn: number): boolean => kin.heads.peek(pfn) === 0;
+  const parsed = blob.phys % PAGE_SIZE !== 0 || !preserved(blob.phys / PAGE_SIZE) ? 'Could not find root node in KHO-preserved FDT.'
+    : blob.size < 40 || blob.size > PAGE_SIZE ? 'Could not find root node in KHO-preserved FDT.' : parseSubtree(mem.read(blob.phys, blob.size));
   if (typeof parsed === 'string') {
     kernel.dmesg.log('err', 'mshv', parsed);
     throw new KernelPanic(`Could not restore page tree from KHO: -EINVAL (${parsed})`);
@@ -156,7 +159,7 @@ export function reserveTracked(kernel: Kernel): IncomingTree | null {
       runs.push([s, e]);
       return undefined;
     },
-  }, (pfn) => !inScratch(pfn));
+  }, (pfn) => !inScratch(pfn) && preserved(pfn));
   if (!res.ok) {
     kernel.dmesg.log('err', 'mshv', `page tree: ${res.reason}`);
     throw new KernelPanic(`Could not restore page tree from KHO: -EINVAL (${res.reason})`);

@@ -23,6 +23,7 @@ const TWO32 = 0x1_0000_0000;
 export function walkXarray(
   memory: PhysMemory, rootPhys: number,
   cb: { node?(pfn: number, level: number, bytes: Uint8Array): string | undefined; value?(key: number, lo: number, hi: number): string | undefined },
+  nodeOk: (pfn: number) => boolean = () => true,
 ): { ok: true; nodes: number } | { ok: false; reason: string } {
   const seen = new Set<number>();
   const visit = (phys: number, level: number, base: number): string | undefined => {
@@ -30,6 +31,7 @@ export function walkXarray(
     const pfn = phys / PAGE_SIZE;
     if (pfn >= memory.pageCount) return `xarray node 0x${phys.toString(16)} at level ${level} is outside RAM`;
     if (seen.has(pfn)) return `xarray node 0x${phys.toString(16)} is reached twice (cycle or shared node)`;
+    if (!nodeOk(pfn)) return `xarray node 0x${phys.toString(16)} at level ${level} is not a preserved page`;
     seen.add(pfn);
     const bytes = memory.read(phys, PAGE_SIZE);
     const bad = cb.node?.(pfn, level, bytes);
@@ -54,9 +56,9 @@ export function walkXarray(
 }
 
 /** The CRC of a header (bytes before `crc`), the node pages in walk order and the id array. */
-function checksum(memory: PhysMemory, header: Uint8Array, rootPhys: number, idsPhys: number, nrIds: number): number | string {
+function checksum(memory: PhysMemory, header: Uint8Array, rootPhys: number, idsPhys: number, nrIds: number, nodeOk?: (pfn: number) => boolean): number | string {
   const crc = new Crc32().update(header.subarray(0, MSHV_TRACK_CRC_OFFSET));
-  const w = walkXarray(memory, rootPhys, { node: (_p, _l, bytes) => { crc.update(bytes); return undefined; } });
+  const w = walkXarray(memory, rootPhys, { node: (_p, _l, bytes) => { crc.update(bytes); return undefined; } }, nodeOk);
   if (!w.ok) return w.reason;
   if (nrIds > 0) crc.update(memory.read(idsPhys, nrIds * 8));
   return crc.digest();
@@ -142,10 +144,11 @@ export interface TrackingRead {
  * bits, id count, the walk (bounds, cycles), the CRC, then the counts against what the
  * bitmaps hold. A string is the first problem found.
  */
-export function readTracking(memory: PhysMemory, headerPhys: number): TrackingRead | string {
+export function readTracking(memory: PhysMemory, headerPhys: number, pageOk: (pfn: number) => boolean = () => true): TrackingRead | string {
   if (!Number.isSafeInteger(headerPhys) || headerPhys <= 0 || headerPhys % PAGE_SIZE !== 0 || headerPhys + PAGE_SIZE > memory.size) {
     return `header 0x${headerPhys.toString(16)} is not a page of RAM`;
   }
+  if (!pageOk(headerPhys / PAGE_SIZE)) return `header 0x${headerPhys.toString(16)} is not a preserved page`;
   const header = memory.read(headerPhys, mshvTrackSer.size);
   const h = mshvTrackSer.decode(header);
   if (h.reserved !== 0 || (h.flags & ~1) !== 0) return `reserved bits set (flags 0x${h.flags.toString(16)}, reserved 0x${h.reserved.toString(16)})`;
@@ -153,8 +156,9 @@ export function readTracking(memory: PhysMemory, headerPhys: number): TrackingRe
   const idsPhys = Number(h.partition_ids);
   if (h.nr_partition_ids > 0 && (idsPhys <= 0 || idsPhys % PAGE_SIZE !== 0 || idsPhys + h.nr_partition_ids * 8 > memory.size)) return `partition_ids 0x${h.partition_ids.toString(16)} is not in RAM`;
   if (h.nr_partition_ids === 0 && h.partition_ids !== 0n) return 'partition_ids set with nr_partition_ids 0';
+  if (h.nr_partition_ids > 0 && !pageOk(idsPhys / PAGE_SIZE)) return `partition_ids 0x${idsPhys.toString(16)} is not a preserved page`;
   const xaRoot = Number(h.xa_root);
-  const crc = checksum(memory, header, xaRoot, idsPhys, h.nr_partition_ids);
+  const crc = checksum(memory, header, xaRoot, idsPhys, h.nr_partition_ids, pageOk);
   if (typeof crc === 'string') return crc;
   if (crc !== h.crc) return `checksum mismatch (header says 0x${h.crc.toString(16)}, bytes give 0x${crc.toString(16)})`;
   const runs: Array<[number, number]> = [];
