@@ -111,6 +111,8 @@ export default function mshv(options: MshvPluginOptions = {}): Plugin {
           if (!root.tracker || st.fdtPfn === null) kernel.dmesg.log('err', 'mshv', 'Could not allocate page tree; page deposits will fail.');
         }
       }
+      // hv_set_msr(HV_MSR_CRASH_P2, root): a crash kernel finds the tracked pages without this kernel's FDT.
+      if (root.tracker) hv.crashP2 = BigInt(root.tracker.rootPhys);
       kernel.registerDevice('/dev/mshv', (_proc, flags) => new KFile(mshvDevFops(kernel), new Inode(), new MshvDevFile(root), flags, kernel.id));
       if (!kernel.luo.enabled) return;
       kernel.luo.hooks.reboot.tap('@liveupdate/plugin-mshv', (ev) => {

@@ -72,7 +72,10 @@ export interface TrackingWrite {
 }
 
 /** Serialize runs of tracked pages and the partition ids; data pages are KHO-preserved run by run. */
-export function writeTracking(kernel: Kernel, runs: ReadonlyArray<readonly [number, number]>, ids: readonly bigint[], flags: number): TrackingWrite {
+export function writeTracking(
+  kernel: Kernel, runs: ReadonlyArray<readonly [number, number]>, ids: readonly bigint[], flags: number,
+  opts: { preserveData?: boolean } = {},
+): TrackingWrite {
   const out = kernel.khoOut;
   if (!out) throw new ErrnoError('EOPNOTSUPP', 'mshv_track_freeze', 'KHO is disabled');
   if (ids.length > MSHV_MAX_PARTITION_IDS) throw new ErrnoError('E2BIG', 'mshv_track_freeze', `${ids.length} partitions`);
@@ -105,7 +108,7 @@ export function writeTracking(kernel: Kernel, runs: ReadonlyArray<readonly [numb
       }
     }
     flush();
-    for (const [s, e] of runs) {
+    if (opts.preserveData ?? true) for (const [s, e] of runs) {
       out.preservePages(s, e - s);
       undo.push(() => out.unpreservePages(s, e - s));
     }
