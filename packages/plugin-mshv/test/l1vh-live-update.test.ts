@@ -9,11 +9,12 @@ import { liveUpdate } from '@liveupdate/sdk/testing';
 import { PAGE_SIZE, type Machine } from '@liveupdate/hw';
 import type { Kernel } from '@liveupdate/sdk';
 import mshv, { mshvRoot, type MshvRoot } from '@liveupdate/plugin-mshv';
-import { compareTracked, mshvSection, type MshvSectionSpec, type MshvSectionState } from '../src/tools.js';
+import { compareTracked, mshvSection, mshvTools, type MshvSectionSpec, type MshvSectionState } from '../src/tools.js';
 import { createMachine } from '@liveupdate/hw';
 import { depositedRuns, pagesIn } from './support.js';
 
-const SPEC: MshvSectionSpec = { mode: 'l1vh', partitions: 3, vpsPerPartition: 2, deposit: '1GiB', pattern: 'scattered', seed: 7 };
+/** The built-in scenario's own section: what `liveupdate run --scenario mshv-l1vh-1g-scattered` runs. */
+const SPEC = (mshvTools.scenarios?.[0]?.scenario as { mshv: MshvSectionSpec }).mshv;
 const GIB_PAGES = (1 << 30) / PAGE_SIZE;
 
 interface Remembered { state: MshvSectionState; ids: bigint[]; trackedEqualBefore: string[]; frozenBeforeJump: boolean[]; rootDeposits: number }
@@ -43,6 +44,15 @@ function run(toWrites?: readonly string[]) {
   });
   return { r, machine, state, roots };
 }
+
+describe('the built-in scenario', () => {
+  it('is an L1VH host with three partitions and 1 GiB deposited scattered, its section valid against the section schema', () => {
+    expect(SPEC).toMatchObject({ mode: 'l1vh', partitions: 3, deposit: '1GiB', pattern: 'scattered' });
+    const schema = mshvSection.schema as { required: string[]; properties: Record<string, unknown> };
+    for (const key of schema.required) expect(SPEC).toHaveProperty(key);
+    for (const key of Object.keys(SPEC)) expect(schema.properties).toHaveProperty(key);
+  });
+});
 
 describe('L1VH host, three partitions, 1 GiB deposited scattered: live update (mshv 3.x, the tracking file)', () => {
   const { r, state, roots } = run();

@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { liveUpdate } from '@liveupdate/sdk/testing';
-import { ErrnoError, getName, Kernel } from '@liveupdate/sdk';
+import { ErrnoError, FormatNegotiationError, getName, Kernel } from '@liveupdate/sdk';
 import { HV_PARTITION_ID_SELF, hvStatus } from '@liveupdate/hw';
 import mshv, { mshvCreatePartitionFd, mshvCreateVpFd, mshvInitializePartition, mshvOpen, mshvRoot, mshvRunVp } from '@liveupdate/plugin-mshv';
 import { bootWith, CMDLINE, hvMachine } from './support.js';
@@ -95,6 +95,18 @@ describe('step 1: withdraw, then update (L1VH)', () => {
     expect(hv.depositedPages).toBe(0);
     expect(hv.faultCount).toBe(0);
     expect(mshvRoot(r.to as Kernel).pagesDeposited).toBe(0);
+  });
+});
+
+describe('a target without the mshv plugin', () => {
+  it('is refused before any freeze: it could not read the mshv file (nor know the hypervisor\'s pages)', () => {
+    const { machine, hv } = hvMachine(true);
+    const { k, root } = bootWith(machine);
+    root.depositPages(HV_PARTITION_ID_SELF, 8);
+    expect(() => k.kexecJump({ cmdline: CMDLINE, plugins: [] })).toThrow(FormatNegotiationError);
+    expect(() => k.kexecJump({ cmdline: CMDLINE, plugins: [] })).toThrow(/mshv/);
+    expect(hv.depositedPages).toBe(8);
+    expect(k.isDead).toBe(false);
   });
 });
 
