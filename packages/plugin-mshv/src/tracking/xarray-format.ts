@@ -15,6 +15,21 @@ const SLOTS = xarrayAbi.KHO_XA_SLOTS;
 const TOP = xarrayAbi.KHO_XA_DEPTH - 1;
 const TWO32 = 0x1_0000_0000;
 
+/** Bits [a, b) of a u32, 0 <= a < b <= 32. */
+const bitRange = (a: number, b: number): number => (b - a === 32 ? 0xffffffff : (((1 << (b - a)) - 1) << a) >>> 0);
+
+/** Each run of set bits of a u32 as [first, end) bit offsets. */
+function wordRuns(v: number, emit: (a: number, b: number) => void): void {
+  let w = v >>> 0;
+  while (w !== 0) {
+    const t = 31 - Math.clz32(w & -w);
+    const rest = ~(w >>> t) >>> 0;
+    const len = rest === 0 ? 32 - t : 31 - Math.clz32(rest & -rest);
+    emit(t, t + len);
+    w = t + len >= 32 ? 0 : (w & ~bitRange(t, t + len)) >>> 0;
+  }
+}
+
 /**
  * Visit every node of the xarray at rootPhys, a node before its children, slots ascending,
  * over hostile bytes: nodes page aligned, inside RAM, reached once. `value` gets every
@@ -98,13 +113,12 @@ export function writeTracking(
       for (let pfn = s; pfn < e;) {
         const k = Math.floor(pfn / MSHV_XA_PAGES_PER_KEY);
         if (k !== key) { flush(); key = k; lo = 0; hi = 0; }
-        const bit = pfn % MSHV_XA_PAGES_PER_KEY;
+        const b0 = pfn % MSHV_XA_PAGES_PER_KEY;
         const upto = Math.min(e, (k + 1) * MSHV_XA_PAGES_PER_KEY);
-        if (bit === 0 && upto - pfn === MSHV_XA_PAGES_PER_KEY) { lo = 0xffffffff; hi = 0xffffffff; pfn = upto; continue; }
-        for (; pfn < upto; pfn++) {
-          const b = pfn % MSHV_XA_PAGES_PER_KEY;
-          if (b < 32) lo = (lo | (1 << b)) >>> 0; else hi = (hi | (1 << (b - 32))) >>> 0;
-        }
+        const b1 = b0 + (upto - pfn);
+        if (b0 < 32) lo = (lo | bitRange(b0, Math.min(b1, 32))) >>> 0;
+        if (b1 > 32) hi = (hi | bitRange(Math.max(b0, 32) - 32, b1 - 32)) >>> 0;
+        pfn = upto;
       }
     }
     flush();
@@ -178,7 +192,8 @@ export function readTracking(memory: PhysMemory, headerPhys: number, pageOk: (pf
       const base = key * MSHV_XA_PAGES_PER_KEY;
       if (base + MSHV_XA_PAGES_PER_KEY > memory.pageCount) return `key 0x${key.toString(16)} tracks pages outside RAM`;
       if (lo === 0xffffffff && hi === 0xffffffff) { add(base, base + 64); return undefined; }
-      for (let b = 0; b < 64; b++) if ((((b < 32 ? lo : hi) >>> (b & 31)) & 1) === 1) add(base + b, base + b + 1);
+      wordRuns(lo, (a, b) => add(base + a, base + b));
+      wordRuns(hi, (a, b) => add(base + 32 + a, base + 32 + b));
       return undefined;
     },
   });
