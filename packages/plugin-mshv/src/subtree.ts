@@ -166,7 +166,11 @@ export function reserveTracked(kernel: Kernel): IncomingTree | null {
   }
   // Before anything can allocate them: the hypervisor still holds every one of these.
   for (const [s, e] of runs) kernel.mm.memblock.reserve(s, e);
-  const ids = partitionIdsOf(parsed.root);
+  let ids = partitionIdsOf(parsed.root);
+  // The id array must be a preserved page of RAM holding every id, or nothing of it is read.
+  if (typeof ids !== 'string' && ids.nr > 0 && (ids.phys % PAGE_SIZE !== 0 || ids.phys + ids.nr * 8 > mem.size || kin.heads.peek(ids.phys / PAGE_SIZE) < 0)) {
+    ids = `partition_ids 0x${ids.phys.toString(16)} is not a preserved page`;
+  }
   return {
     fdtPhys: blob.phys, rootTable: parsed.rootTable, keys: res.keys,
     idsPhys: typeof ids === 'string' ? 0 : ids.phys, nrIds: typeof ids === 'string' ? 0 : ids.nr,
