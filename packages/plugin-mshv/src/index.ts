@@ -3,7 +3,7 @@
  * Hypervisor. The default export is the plugin factory: `boot(machine, { plugins: [mshv()] })`
  * on a machine with `attachHypervisor(machine, { l1vh: true })`.
  */
-import { definePlugin, ErrnoError, preserveFd, retrieveFd, type Kernel, type Plugin } from '@liveupdate/sdk';
+import { definePlugin, ErrnoError, Inode, KFile, preserveFd, retrieveFd, type Kernel, type Plugin } from '@liveupdate/sdk';
 import { hypervisorOf } from '@liveupdate/hw';
 import { MSHV_FAMILY, MSHV_SESSION_NAME, MSHV_SESSION_TOKEN } from './abi/mshv.js';
 import { MshvRoot, rootOf, setRoot } from './driver.js';
@@ -12,7 +12,6 @@ import { mshvHandler, planOf } from './handler.js';
 import { preserveTree, reserveTracked, restoreTracked, type IncomingTree } from './subtree.js';
 import { mshvTools } from './tools.js';
 import { PLUGIN_VERSION } from './version.js';
-import { KFile, Inode } from '@liveupdate/sdk';
 
 export interface MshvPluginOptions {
   /** `mshv` format versions this build writes: ['1.0.0'] is a step-1-only kernel. Default all three. */
@@ -66,6 +65,9 @@ function inKernelSession(kernel: Kernel, root: MshvRoot): void {
 
 export default function mshv(options: MshvPluginOptions = {}): Plugin {
   const writes = options.writes ?? DEFAULT_WRITES;
+  if (writes.length === 0 || writes.some((v) => !/^[123]\.\d+\.\d+$/.test(v))) {
+    throw new TypeError(`mshv({ writes }): expected versions 1.x, 2.x or 3.x of the mshv format, got ${JSON.stringify(writes)}`);
+  }
   const top = Math.max(...writes.map((v) => Number(v.split('.')[0])));
   const reads = options.reads ?? `>=1.0.0 <${top + 1}.0.0`;
   const tracks = top >= 2;

@@ -87,3 +87,11 @@ describe('the crash hand-off (RFC 00/20 patch 18)', () => {
     expect(n).toBe(77);
   });
 });
+
+describe('plugin options', () => {
+  it('refuses format versions this plugin has no writer for, naming the option', () => {
+    expect(() => mshv({ writes: [] })).toThrow(/mshv\(\{ writes \}\)/);
+    expect(() => mshv({ writes: ['4.0.0'] })).toThrow(TypeError);
+    expect(mshv({ writes: ['1.0.0'] }).manifest.formats).toEqual([{ family: 'mshv', writes: ['1.0.0'], reads: '>=1.0.0 <2.0.0', aliases: { 1: 'mshv-v1' } }]);
+  });
+});
