@@ -7,8 +7,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { liveUpdate } from '@liveupdate/sdk/testing';
-import { ErrnoError, FormatNegotiationError, getName, Kernel } from '@liveupdate/sdk';
-import { HV_PARTITION_ID_SELF, hvStatus } from '@liveupdate/hw';
+import { ErrnoError, errnoOf, FormatNegotiationError, getName, Kernel } from '@liveupdate/sdk';
+import { decodeTrackingFile } from '../src/tools.js';
+import { createMachine, HV_PARTITION_ID_SELF, hvStatus } from '@liveupdate/hw';
 import mshv, { mshvCreatePartitionFd, mshvCreateVpFd, mshvInitializePartition, mshvOpen, mshvRoot, mshvRunVp } from '@liveupdate/plugin-mshv';
 import { bootWith, CMDLINE, hvMachine } from './support.js';
 
@@ -145,5 +146,25 @@ describe('step 1 only on the target: the upgrade story', () => {
     expect(k.formats.chosen('mshv')).toBe('2.0.0');
     expect(k2.dmesg.lines()).toContain(`mshv: Cleaning up stale partition ${id}`);
     expect(hv.partition(id)).toBeUndefined();
+  });
+});
+
+describe('step 1: what crosses', () => {
+  it('the mshv-v1 file carries no data, and the decoder says so', () => {
+    const { machine } = hvMachine(true);
+    const { k } = bootWith(machine, [mshv({ writes: STEP1 })]);
+    k.kexecJump({ cmdline: CMDLINE, plugins: [mshv({ writes: STEP1 })] });
+    const f = k.luo.sessions.outgoing.find((s) => s.name === 'mshv_root')?.fileSet.files[0];
+    expect([f?.compatible, f?.serializedData]).toEqual(['mshv-v1', 0n]);
+    const d = decodeTrackingFile(machine.memory, 0n, '1.0.0');
+    expect(d).toEqual({ fields: { version: '1.0.0', carries: 'nothing (freeze veto)', data: '0x0' }, problems: [], pages: [] });
+    expect(decodeTrackingFile(machine.memory, 0x1000n, '1.0.0').problems).toEqual(['data 0x1000 should be 0 in mshv 1.0.0']);
+  });
+
+  it('a kernel with no hypervisor below it has no /dev/mshv and no mshv_root session', () => {
+    const k = Kernel.boot(createMachine({ memory: '2GiB' }), { cmdline: CMDLINE, plugins: [mshv()] });
+    const p = k.spawn('vmm');
+    expect(errnoOf(() => mshvOpen(p))).toBe('ENOENT');
+    expect(k.luo.sessions.outgoing).toEqual([]);
   });
 });
