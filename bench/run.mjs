@@ -19,7 +19,7 @@ if (!name || !available.includes(name)) {
   console.error(`usage: npm run bench -- [node flags] <name> [args...]\n  benchmarks: ${available.join(', ') || '(none)'}`);
   process.exit(name ? 1 : 2);
 }
-for (const pkg of ['hw', 'runtime']) {
+for (const pkg of ['hw', 'runtime', 'plugin-mshv']) {
   const dist = path.join(here, '..', 'packages', pkg, 'dist', 'index.js');
   if (!existsSync(dist)) {
     console.error(`${dist} is missing: run \`npx tsc -b\` first (npm run bench does)`);

@@ -18,6 +18,13 @@ const PAGE_SYNTH = 2;
 /** What a page holds right now. */
 export type PageKind = 'zero' | 'data' | 'synthetic' | 'poison';
 
+/**
+ * A check on every read and write of [phys, phys+length) that goes through this memory (the
+ * kernel's and devices' accesses; never the scrub). Hardware that owns pages (a hypervisor
+ * holding deposited memory) installs one and throws to fault the access.
+ */
+export type AccessGuard = (phys: number, length: number, write: boolean) => void;
+
 export class PhysAddrError extends RangeError {
   override readonly name = 'PhysAddrError';
   constructor(readonly phys: number, readonly length: number, readonly limit: number) {
@@ -75,6 +82,7 @@ export class PhysMemory {
   /** u64 reads go through readInto so a poisoned page counts once per read, not once per u32 half. */
   private readonly scratch8 = new Uint8Array(8);
   private readonly scratch8View = new DataView(this.scratch8.buffer);
+  private guard: AccessGuard | null = null;
 
   constructor(size: number, state?: MemoryState) {
     if (!Number.isSafeInteger(size) || size <= 0 || size % PAGE_SIZE !== 0) {
@@ -94,6 +102,12 @@ export class PhysMemory {
         this.zeroRuns = z;
       }
     }
+  }
+
+  /** Install (or remove, with null) the access guard; one at a time. */
+  setAccessGuard(guard: AccessGuard | null): void {
+    if (guard && this.guard && guard !== this.guard) throw new Error('memory: an access guard is already installed');
+    this.guard = guard;
   }
 
   /** Reads that hit a poisoned page (one per page touched). */
@@ -147,11 +161,13 @@ export class PhysMemory {
 
   readU8(phys: number): number {
     this.check(phys, 1);
+    if (this.guard !== null) this.guard(phys, 1, false);
     return this.byteAt(phys);
   }
 
   readU32(phys: number): number {
     this.check(phys, 4);
+    if (this.guard !== null) this.guard(phys, 4, false);
     if ((phys & 3) === 0) return this.wordAt(phys);
     const b = this.read(phys, 4);
     return new DataView(b.buffer).getUint32(0, true);
@@ -177,6 +193,7 @@ export class PhysMemory {
 
   readInto(phys: number, dst: Uint8Array): void {
     this.check(phys, dst.length);
+    if (this.guard !== null) this.guard(phys, dst.length, false);
     let done = 0;
     while (done < dst.length) {
       const p = phys + done;
@@ -235,6 +252,7 @@ export class PhysMemory {
 
   writeU8(phys: number, value: number): void {
     this.check(phys, 1);
+    if (this.guard !== null) this.guard(phys, 1, true);
     const c = this.chunkForWrite(phys);
     c.state[(phys % CHUNK_SIZE) >>> PAGE_SHIFT] = PAGE_OK;
     c.bytes[phys % CHUNK_SIZE] = value;
@@ -242,6 +260,7 @@ export class PhysMemory {
 
   writeU32(phys: number, value: number): void {
     this.check(phys, 4);
+    if (this.guard !== null) this.guard(phys, 4, true);
     if ((phys & 3) === 0) {
       const c = this.chunkForWrite(phys);
       c.state[(phys % CHUNK_SIZE) >>> PAGE_SHIFT] = PAGE_OK;
@@ -262,6 +281,7 @@ export class PhysMemory {
 
   write(phys: number, src: Uint8Array): void {
     this.check(phys, src.length);
+    if (this.guard !== null) this.guard(phys, src.length, true);
     let done = 0;
     while (done < src.length) {
       const p = phys + done;
@@ -275,6 +295,7 @@ export class PhysMemory {
 
   fill(phys: number, length: number, byte: number): void {
     this.check(phys, length);
+    if (this.guard !== null) this.guard(phys, length, true);
     let done = 0;
     while (done < length) {
       const p = phys + done;
@@ -299,6 +320,7 @@ export class PhysMemory {
   mapPage(pfn: number): Uint8Array {
     this.checkPfn(pfn);
     const phys = pfn * PAGE_SIZE;
+    if (this.guard !== null) this.guard(phys, PAGE_SIZE, true);
     const c = this.chunkForWrite(phys);
     const off = phys % CHUNK_SIZE;
     c.state[off / PAGE_SIZE] = PAGE_OK;
@@ -308,6 +330,7 @@ export class PhysMemory {
   /** Give [phys, phys+length) (page aligned) synthetic content: page i gets page seed seed+i. */
   fillSynthetic(phys: number, length: number, seed: number): void {
     this.check(phys, length);
+    if (this.guard !== null) this.guard(phys, length, true);
     if (phys % PAGE_SIZE !== 0 || length % PAGE_SIZE !== 0) throw new RangeError('synthetic runs must be page aligned');
     const start = phys / PAGE_SIZE;
     const end = start + length / PAGE_SIZE;

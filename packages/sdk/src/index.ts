@@ -29,3 +29,5 @@ export {
   type LuoSessionRef, type RuntimePlugin, type KernelManifest, type FormatSpec, type Folio, type BootConfig, type KexecConfig,
   type BootHooks, type ShutdownHooks, type BootPhase, type ShutdownPhase, type TapView,
 } from '@liveupdate/runtime';
+/** FDT building blocks for plugins that hand state over in a KHO subtree (libfdt's sequential write and read). */
+export { fdtCreate, fdtParse, fdtNode, fdtCheckHeader, fdtTotalSize, FdtError, propString, propU64LE, readPropString, readPropU64LE, type FdtNode } from '@liveupdate/runtime';
