@@ -29,3 +29,4 @@ export {
   type LuoSessionRef, type RuntimePlugin, type KernelManifest, type FormatSpec, type Folio, type BootConfig, type KexecConfig,
   type BootHooks, type ShutdownHooks, type BootPhase, type ShutdownPhase, type TapView,
 } from '@liveupdate/runtime';
+export { BOOT_PHASE_NS, SHUTDOWN_PHASE_NS, OP_NS, chargeOp, type KernelOp } from '@liveupdate/runtime';
