@@ -135,10 +135,15 @@ export class PciCore {
     (this.host as PciHost).topology.configWrite(dev.domain, dev.bdf >> 8, dev.bdf & 0xff, off, size, v);
   }
 
-  /** Returns the highest bus number found below. */
+  /**
+   * Returns the highest bus number found below. Two passes, as pci_scan_child_bus: find the
+   * functions on the bus, then the bridges; when assigning, every bridge's old numbers are
+   * cleared first, so stale ranges cannot capture a bus being numbered anew.
+   */
   private scanBus(domain: number, bus: number, parent: PciDev | null, lo: number, hi: number, alloc: { next: number }): number {
     let max = bus;
     const topo = (this.host as PciHost).topology;
+    const found: PciDev[] = [];
     for (let slot = 0; slot < 32; slot++) {
       for (let fn = 0; fn < 8; fn++) {
         const df = R.devfn(slot, fn);
@@ -149,11 +154,20 @@ export class PciCore {
         this.devices.push(dev);
         this.byKey.set(dev.key, dev);
         this.setupDevice(dev);
-        if (dev.isBridge) max = Math.max(max, this.scanBridge(dev, bus, lo, hi, alloc));
+        found.push(dev);
         if (fn === 0 && (this.read(domain, bus, df, R.PCI_HEADER_TYPE, 1) & R.PCI_HEADER_TYPE_MFD) === 0) break;
       }
     }
+    const bridges = found.filter((d) => d.isBridge);
+    if (!this.inherited) for (const b of bridges) this.clearBusNumbers(b);
+    for (const b of bridges) max = Math.max(max, this.scanBridge(b, bus, lo, hi, alloc));
     return max;
+  }
+
+  private clearBusNumbers(dev: PciDev): void {
+    this.write(dev, R.PCI_PRIMARY_BUS, 1, 0);
+    this.write(dev, R.PCI_SECONDARY_BUS, 1, 0);
+    this.write(dev, R.PCI_SUBORDINATE_BUS, 1, 0);
   }
 
   private scanBridge(dev: PciDev, bus: number, lo: number, hi: number, alloc: { next: number }): number {
@@ -164,9 +178,7 @@ export class PciCore {
       // A bridge must forward a range strictly below its own bus, inside its parent's range.
       if (sec <= bus || sub < sec || sec < lo || sub > hi || sec < alloc.next) {
         this.log('warn', `${dev.name}: bridge bus numbers [${sec}-${sub}] are misconfigured; clearing them, nothing enumerated below`);
-        this.write(dev, R.PCI_PRIMARY_BUS, 1, 0);
-        this.write(dev, R.PCI_SECONDARY_BUS, 1, 0);
-        this.write(dev, R.PCI_SUBORDINATE_BUS, 1, 0);
+        this.clearBusNumbers(dev);
         return bus;
       }
       alloc.next = sec + 1;
