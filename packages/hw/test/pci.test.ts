@@ -27,6 +27,7 @@ function program(b: PciBridge, primary: number, secondary: number, subordinate: 
   b.config.write(R.PCI_PRIMARY_BUS, 1, primary);
   b.config.write(R.PCI_SECONDARY_BUS, 1, secondary);
   b.config.write(R.PCI_SUBORDINATE_BUS, 1, subordinate);
+  b.config.write(R.PCI_COMMAND, 2, R.PCI_COMMAND_MEMORY | R.PCI_COMMAND_MASTER);
 }
 
 function numbered() {
@@ -149,6 +150,19 @@ describe('DSA-like DMA engine', () => {
     m.clock.advance(100_000);
     expect(e.log.count).toBe(0);
     expect(e.stalledSlots).toBe(10);
+  });
+
+  it('stalls while a bridge above it has Bus Master Enable clear: the bridge forwards no upstream requests', () => {
+    const { m, host, t, br } = numbered();
+    t.byName('dsa0')?.config.write(R.PCI_COMMAND, 2, R.PCI_COMMAND_MEMORY | R.PCI_COMMAND_MASTER);
+    br('sw0').config.write(R.PCI_COMMAND, 2, R.PCI_COMMAND_MEMORY);
+    const e = host.engine('dsa0');
+    e.submit({ opcode: DSA_OPCODE_SEQWRITE, ring: [{ iova: 0x300000, length: 8 }], startSeq: 0, count: 5 });
+    m.clock.advance(30_000);
+    expect(e.log.count).toBe(0);
+    br('sw0').config.write(R.PCI_COMMAND, 2, R.PCI_COMMAND_MEMORY | R.PCI_COMMAND_MASTER);
+    m.clock.advance(30_000);
+    expect(e.log.count).toBe(3);
   });
 
   it('copies a memmove 64 bytes per tick and writes a success completion record at the end', () => {

@@ -58,7 +58,10 @@ export class PciCore {
   private log(level: 'info' | 'warn' | 'err', text: string): void { this.kernel.dmesg.log(level, 'pci', text); }
 
   byBdf(domain: number, bdf: number): PciDev | undefined { return this.byKey.get(pciDevKey(domain, bdf)); }
-  byHw(fn: PciFunction): PciDev | undefined { return this.devices.find((d) => d.hw === fn && !d.removed); }
+  byHw(fn: PciFunction): PciDev | undefined {
+    for (const d of this.devices) if (d.hw === fn && !d.removed) return d;
+    return undefined;
+  }
 
   // ---- incoming FLB ----------------------------------------------------------------------
 
@@ -125,6 +128,21 @@ export class PciCore {
     if (this.incoming && this.incomingRefs === 0) this.releaseIncoming();
   }
 
+  private rescanning = false;
+
+  /** echo 1 > /sys/bus/pci/rescan: new functions on buses that already have numbers. */
+  rescan(): PciDev[] {
+    if (!this.host) return [];
+    const before = new Set(this.devices);
+    this.rescanning = true;
+    try {
+      for (const seg of this.host.topology.segments) this.scanBus(seg.domain, 0, null, 0, 255, { next: 1 });
+    } finally {
+      this.rescanning = false;
+    }
+    return this.devices.filter((d) => !before.has(d));
+  }
+
   private read(domain: number, bus: number, df: number, off: number, size: 1 | 2 | 4): number {
     chargeOp(this.kernel.machine, 'pciConfigAccess');
     return (this.host as PciHost).topology.configRead(domain, bus, df, off, size);
@@ -150,6 +168,8 @@ export class PciCore {
         if (this.read(domain, bus, df, R.PCI_VENDOR_ID, 2) === 0xffff) { if (fn === 0) break; continue; }
         const hw = topo.resolve(domain, bus, df);
         if (!hw) continue;
+        const known = this.byHw(hw);
+        if (known) { found.push(known); if (fn === 0 && !hw.opts.multifunction) break; continue; }
         const dev = new PciDev(hw, domain, R.bdfOf(bus, df), parent);
         this.devices.push(dev);
         this.byKey.set(dev.key, dev);
@@ -159,6 +179,15 @@ export class PciCore {
       }
     }
     const bridges = found.filter((d) => d.isBridge);
+    if (this.rescanning) {
+      // A rescan keeps the numbers the bridges have; a new bridge gets none (no hotplug bus reservation).
+      for (const b of bridges) {
+        const hb = b.hw as PciBridge;
+        if (hb.secondary > bus) max = Math.max(max, this.scanBus(domain, hb.secondary, b, hb.secondary, hb.subordinate, alloc));
+        else this.log('warn', `${b.name}: hot-added bridge has no bus numbers; nothing enumerated below`);
+      }
+      return max;
+    }
     if (!this.inherited) for (const b of bridges) this.clearBusNumbers(b);
     for (const b of bridges) max = Math.max(max, this.scanBridge(b, bus, lo, hi, alloc));
     return max;
@@ -199,6 +228,8 @@ export class PciCore {
     if (b.config.capExp && (b.config.read32(b.config.capExp + R.PCI_EXP_DEVCAP2) & R.PCI_EXP_DEVCAP2_ARI)) {
       this.write(dev, b.config.capExp + R.PCI_EXP_DEVCTL2, 2, R.PCI_EXP_DEVCTL2_ARI);
     }
+    // pci_enable_bridge: a bridge forwards memory and DMA for the devices below it.
+    this.write(dev, R.PCI_COMMAND, 2, b.command | R.PCI_COMMAND_MEMORY | R.PCI_COMMAND_MASTER);
     const max = this.scanBus(dev.domain, sec, dev, sec, hi, alloc);
     this.write(dev, R.PCI_SUBORDINATE_BUS, 1, max);
     return max;
@@ -304,6 +335,8 @@ export class PciCore {
     for (let d: PciDev | null = dev; d; d = d.parent) {
       if (d.incoming === 0) continue;
       d.incoming--;
+      // A device re-enumerated later (hotplug) finds refcount 0: not incoming.
+      this.incoming?.set(d.key, d.incoming);
       if (d.incoming === 0 && --this.incomingRefs === 0) this.releaseIncoming();
     }
   }

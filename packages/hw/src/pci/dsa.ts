@@ -1,7 +1,7 @@
 /**
  * A DMA engine endpoint modelled on Intel DSA (drivers/dma/idxd; the device the VFIO
  * selftests drive): the VMM writes descriptors to its portal BAR; while Bus Master Enable is
- * set the engine performs one write per `nsPerWrite` of machine time, through the machine's
+ * set on it and on every bridge above it, the engine performs one write per `nsPerWrite` of machine time, through the machine's
  * DMA port (so an IOMMU can translate), and logs every write it made (physical address,
  * sequence, time) in typed arrays. Clearing Bus Master Enable stalls it; FLR drops its work.
  */
@@ -134,7 +134,7 @@ export class DsaEngine implements PciDeviceModel, Ticker {
     let k = Math.ceil(fromNs / step);
     const end = Math.ceil(toNs / step);
     if (k >= end || this.queue.length === 0) return;
-    if (!this.fn.busMaster) { this.stalledSlots += end - k; return; }
+    if (!this.fn.dmaPathOpen) { this.stalledSlots += end - k; return; }
     for (; k < end && this.queue.length > 0; k++) this.writeOne(k * step);
   }
 

@@ -136,6 +136,15 @@ export class PciFunction {
 
   get command(): number { return this.config.read16(R.PCI_COMMAND); }
   get busMaster(): boolean { return (this.command & R.PCI_COMMAND_MASTER) !== 0; }
+  /**
+   * Upstream memory requests reach the root complex: this function and every bridge above it
+   * have Bus Master Enable set (a bridge with it clear does not forward requests from below).
+   */
+  get dmaPathOpen(): boolean {
+    if (!this.busMaster) return false;
+    for (let b = this.physfn ? this.physfn.parent : this.parent; b; b = b.parent) if (!b.busMaster) return false;
+    return true;
+  }
   get memoryEnabled(): boolean { return (this.command & R.PCI_COMMAND_MEMORY) !== 0; }
   get msixEnabled(): boolean { return this.config.capMsix > 0 && (this.config.read16(this.config.capMsix + R.PCI_MSIX_FLAGS) & R.PCI_MSIX_FLAGS_ENABLE) !== 0; }
   /** D0..D3hot as 0..3. */
