@@ -82,7 +82,7 @@ describe('PCI core: outgoing rules', () => {
     const seen: string[] = [];
     r.k1.shutdownHooks.deviceShutdown.tap('test', (k) => {
       const core = pciCoreOf(k);
-      seen.push(errnoOf(() => core.preserve(pciDevice(k, 'dsa2'))), errnoOf(() => core.unpreserve(pciDevice(k, 'dsa0'))));
+      seen.push(String(errnoOf(() => core.preserve(pciDevice(k, 'dsa2')))), String(errnoOf(() => core.unpreserve(pciDevice(k, 'dsa0')))));
     });
     r.k1.kexec(next());
     expect(seen).toEqual(['EINVAL', 'EINVAL']);
