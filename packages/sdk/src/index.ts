@@ -30,3 +30,4 @@ export {
   type BootHooks, type ShutdownHooks, type BootPhase, type ShutdownPhase, type TapView,
 } from '@liveupdate/runtime';
 export { BOOT_PHASE_NS, SHUTDOWN_PHASE_NS, OP_NS, chargeOp, type KernelOp } from '@liveupdate/runtime';
+export { KhoSlab } from './slab.js';
