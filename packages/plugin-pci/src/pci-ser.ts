@@ -29,11 +29,10 @@ export interface PciSerWriter {
   destroy(): void;
 }
 
-const rec = new Uint8Array(pciDevSer.size);
-
-function encodeRecord(r: PciDevRecord): Uint8Array {
-  pciDevSer.encodeInto(rec, 0, { domain: r.domain, bdf: r.bdf, refcount: r.refcount });
-  return rec;
+/** Write one pci_dev_ser { u32 domain; u16 bdf; u16 refcount } as two little-endian words. */
+function writeRecord(mem: PhysMemory, at: number, r: PciDevRecord): void {
+  mem.writeU32(at, r.domain);
+  mem.writeU32(at + 4, (r.bdf | (r.refcount << 16)) >>> 0);
 }
 
 /**
@@ -58,7 +57,9 @@ export class FlatPciSer implements PciSerWriter {
   get metadataBytes(): number { return Math.max(PAGE_SIZE, 2 ** Math.ceil(Math.log2(Math.ceil((pciSerV6.size + this.maxNrDevices * pciDevSer.size) / PAGE_SIZE))) * PAGE_SIZE); }
 
   private writeHeader(): void {
-    this.kernel.machine.memory.write(this.phys, pciSerV6.encode({ max_nr_devices: this.maxNrDevices, nr_devices: this.records.size }));
+    const mem = this.kernel.machine.memory;
+    mem.writeU32(this.phys + pciSerV6.offsets.max_nr_devices, this.maxNrDevices);
+    mem.writeU32(this.phys + pciSerV6.offsets.nr_devices, this.records.size);
   }
 
   private slotPhys(slot: number): number { return this.phys + pciSerV6.size + slot * pciDevSer.size; }
@@ -73,8 +74,8 @@ export class FlatPciSer implements PciSerWriter {
     const key = pciDevKey(domain, bdf);
     this.slots.set(key, slot);
     this.records.set(key, r);
-    this.kernel.machine.memory.write(this.slotPhys(slot), encodeRecord(r));
-    this.writeHeader();
+    writeRecord(this.kernel.machine.memory, this.slotPhys(slot), r);
+    this.kernel.machine.memory.writeU32(this.phys + pciSerV6.offsets.nr_devices, this.records.size);
   }
 
   setRefcount(key: number, refcount: number): void {
@@ -82,7 +83,7 @@ export class FlatPciSer implements PciSerWriter {
     const slot = this.slots.get(key);
     if (!r || slot === undefined) return;
     r.refcount = refcount;
-    this.kernel.machine.memory.write(this.slotPhys(slot), encodeRecord(r));
+    writeRecord(this.kernel.machine.memory, this.slotPhys(slot), r);
   }
 
   remove(key: number): void {
@@ -117,7 +118,9 @@ export class BlockPciSer implements PciSerWriter {
   get metadataBytes(): number { return PAGE_SIZE + this.set.nblocks * PAGE_SIZE; }
 
   private writeHeader(): void {
-    this.kernel.machine.memory.write(this.phys, pciSerV7.encode({ nr_devices: this.order.length, devices: BigInt(this.set.headPa) }));
+    const mem = this.kernel.machine.memory;
+    mem.writeU32(this.phys + pciSerV7.offsets.nr_devices, this.order.length);
+    mem.writeU64(this.phys + pciSerV7.offsets.devices, this.set.headPa);
   }
 
   get(key: number): PciDevRecord | undefined {
@@ -131,7 +134,7 @@ export class BlockPciSer implements PciSerWriter {
     const r = this.order[i];
     if (at === undefined || !r) return;
     const mem = this.kernel.machine.memory;
-    mem.write(at, encodeRecord(r));
+    writeRecord(mem, at, r);
     const slot = i % this.set.countPerBlock;
     const block = at - 16 - slot * pciDevSer.size;
     if (mem.readU64Number(block + 8) < slot + 1) mem.writeU64(block + 8, slot + 1);

@@ -19,6 +19,8 @@ export class KhoSlab {
   /** Slab pages in chain order. */
   private readonly slabs: number[] = [];
   private readonly inuse: number[] = [];
+  /** Per slab: no free slot below this bitmap word (outgoing only). */
+  private readonly hint: number[] = [];
   /** Slabs with a free slot (indices into `slabs`). */
   private readonly partial = new Set<number>();
   private objects = 0;
@@ -64,6 +66,11 @@ export class KhoSlab {
     }));
   }
 
+  /** nr_objects only: the common case of alloc and free. */
+  private writeCount(): void {
+    this.mem.writeU64(this.descPhys + khoSlabSer.offsets.nr_objects, this.objects);
+  }
+
   private objPhys(slab: number, slot: number): number {
     return slab + HDR + bitmapBytes(this.objsPerSlab) + slot * this.objSize;
   }
@@ -72,6 +79,7 @@ export class KhoSlab {
   alloc(): number {
     if (this.incoming) throw new ErrnoError('EINVAL', 'kho_slab_alloc', 'incoming cache');
     let i = this.partial.values().next().value;
+    const grew = i === undefined;
     if (i === undefined) {
       const out = this.kernel.khoOut;
       if (!out) throw new ErrnoError('EOPNOTSUPP', 'kho_slab_alloc');
@@ -80,28 +88,29 @@ export class KhoSlab {
       if (prev !== undefined) this.mem.writeU64(prev, page);
       this.slabs.push(page);
       this.inuse.push(0);
+      this.hint.push(0);
       i = this.slabs.length - 1;
       this.partial.add(i);
     }
     const slab = this.slabs[i] as number;
-    const slot = this.findFree(slab);
+    const slot = this.findFree(slab, i);
     this.setBit(slab, slot, true);
     const used = (this.inuse[i] as number) + 1;
     this.inuse[i] = used;
     this.mem.writeU32(slab + 8, used);
     if (used === this.objsPerSlab) this.partial.delete(i);
     this.objects++;
-    this.writeDesc();
+    if (grew) this.writeDesc(); else this.writeCount();
     const at = this.objPhys(slab, slot);
     this.mem.fill(at, this.objSize, 0);
     return at;
   }
 
-  private findFree(slab: number): number {
+  private findFree(slab: number, i: number): number {
     const words = bitmapBytes(this.objsPerSlab) / 4;
-    for (let w = 0; w < words; w++) {
+    for (let w = this.hint[i] ?? 0; w < words; w++) {
       const v = this.mem.readU32(slab + HDR + 4 * w);
-      if (v === 0xffffffff) continue;
+      if (v === 0xffffffff) { this.hint[i] = w + 1; continue; }
       for (let b = 0; b < 32; b++) if (!(v & (1 << b))) { const slot = w * 32 + b; if (slot < this.objsPerSlab) return slot; }
     }
     throw new Error('kho_slab: a partial slab has no free slot');
@@ -127,18 +136,22 @@ export class KhoSlab {
     if (this.incoming) throw new ErrnoError('EINVAL', 'kho_slab_free', 'incoming cache');
     const { i, slab, slot } = this.locate(phys, 'kho_slab_free');
     this.setBit(slab, slot, false);
+    this.hint[i] = Math.min(this.hint[i] ?? 0, slot >>> 5);
     const used = (this.inuse[i] as number) - 1;
     this.inuse[i] = used;
     this.objects--;
     if (used > 0) {
       this.mem.writeU32(slab + 8, used);
       this.partial.add(i);
+      this.writeCount();
+      return;
     } else {
       const next = this.mem.readU64Number(slab);
       const prev = this.slabs[i - 1];
       if (prev !== undefined) this.mem.writeU64(prev, next);
       this.slabs.splice(i, 1);
       this.inuse.splice(i, 1);
+      this.hint.splice(i, 1);
       this.partial.clear();
       this.inuse.forEach((u, k) => { if (u < this.objsPerSlab) this.partial.add(k); });
       this.kernel.khoOut?.unpreserveFree(slab);
