@@ -116,7 +116,7 @@ export interface VfioDeviceSpec {
   /** 'reset': the posted phase 1; 'continuous': DMA keeps running (vfio-pci 2.x). */
   readonly mode?: 'reset' | 'continuous';
   /** A sequence-writing DMA into the memfd of this session with token `ram`. */
-  readonly dma?: { readonly ram: number; readonly pages: number; readonly startSeq?: number };
+  readonly dma?: { readonly ram: number; readonly pages: number; readonly offsetPages?: number; readonly startSeq?: number };
   readonly [field: string]: unknown;
 }
 
@@ -150,7 +150,7 @@ const vfioDevice = defineObjectKind<VfioDeviceSpec, VfioDeviceExpect>({
   properties: {
     device: { type: 'string', minLength: 1 },
     mode: { type: 'string', enum: ['reset', 'continuous'] },
-    dma: { type: 'object', required: ['ram', 'pages'], properties: { ram: { type: 'integer', minimum: 0 }, pages: { type: 'integer', minimum: 1 }, startSeq: { type: 'integer', minimum: 0 } } },
+    dma: { type: 'object', required: ['ram', 'pages'], properties: { ram: { type: 'integer', minimum: 0 }, pages: { type: 'integer', minimum: 1 }, offsetPages: { type: 'integer', minimum: 0 }, startSeq: { type: 'integer', minimum: 0 } } },
   },
   required: ['device'],
   cmdline: () => 'vfio.enable_unsafe_noiommu_mode=1',
@@ -166,7 +166,8 @@ const vfioDevice = defineObjectKind<VfioDeviceSpec, VfioDeviceExpect>({
       const host = pciHostOf(ctx.machine);
       if (!host) throw new Error('vfio-device: the scenario has no pci section');
       const ramFd = fdOfPeer(ctx, spec.dma.ram);
-      const ring = Array.from({ length: spec.dma.pages }, (_, i) => ({ iova: pagemap(ctx.vmm, ramFd, i * PAGE_SIZE), length: PAGE_SIZE }));
+      const first = spec.dma.offsetPages ?? 0;
+      const ring = Array.from({ length: spec.dma.pages }, (_, i) => ({ iova: pagemap(ctx.vmm, ramFd, (first + i) * PAGE_SIZE), length: PAGE_SIZE }));
       const startSeq = spec.dma.startSeq ?? 1;
       vfioMmapPortal(ctx.vmm, fd, host.engine(engineName)).submit({ opcode: DSA_OPCODE_SEQWRITE, ring, startSeq, count: Infinity });
       if (mode === 'continuous') state?.continuous.set(engineName, { startSeq, ramToken: spec.dma.ram, session: ctx.session });
@@ -272,9 +273,9 @@ const continuousDma = {
     sessions: [{
       name: 'vm0',
       files: [
-        { token: 1, type: 'memfd', size: '1MiB', fill: 'pattern' },
+        { token: 1, type: 'memfd', size: '1MiB', fill: 'zero' },
         { token: 10, type: 'vfio-device', device: 'dsa0', mode: 'continuous', dma: { ram: 1, pages: 64 } },
-        { token: 11, type: 'vfio-device', device: 'dsa2', mode: 'continuous', dma: { ram: 1, pages: 64, startSeq: 1000000 } },
+        { token: 11, type: 'vfio-device', device: 'dsa2', mode: 'continuous', dma: { ram: 1, pages: 64, offsetPages: 64, startSeq: 1000000 } },
         { token: 12, type: 'vfio-device', device: 'dsa3', mode: 'reset' },
       ],
     }],

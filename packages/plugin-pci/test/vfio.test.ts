@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { pciRegs as R } from '@liveupdate/hw';
-import { finishSession, openLiveupdate, preserveFd, retrieveFd, retrieveSession } from '@liveupdate/sdk';
+import { finishSession, Kernel, openLiveupdate, preserveFd, retrieveFd, retrieveSession } from '@liveupdate/sdk';
 import memfd from '@liveupdate/plugin-memfd';
 import pci, {
   pciCoreOf, pciEnableSriov, vfioBindDevice, vfioBindIommufd, vfioConfigRead, vfioConfigWrite, vfioGroupGetDeviceFd, vfioMmapPortal,
-  vfioReset, vfioSetIrqs, vfioAbi,
+  vfioKeepRunning, vfioReset, vfioSetIrqs, vfioAbi,
 } from '../src/index.js';
 import { CMDLINE, createSession, errnoOf, openEngine, startRig } from './support.js';
 
@@ -143,3 +143,40 @@ describe('vfio-pci: after the kexec', () => {
   });
 });
 
+
+describe('vfio-pci: continuous DMA is negotiated', () => {
+  it('a next kernel that reads only vfio-pci 1.x gets the posted phase 1: the device is reset even though the VMM asked to keep it running', () => {
+    const r = startRig();
+    const fd = openEngine(r.k1, r.p, 'dsa2');
+    vfioKeepRunning(r.p, fd);
+    preserveFd(r.p, createSession(r.p, r.dev, 'vm0'), fd, 1);
+    r.k1.kexecJump({ cmdline: CMDLINE, plugins: [memfd(), pci({ vfioReads: '^1.0.0' })] });
+    expect(r.k1.luo.sessions.outgoing[0]?.fileSet.files[0]?.compatible).toBe('vfio-pci-v1');
+    expect(r.host.fn('dsa2').command).toBe(R.PCI_COMMAND_INTX_DISABLE);
+  });
+
+  it('the same pair with a 2.x reader keeps bus mastering on and records DMA_RUNNING', () => {
+    const r = startRig();
+    const fd = openEngine(r.k1, r.p, 'dsa2');
+    vfioKeepRunning(r.p, fd);
+    preserveFd(r.p, createSession(r.p, r.dev, 'vm0'), fd, 1);
+    r.k1.kexecJump(next());
+    expect(r.k1.luo.sessions.outgoing[0]?.fileSet.files[0]?.compatible).toBe('vfio-pci@2.0.0');
+    expect(r.host.fn('dsa2').command).toBe(R.PCI_COMMAND_MEMORY | R.PCI_COMMAND_MASTER);
+  });
+
+  it('a record with unknown flags is refused at retrieve with EINVAL (sticky)', () => {
+    const r = startRig();
+    const fd = openEngine(r.k1, r.p, 'dsa2');
+    preserveFd(r.p, createSession(r.p, r.dev, 'vm0'), fd, 1);
+    r.k1.kexecJump(next());
+    const data = Number(r.k1.luo.sessions.outgoing[0]?.fileSet.files[0]?.serializedData ?? 0);
+    r.machine.memory.writeU32(data + 4, (r.machine.memory.readU32(data + 4) & 0xffff) | (0x8000 << 16));
+    const k2 = Kernel.boot(r.machine, next());
+    const p2 = k2.spawn('vmm');
+    vfioBindDevice(k2, '0000:05:00.0');
+    const s2 = retrieveSession(p2, openLiveupdate(p2), 'vm0');
+    expect(errnoOf(() => retrieveFd(p2, s2, 1))).toBe('EINVAL');
+    expect(errnoOf(() => retrieveFd(p2, s2, 1))).toBe('EINVAL');
+  });
+});
