@@ -29,6 +29,12 @@ export interface PciSerWriter {
   destroy(): void;
 }
 
+/** A u64 store as two u32 stores: hot paths avoid the BigInt conversion of a u64 store. */
+function writeU64Words(mem: PhysMemory, at: number, v: number): void {
+  mem.writeU32(at, v % 2 ** 32);
+  mem.writeU32(at + 4, Math.floor(v / 2 ** 32));
+}
+
 /** Write one pci_dev_ser { u32 domain; u16 bdf; u16 refcount } as two little-endian words. */
 function writeRecord(mem: PhysMemory, at: number, r: PciDevRecord): void {
   mem.writeU32(at, r.domain);
@@ -120,7 +126,7 @@ export class BlockPciSer implements PciSerWriter {
   private writeHeader(): void {
     const mem = this.kernel.machine.memory;
     mem.writeU32(this.phys + pciSerV7.offsets.nr_devices, this.order.length);
-    mem.writeU64(this.phys + pciSerV7.offsets.devices, this.set.headPa);
+    writeU64Words(mem, this.phys + pciSerV7.offsets.devices, this.set.headPa);
   }
 
   get(key: number): PciDevRecord | undefined {
@@ -137,7 +143,7 @@ export class BlockPciSer implements PciSerWriter {
     writeRecord(mem, at, r);
     const slot = i % this.set.countPerBlock;
     const block = at - 16 - slot * pciDevSer.size;
-    if (mem.readU64Number(block + 8) < slot + 1) mem.writeU64(block + 8, slot + 1);
+    if (mem.readU32(block + 8) < slot + 1) writeU64Words(mem, block + 8, slot + 1);
   }
 
   add(domain: number, bdf: number, refcount: number): void {
@@ -174,7 +180,7 @@ export class BlockPciSer implements PciSerWriter {
       const slot = lastIdx % this.set.countPerBlock;
       const mem = this.kernel.machine.memory;
       mem.fill(at, pciDevSer.size, 0);
-      mem.writeU64(at - 16 - slot * pciDevSer.size + 8, slot);
+      writeU64Words(mem, at - 16 - slot * pciDevSer.size + 8, slot);
     }
     this.set.shrink(this.order.length);
     this.writeHeader();

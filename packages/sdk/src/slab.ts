@@ -66,9 +66,11 @@ export class KhoSlab {
     }));
   }
 
-  /** nr_objects only: the common case of alloc and free. */
+  /** nr_objects only, the common case of alloc and free: two u32 stores (a u64 store goes through BigInt). */
   private writeCount(): void {
-    this.mem.writeU64(this.descPhys + khoSlabSer.offsets.nr_objects, this.objects);
+    const at = this.descPhys + khoSlabSer.offsets.nr_objects;
+    this.mem.writeU32(at, this.objects % 2 ** 32);
+    this.mem.writeU32(at + 4, Math.floor(this.objects / 2 ** 32));
   }
 
   private objPhys(slab: number, slot: number): number {
