@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { PAGE_SIZE } from '@liveupdate/hw';
-import { Kernel, openLiveupdate, preflight, assertPreflight, preserveFd, FormatNegotiationError, type Plugin } from '@liveupdate/sdk';
+import { Kernel, preflight, assertPreflight, preserveFd, FormatNegotiationError, type Plugin } from '@liveupdate/sdk';
 import memfd from '@liveupdate/plugin-memfd';
 import pci, { BlockPciSer, FlatPciSer, pciCoreOf, readPciSerV6, readPciSerV7, vfioKeepRunning, type PciPluginOptions } from '../src/index.js';
 import { CMDLINE, createSession, openEngine, startRig } from './support.js';
@@ -136,7 +136,6 @@ describe('the pci family: why negotiation and not exact strings', () => {
     expect(k2.dmesg.entries.filter((l) => /PCI FLB/.test(l.text)).map((l) => l.text)).toEqual([
       `failed to retrieve the incoming PCI FLB: nr_devices ${head % 2 ** 32} > max_nr_devices 4; no devices incoming`,
     ]);
-    void openLiveupdate;
   });
 
   it('negotiation refuses the pair before anything is frozen: pci 4.0.0 is not in ^2.0.0', () => {

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { createMachine, PAGE_SIZE, type Machine } from '@liveupdate/hw';
 import {
-  createSession, finishSession, openLiveupdate, preserveFd, retrieveFd, retrieveSession, validateScenario,
+  createSession, finishSession, openLiveupdate, preserveFd, retrieveFd, retrieveSession,
   type Kernel, type ObjectCheck, type Process, type SessionStepContext,
 } from '@liveupdate/sdk';
 import { liveUpdate } from '@liveupdate/sdk/testing';
@@ -57,8 +57,7 @@ describe('plugin-pci tools', () => {
         const ctx = stepContext(k, machine, vmm, s, section, peers);
         const expects = specs.map((spec) => vfioDevice.create(ctx, spec).expect);
         // dsa1: bound and running, never preserved.
-        const other = openEngine(k, vmm, 'dsa1');
-        void other;
+        openEngine(k, vmm, 'dsa1');
         section.host.engine('dsa1').submit({ opcode: 0x80, ring: [{ iova: 0x2000000, length: PAGE_SIZE }], startSeq: 0, count: Infinity });
         section.stopped.add('dsa1');
         machine.clock.advance(500_000);
@@ -104,11 +103,14 @@ describe('plugin-pci tools', () => {
     expect(dec?.decode(machine.memory, 2n ** 60n, '1.0.0', { label: 't' }).problems).toEqual(['record at 0x1000000000000000 is outside RAM']);
   });
 
-  it('ships a built-in scenario whose core fields validate', () => {
+  it('ships a built-in scenario whose pci section builds and whose vfio devices are functions of that topology', () => {
     const sc = pciTools.scenarios?.[0];
     expect(sc?.name).toBe('pci-continuous-dma');
-    const doc = sc?.scenario as Record<string, unknown>;
-    expect(Object.keys(doc)).toEqual(['name', 'machine', 'from', 'to', 'pci', 'sessions']);
-    void validateScenario;
+    const doc = sc?.scenario as { pci: { topology: typeof fourEngines }; sessions: Array<{ files: Array<{ type: string; device?: string }> }> };
+    const state = pciSection.machine?.(createMachine({ memory: '64MiB' }), doc.pci) as PciSectionState;
+    const devices = doc.sessions.flatMap((s) => s.files).filter((f) => f.type === 'vfio-device').map((f) => f.device ?? '');
+    expect(devices).toEqual(['dsa0', 'dsa2', 'dsa3']);
+    expect(devices.map((d) => state.host.fn(d).portType)).toEqual(['endpoint', 'endpoint', 'endpoint']);
+    expect(Object.keys(vfioDevice.properties)).toEqual(['device', 'mode', 'dma']);
   });
 });
