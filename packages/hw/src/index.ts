@@ -15,3 +15,4 @@ export {
 } from './hv/hypervisor.js';
 export * as hvStatus from './hv/status.js';
 export { hvStatusName, HV_PARTITION_ID_SELF, type HvStatus } from './hv/status.js';
+export * from './pci/index.js';

@@ -40,3 +40,4 @@ export {
 } from './kernel/formats.js';
 export { imageManifest, type CoreAbiRanges } from './kernel/kernel.js';
 export { openLiveupdate, createSession, retrieveSession, preserveFd, retrieveFd, finishSession, getName, nameBytes } from './uapi/client.js';
+export { BOOT_PHASE_NS, SHUTDOWN_PHASE_NS, OP_NS, chargeOp, type KernelOp } from './kernel/costs.js';

@@ -31,3 +31,5 @@ export {
 } from '@liveupdate/runtime';
 /** FDT building blocks for plugins that hand state over in a KHO subtree (libfdt's sequential write and read). */
 export { fdtCreate, fdtParse, fdtNode, fdtCheckHeader, fdtTotalSize, FdtError, propString, propU64LE, readPropString, readPropU64LE, type FdtNode } from '@liveupdate/runtime';
+export { BOOT_PHASE_NS, SHUTDOWN_PHASE_NS, OP_NS, chargeOp, type KernelOp } from '@liveupdate/runtime';
+export { KhoSlab } from './slab.js';

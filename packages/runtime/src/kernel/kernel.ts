@@ -20,7 +20,8 @@ import type { KFile } from './file.js';
 import { Process, type ProcessHost } from './process.js';
 import { Debugfs } from './debugfs.js';
 import { Dmesg } from './dmesg.js';
-import { createBootHooks, createShutdownHooks, type BootHooks, type ShutdownHooks } from './boot-hooks.js';
+import { createBootHooks, createShutdownHooks, type BootHooks, type BootPhase, type ShutdownHooks, type ShutdownPhase } from './boot-hooks.js';
+import { BOOT_PHASE_NS, SHUTDOWN_PHASE_NS } from './costs.js';
 
 /** The first MiB is firmware's (BIOS, real-mode trampolines): never handed to the allocator. */
 const FIRMWARE_PAGES = (1 << 20) / PAGE_SIZE;
@@ -191,7 +192,7 @@ export class Kernel implements ProcessHost {
       }
     }
 
-    this.bootHooks.memblock.call(this);
+    this.bootPhase('memblock');
 
     // Scratch is CMA from here on: movable allocations only, so never a preserved page.
     this.mm.startPageAllocator(scratchRanges(this.scratch));
@@ -213,16 +214,27 @@ export class Kernel implements ProcessHost {
       khoEnabled: this.khoEnabled, liveupdate: this.options.liveupdate,
     });
     this.luo.earlyStartup();
-    this.bootHooks.luoEarly.call(this);
-    this.bootHooks.iommuInit.call(this);
-    this.bootHooks.pciEnumerate.call(this);
-    this.bootHooks.probe.call(this);
+    this.bootPhase('luoEarly');
+    this.bootPhase('iommuInit');
+    this.bootPhase('pciEnumerate');
+    this.bootPhase('probe');
     this.luo.lateStartup();
     for (const p of this.plugins) p.setup(this);
     if (this.luo.enabled) {
       this.devices.set('/dev/liveupdate', () => this.luo.openDevice(this.id));
     }
-    this.bootHooks.late.call(this);
+    this.bootPhase('late');
+  }
+
+  /** Run a boot phase's hooks, then let its cost pass on the machine clock (devices tick through it). */
+  private bootPhase(p: BootPhase): void {
+    this.bootHooks[p].call(this);
+    this.machine.clock.advance(BOOT_PHASE_NS[p]);
+  }
+
+  private shutdownPhase(p: ShutdownPhase): void {
+    this.shutdownHooks[p].call(this);
+    this.machine.clock.advance(SHUTDOWN_PHASE_NS[p]);
   }
 
   // ---- processes and the VFS ------------------------------------------------------------
@@ -340,9 +352,9 @@ export class Kernel implements ProcessHost {
       throw e;
     }
     // kernel_restart_prepare → device_shutdown → syscore_shutdown: no way back from here.
-    this.shutdownHooks.reboot.call(this);
-    this.shutdownHooks.deviceShutdown.call(this);
-    this.shutdownHooks.syscoreShutdown.call(this);
+    this.shutdownPhase('reboot');
+    this.shutdownPhase('deviceShutdown');
+    this.shutdownPhase('syscoreShutdown');
     let survivors = new PfnRanges();
     let khoDataBytes: Uint8Array | undefined;
     const out = this.khoOut;
@@ -359,7 +371,7 @@ export class Kernel implements ProcessHost {
       });
       this.dmesg.log('info', 'KHO', `handing over ${kept.blocks} preserved blocks, ${kept.nodes} tracker pages`);
     }
-    this.shutdownHooks.beforeJump.call(this);
+    this.shutdownPhase('beforeJump');
     this.dead = true;
     this.machine.kexec({ survivors, params: khoDataBytes ? { cmdline, khoData: khoDataBytes } : { cmdline } });
   }
