@@ -7,3 +7,6 @@ export {
   type NumaNode, type BootParams, type Device, type MachineConfig, type MachineHandle, type KexecTransition,
 } from './machine.js';
 export { MachineClock, KEXEC_JUMP_NS, type Ticker } from './clock.js';
+export {
+  DmaRemapping, dmarOf, VtdIommu, VTD_MGAW, vtdLayout, type DmaFault, type TranslateResult, type VtdConfig,
+} from './iommu/index.js';
