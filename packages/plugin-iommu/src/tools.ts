@@ -1,0 +1,3 @@
+import type { PluginTools } from '@liveupdate/sdk';
+
+export const iommuTools: PluginTools = {};
