@@ -6,7 +6,7 @@
  */
 import { PAGE_SIZE, createMachine, dmarOf, type Machine, type VtdIommu } from '@liveupdate/hw';
 import {
-  ErrnoError, Inode, KFile, Kernel, boot, createSession, defineFileHandler, definePlugin, openLiveupdate, preserveFd,
+  ErrnoError, Inode, KFile, Kernel, abi, boot, createSession, defineFileHandler, definePlugin, openLiveupdate, preserveFd,
   type FileOperations, type KexecConfig, type Plugin, type Process,
 } from '@liveupdate/sdk';
 import memfd, { F_ADD_SEALS, MFD_ALLOW_SEALING, memfdCreate } from '@liveupdate/plugin-memfd';
@@ -14,6 +14,7 @@ import iommu, {
   iommuDeviceOf, iommuPreserveDevice, iommuProbeDevice, iommuUnpreserveDevice, iommufdAttachDevice, iommufdBindDevice, iommuUapi,
   type IommuDevice, type IommuPluginOptions,
 } from '../src/index.js';
+import type { IommufdCtx } from '../src/iommufd/ctx.js';
 
 export { errnoOf } from '@liveupdate/sdk/testing';
 export const CMDLINE = 'kho=on liveupdate=on';
@@ -239,3 +240,52 @@ export function dma(machine: Machine, dev: FakePciDevice, iova: number, bytes: U
 }
 
 export { PAGE_SIZE };
+
+// ---- reading the handover from bytes ----------------------------------------------------------
+
+const u64At = (m: Machine, phys: number): number => m.memory.readU64Number(phys);
+
+function blockEntries(m: Machine, head: number, entrySize: number): number[] {
+  const out: number[] = [];
+  const hdr = abi.block.khoBlockHeader.size;
+  for (let b = head; b !== 0; b = u64At(m, b)) {
+    const count = u64At(m, b + 8);
+    for (let i = 0; i < count; i++) out.push(b + hdr + i * entrySize);
+  }
+  return out;
+}
+
+function luoSer(w: World): ReturnType<typeof abi.luo.luoSer.decode> {
+  const luo = w.k1.khoOut?.subtreeList.find((s) => s.name === 'LUO');
+  if (!luo) throw new Error('no LUO subtree in the handover');
+  return abi.luo.luoSer.decode(w.machine.memory.read(luo.phys, abi.luo.luoSer.size));
+}
+
+/** The FLBs of the handover (name, data, count), from bytes. Call after the jump. */
+export function handedOverFlbs(w: World): Array<{ name: string; data: bigint; count: bigint }> {
+  const { luoFlbHeaderSer, luoFlbSer } = abi.luo;
+  const flbs = Number(luoSer(w).flbs_pa);
+  const hdr = luoFlbHeaderSer.decode(w.machine.memory.read(flbs, luoFlbHeaderSer.size));
+  const out: Array<{ name: string; data: bigint; count: bigint }> = [];
+  for (let i = 0; i < Number(hdr.count); i++) out.push(luoFlbSer.decode(w.machine.memory.read(flbs + luoFlbHeaderSer.size + i * luoFlbSer.size, luoFlbSer.size)));
+  return out;
+}
+
+/** The preserved files of the handover (compatible, data, token), from bytes. */
+export function handedOverFiles(w: World): Array<{ compatible: string; data: bigint; token: bigint }> {
+  const { luoSessionSer, luoFileSer } = abi.luo;
+  const files: Array<{ compatible: string; data: bigint; token: bigint }> = [];
+  for (const sp of blockEntries(w.machine, Number(luoSer(w).sessions_pa), luoSessionSer.size)) {
+    const s = luoSessionSer.decode(w.machine.memory.read(sp, luoSessionSer.size));
+    for (const fp of blockEntries(w.machine, Number(s.files), luoFileSer.size)) {
+      const f = luoFileSer.decode(w.machine.memory.read(fp, luoFileSer.size));
+      files.push({ compatible: f.compatible, data: f.data, token: f.token });
+    }
+  }
+  return files;
+}
+
+/** The iommufd context behind an fd (tests reach the model's objects through it). */
+export function ictxOf(p: Process, fd: number): IommufdCtx {
+  return p.file(fd, 'test').privateData as IommufdCtx;
+}
