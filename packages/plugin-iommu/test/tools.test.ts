@@ -39,8 +39,8 @@ function run(variant: 'iommu-liveupdate' | 'iommu-liveupdate-v1', writes: string
       if (!world) return;
       const flb = handedOverFlbs(world)[0];
       const file = handedOverFiles(world).find((f) => f.token === 2n);
-      seen.flbData = flb?.data;
-      seen.flbVariant = flb?.name;
+      seen.flbData = flb?.data ?? 0n;
+      seen.flbVariant = flb?.name ?? "";
       seen.flb = decoder(variant).decode(m.memory, flb?.data ?? 0n, null, { label: 'flb' });
       seen.iommufd = decoder('iommufd').decode(m.memory, file?.data ?? 0n, writes.includes('2.0.0') ? '2.0.0' : '1.0.0', { label: 'iommufd' });
       afterJump?.(m, world);
