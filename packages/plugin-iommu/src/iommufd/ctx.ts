@@ -7,7 +7,7 @@ import { ErrnoError, Inode, KFile, PAGE_SIZE, type FileOperations, type Kernel, 
 import { IommuCore, type IommuDevice, type IommuDomain } from '../core.js';
 import { IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE } from '../abi/uapi.js';
 import { IOMMU_READ, IOMMU_WRITE } from '../vtd/pgtable.js';
-import { memfdPinRuns, memfdSeals } from './memfd-pages.js';
+import { memfdPinRuns, memfdSeals, memfdSize } from './memfd-pages.js';
 
 export interface IoasArea {
   readonly iova: number;
@@ -140,6 +140,8 @@ export class IommufdCtx {
     if (!length || start % PAGE_SIZE || length % PAGE_SIZE) throw new ErrnoError('EINVAL', 'iommu_ioas_map_file');
     this.checkMutable(ioas, 'iommu_ioas_map_file');
     const seals = memfdSeals(file);
+    // Only pages of the file can be pinned: a range beyond its end is EINVAL.
+    if (start + length > memfdSize(file)) throw new ErrnoError('EINVAL', 'iommu_ioas_map_file', 'beyond the end of the file');
     const at = this.pickIova(ioas, flags, iova, length);
     const runs = memfdPinRuns(file, start, length);
     file.get();

@@ -6,13 +6,13 @@
  * IOMMU FLB; it is not retrievable (EOPNOTSUPP) and can_finish is false. 2.x (this project) adds
  * the areas so the incoming kernel rebuilds the HWPTs on the restored domains and can finish.
  */
-import { ErrnoError, KFile, defineFileHandler, type FileHandlerDefinition, type HandlerContext, type LuoSessionRef } from '@liveupdate/sdk';
+import { ErrnoError, KFile, PAGE_SIZE, defineFileHandler, type FileHandlerDefinition, type HandlerContext, type LuoSessionRef } from '@liveupdate/sdk';
 import semver from 'semver';
 import { IOMMUFD_ALIASES, IOMMUFD_FAMILY, iommufdAreaSer, iommufdAreasSer, iommufdHwptSer, iommufdSer, iommufdV1Size, iommufdV2Size } from '../abi/iommufd.js';
 import { coreOf } from '../state.js';
 import { Hwpt, Ioas, IommufdCtx, iommufdFile, isIommufd, ictxOf } from './ctx.js';
 import { iommufdFops } from './ioctl.js';
-import { memfdPinRuns } from './memfd-pages.js';
+import { memfdPinRuns, memfdSize } from './memfd-pages.js';
 
 const F_SEAL_SEAL = 0x0001;
 const F_SEAL_SHRINK = 0x0002;
@@ -152,24 +152,36 @@ function retrieve(ctx: HandlerContext<IommufdPreservation>): void {
     hwpts.push(h);
     h.luToken = r.token;
   }
-  for (let k = 0; k < nrAreas; k++) {
-    const a = iommufdAreaSer.decode(mem.read(areasAt + iommufdAreasSer.size + k * iommufdAreaSer.size, iommufdAreaSer.size));
-    const h = hwpts[a.hwpt_index];
-    if (!h) throw new ErrnoError('EINVAL', 'iommufd_liveupdate_retrieve', `area ${k}: HWPT index ${a.hwpt_index}`);
-    const file = ctx.session.fileByToken(a.file_token);
-    const iova = Number(a.iova);
-    const length = Number(a.length);
-    const runs = memfdPinRuns(file, Number(a.start), length);
-    // The restored tables must map the area onto the retrieved file's pages, page for page.
-    let off = 0;
-    for (const [p, n] of runs) {
-      for (let x = 0; x < n; x += 4096) {
-        if (h.domain?.table.lookup(iova + off + x) !== p + x) throw new ErrnoError('EINVAL', 'iommufd_liveupdate_retrieve', `area ${k}: iova 0x${(iova + off + x).toString(16)} does not map the file's page`);
+  const held: KFile[] = [];
+  try {
+    for (let k = 0; k < nrAreas; k++) {
+      const a = iommufdAreaSer.decode(mem.read(areasAt + iommufdAreasSer.size + k * iommufdAreaSer.size, iommufdAreaSer.size));
+      const h = hwpts[a.hwpt_index];
+      if (!h) throw new ErrnoError('EINVAL', 'iommufd_liveupdate_retrieve', `area ${k}: HWPT index ${a.hwpt_index}`);
+      const iova = Number(a.iova);
+      const length = Number(a.length);
+      const start = Number(a.start);
+      if (!length || length % PAGE_SIZE || iova % PAGE_SIZE || start % PAGE_SIZE || iova + length > 2 ** 48) {
+        throw new ErrnoError('EINVAL', 'iommufd_liveupdate_retrieve', `area ${k}: iova 0x${iova.toString(16)} + 0x${length.toString(16)} @0x${start.toString(16)}`);
       }
-      off += n;
+      const file = ctx.session.fileByToken(a.file_token);
+      if (start + length > memfdSize(file)) throw new ErrnoError('EINVAL', 'iommufd_liveupdate_retrieve', `area ${k}: beyond the end of its file`);
+      const runs = memfdPinRuns(file, start, length);
+      // The restored tables must map the area onto the retrieved file's pages, page for page.
+      let off = 0;
+      for (const [p, n] of runs) {
+        for (let x = 0; x < n; x += 4096) {
+          if (h.domain?.table.lookup(iova + off + x) !== p + x) throw new ErrnoError('EINVAL', 'iommufd_liveupdate_retrieve', `area ${k}: iova 0x${(iova + off + x).toString(16)} does not map the file's page`);
+        }
+        off += n;
+      }
+      held.push(file.get());
+      h.ioas.areas.push({ iova, length, flags: a.flags, file, start: Number(a.start), seals: REQUIRED_SEALS, runs });
     }
-    file.get();
-    h.ioas.areas.push({ iova, length, flags: a.flags, file, start: Number(a.start), seals: REQUIRED_SEALS, runs });
+  } catch (e) {
+    // A refused handover keeps nothing: the files this retrieve pinned are put back.
+    for (const f of held) f.put();
+    throw e;
   }
   for (const h of hwpts) ictx.adoptHwpt(h);
   ctx.file = iommufdFile(ctx.kernel, ictx, iommufdFops);
