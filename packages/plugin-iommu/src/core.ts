@@ -58,6 +58,12 @@ export class IommuCore {
   private nextDomainId = 1;
   /** Incoming FLB parsed at IOMMU init (null: none handed over). */
   incoming: FlbIn | null = null;
+  /**
+   * Incoming iommufd files still holding an FLB of the variant this build does not register
+   * (read at IOMMU init all the same): the last one to finish releases its pages, as the FLB's
+   * own finish would.
+   */
+  foreignFlbRefs = 0;
   /** The outgoing FLB object, once the first iommufd was preserved. */
   flbOutgoing: () => FlbOut | undefined = () => undefined;
 
@@ -322,4 +328,12 @@ export class IommuCore {
   }
 
   get restoredDomainList(): readonly IommuDomain[] { return [...this.restoredDomains.values()]; }
+
+  /** iommu_liveupdate_flb_finish for an incoming FLB: folio_put of every array page and the header. */
+  releaseIncoming(): void {
+    const inc = this.incoming;
+    if (!inc) return;
+    for (const p of inc.pages) this.kernel.mm.freePages(p / PAGE_SIZE, 0);
+    this.incoming = null;
+  }
 }

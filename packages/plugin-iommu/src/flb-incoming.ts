@@ -32,9 +32,9 @@ export const FLB_PANIC = 'Failed to restore IOMMU Live Update FLB';
 const n = (v: bigint): number => (v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v));
 
 /** The incoming FLB of either variant named in the LUO handover, or null. */
-export function findIncomingFlb(kernel: Kernel): { variant: IommuFlbVariant; data: number } | null {
+export function findIncomingFlb(kernel: Kernel): { variant: IommuFlbVariant; data: number; count: number } | null {
   for (const e of kernel.luo.flbs.incomingList) {
-    if (e.name in IOMMU_FLB_VERSIONS) return { variant: e.name as IommuFlbVariant, data: n(e.data) };
+    if (e.name in IOMMU_FLB_VERSIONS) return { variant: e.name as IommuFlbVariant, data: n(e.data), count: e.count };
   }
   return null;
 }

@@ -24,9 +24,9 @@ export function iommuFlb(variant: IommuFlbVariant): FlbDefinition<FlbOut | FlbIn
     finish(ctx) {
       const inc = ctx.obj;
       if (!inc || inc instanceof FlbOut) return;
-      for (const p of inc.pages) ctx.kernel.mm.freePages(p / 4096, 0);
       const core = maybeCoreOf(ctx.kernel);
-      if (core) core.incoming = null;
+      if (core?.incoming === inc) core.releaseIncoming();
+      else for (const p of inc.pages) ctx.kernel.mm.freePages(p / 4096, 0);
     },
   });
 }

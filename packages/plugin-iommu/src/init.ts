@@ -22,7 +22,10 @@ export function iommuInit(kernel: Kernel, variant: IommuFlbVariant, opts: { read
   for (const hw of dmarOf(kernel.machine).units) core.units.push(new IntelIommu(kernel, hw));
   // liveupdate_flb_get_incoming: no LUO, no handover or no IOMMU FLB is "no data", not an error.
   const found = kernel.luo.enabled && kernel.khoIn ? findIncomingFlb(kernel) : null;
-  if (found) core.incoming = retrieveFlb(kernel, found.variant, found.data, opts.failRetrieveAlloc ?? false);
+  if (found) {
+    core.incoming = retrieveFlb(kernel, found.variant, found.data, opts.failRetrieveAlloc ?? false);
+    if (found.variant !== variant) core.foreignFlbRefs = found.count;
+  }
   const inc = core.incoming;
   const kin = kernel.khoIn;
   for (const unit of core.units) {

@@ -1,7 +1,8 @@
 import { describe, it, expect } from 'vitest';
 import { PAGE_SIZE } from '@liveupdate/hw';
+import { finishSession, retrieveFd, retrieveSession } from '@liveupdate/sdk';
 import { coreOf } from '../src/state.js';
-import { DEV_A, REG_BASE, bootNext, handedOverFiles, handedOverFlbs, ictxOf, passthrough, preserveAll, world, type World } from './support.js';
+import { DEV_A, REG_BASE, bind, bootNext, handedOverFiles, handedOverFlbs, ictxOf, passthrough, preserveAll, world, type World } from './support.js';
 
 /** Little-endian bytes built by hand: [width, value] pairs. */
 function le(...fields: ReadonlyArray<readonly [1 | 4 | 8, number | bigint]>): Uint8Array {
@@ -80,14 +81,20 @@ describe('"iommu-liveupdate-v1" (VT-d variant): bytes', () => {
     expect(read(w, hw + 16 + 24, 1)).toEqual(new Uint8Array([1]));
   });
 
-  it('a build that writes one variant reads the other', () => {
-    const w = world({ iommu: { writes: ['1.0.0'], flb: 'iommu-liveupdate-v1' }, nextIommu: { writes: ['1.0.0'], flb: 'iommu-liveupdate' } });
+  it('a build that writes one variant reads the other, and releases its pages when the session finishes', () => {
+    const w = world({ iommu: { flb: 'iommu-liveupdate-v1' }, nextIommu: { flb: 'iommu-liveupdate' } });
     const x = passthrough(w);
     preserveAll(w, x);
     w.k1.kexecJump(w.next);
-    const { k2 } = bootNext(w);
+    const { k2, p2, dev2 } = bootNext(w);
     expect(coreOf(k2).incoming?.variant).toBe('iommu-liveupdate-v1');
     expect(coreOf(k2).units[0]?.restored).toBe(true);
+    const s = retrieveSession(p2, dev2, 'vm0');
+    retrieveFd(p2, s, 1);
+    bind(p2, retrieveFd(p2, s, 3), retrieveFd(p2, s, 2));
+    finishSession(p2, s);
+    expect(coreOf(k2).incoming).toBeNull();
+    expect(k2.khoIn?.leaked()).toEqual({ blocks: 0, pages: 0 });
   });
 });
 

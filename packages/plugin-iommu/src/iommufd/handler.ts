@@ -200,6 +200,8 @@ export function iommufdHandler(writes: readonly string[], reads: string): FileHa
     canFinish: (ctx) => semver.major(ctx.version) >= 2 && ctx.retrieveStatus >= 0,
     finish: (ctx) => {
       if (semver.major(ctx.version) >= 2 && ctx.retrieveStatus === 0) ctx.kernel.khoIn?.restoreFree(Number(ctx.data));
+      const core = coreOf(ctx.kernel);
+      if (core.foreignFlbRefs > 0 && --core.foreignFlbRefs === 0) core.releaseIncoming();
     },
   });
 }
