@@ -33,7 +33,7 @@ export function iommuDeviceOf(kernel: Kernel, segment: number, rid: number): Iom
  * it to an iommufd that was not retrieved from the same handover is EPERM (as posted); an iommufd
  * retrieved in the newer format takes it over.
  */
-export function iommufdBindDevice(kernel: Kernel, iommufdFile: KFile, dev: IommuDevice, owner: unknown): number {
+export function iommufdBindDevice(_kernel: Kernel, iommufdFile: KFile, dev: IommuDevice, owner: unknown): number {
   const ictx = ictxOf(iommufdFile, 'vfio_device_bind_iommufd');
   if (dev.owner === RESTORED_OWNER) {
     const d = dev.domain;
@@ -45,7 +45,6 @@ export function iommufdBindDevice(kernel: Kernel, iommufdFile: KFile, dev: Iommu
     if (hwpt) { bd.hwpt = hwpt; hwpt.devices.add(bd); }
     return bd.id;
   }
-  void kernel;
   return ictx.bind(dev, owner).id;
 }
 
@@ -54,20 +53,17 @@ function boundOf(iommufdFile: KFile, devid: number, syscall: string): BoundDevic
 }
 
 /** VFIO_DEVICE_ATTACH_IOMMUFD_PT to a HWPT; a preserved device → EBUSY. */
-export function iommufdAttachDevice(kernel: Kernel, iommufdFile: KFile, devid: number, ptId: number): void {
-  void kernel;
+export function iommufdAttachDevice(_kernel: Kernel, iommufdFile: KFile, devid: number, ptId: number): void {
   const ictx = ictxOf(iommufdFile, 'vfio_device_attach_iommufd_pt');
   ictx.attach(boundOf(iommufdFile, devid, 'vfio_device_attach_iommufd_pt'), ictx.get(ptId, 'hwpt', 'vfio_device_attach_iommufd_pt'));
 }
 
-export function iommufdDetachDevice(kernel: Kernel, iommufdFile: KFile, devid: number): void {
-  void kernel;
+export function iommufdDetachDevice(_kernel: Kernel, iommufdFile: KFile, devid: number): void {
   ictxOf(iommufdFile, 'vfio_device_detach_iommufd_pt').detach(boundOf(iommufdFile, devid, 'vfio_device_detach_iommufd_pt'));
 }
 
 /** Closing the VFIO cdev: unbind (iommufd_device_unbind). */
 export function iommufdUnbindDevice(kernel: Kernel, iommufdFile: KFile, devid: number): void {
-  void kernel;
   const ictx = ictxOf(iommufdFile, 'vfio_device_unbind');
   const bd = ictx.objects.get(devid);
   if (bd && bd.kind === 'device') {
