@@ -11,6 +11,7 @@ import {
 } from './abi/iommu.js';
 import { iommufdAreaSer, iommufdAreasSer, iommufdHwptSer, iommufdSer, iommufdV1Size } from './abi/iommufd.js';
 import { hex, isPage, readable, walkList, walkRoot, walkTables } from './tools/walk.js';
+import { iommufdKind } from './tools/iommufd-kind.js';
 
 const num = (v: bigint): number => (v > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : Number(v));
 
@@ -154,6 +155,7 @@ const iommuSection = defineSection<IommuSectionSpec, null>({
 });
 
 export const iommuTools: PluginTools = {
+  objects: [iommufdKind as unknown as NonNullable<PluginTools['objects']>[number]],
   decoders: [decodeFlb('iommu-liveupdate'), decodeFlb('iommu-liveupdate-v1'), iommufdDecoder],
   sections: [iommuSection as unknown as NonNullable<PluginTools['sections']>[number]],
 };
