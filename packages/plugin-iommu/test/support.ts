@@ -132,15 +132,16 @@ export interface World {
   readonly next: KexecConfig;
 }
 
-export function world(opts: { iommu?: IommuPluginOptions; nextIommu?: IommuPluginOptions; devices?: readonly FakePciDevice[]; memory?: string } = {}): World {
+export function world(opts: { iommu?: IommuPluginOptions; nextIommu?: IommuPluginOptions; devices?: readonly FakePciDevice[]; memory?: string; cmdline?: string } = {}): World {
   const machine = createMachine({ memory: opts.memory ?? '4GiB' });
   const unit = dmarOf(machine).addUnit({ segment: 0, regBase: REG_BASE });
   const devices = opts.devices ?? [DEV_A, DEV_B];
   const plugins = [memfd(), iommu(opts.iommu), fakeVfio(devices)];
-  const k1 = boot(machine, { cmdline: CMDLINE, plugins, release: '7.1.0' });
+  const cmdline = opts.cmdline ?? CMDLINE;
+  const k1 = boot(machine, { cmdline, plugins, release: '7.1.0' });
   const p = k1.spawn('vmm');
   const nextPlugins = opts.nextIommu ? [memfd(), iommu(opts.nextIommu), fakeVfio(devices)] : plugins;
-  return { machine, unit, plugins, k1, p, dev: openLiveupdate(p), next: { cmdline: CMDLINE, plugins: nextPlugins, release: '7.2.0' } };
+  return { machine, unit, plugins, k1, p, dev: openLiveupdate(p), next: { cmdline, plugins: nextPlugins, release: '7.2.0' } };
 }
 
 export function bootNext(w: World): { k2: Kernel; p2: Process; dev2: number } {
