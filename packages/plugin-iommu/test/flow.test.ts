@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
-import { createSession, finishSession, preserveFd, retrieveFd, retrieveSession } from '@liveupdate/sdk';
+import { FormatNegotiationError, createSession, finishSession, preserveFd, retrieveFd, retrieveSession } from '@liveupdate/sdk';
 import {
-  DEV_A, DEV_B, GUEST_IOVA, MiB, PAGE_SIZE, attach, bind, bootNext, dma, errnoOf, openCdev, passthrough, preserveAll, world,
+  DEV_A, DEV_B, GUEST_IOVA, MiB, PAGE_SIZE, attach, bind, bootNext, dma, errnoOf, handedOverFiles, openCdev, passthrough, preserveAll, world,
 } from './support.js';
 
 describe('DMA into guest RAM keeps flowing through the update (upstream formats: iommufd-v1)', () => {
@@ -118,5 +118,25 @@ describe('the posted selftest\'s order checks', () => {
     const { p2, dev2 } = bootNext(w);
     const s2 = retrieveSession(p2, dev2, 'second');
     expect(retrieveFd(p2, s2, 3)).toBeGreaterThanOrEqual(0);
+  });
+});
+
+describe('the iommufd format is negotiated with the target kernel', () => {
+  it('a target that reads only 1.x gets "iommufd-v1" from a build that writes 1.0.0 and 2.0.0', () => {
+    const w = world({ nextIommu: { reads: '^1.0.0' } });
+    preserveAll(w, passthrough(w));
+    w.k1.kexecJump(w.next);
+    expect(handedOverFiles(w).find((f) => f.token === 2n)?.compatible).toBe('iommufd-v1');
+    const { p2, dev2 } = bootNext(w);
+    expect(errnoOf(() => retrieveFd(p2, retrieveSession(p2, dev2, 'vm0'), 2))).toBe('EOPNOTSUPP');
+  });
+
+  it('a build that writes only 2.0.0 is refused by a 1.x target before anything is frozen, and keeps running', () => {
+    const w = world({ iommu: { writes: ['2.0.0'] }, nextIommu: { reads: '^1.0.0' } });
+    const x = passthrough(w);
+    preserveAll(w, x);
+    expect(() => w.k1.kexecJump(w.next)).toThrow(FormatNegotiationError);
+    expect(w.k1.isDead).toBe(false);
+    expect(dma(w.machine, DEV_A, GUEST_IOVA, new Uint8Array([1]))).toBe(true);
   });
 });
