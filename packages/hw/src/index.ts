@@ -8,5 +8,5 @@ export {
 } from './machine.js';
 export { MachineClock, KEXEC_JUMP_NS, type Ticker } from './clock.js';
 export {
-  DmaRemapping, dmarOf, VtdIommu, VTD_MGAW, vtdLayout, type DmaFault, type TranslateResult, type VtdConfig,
+  DmaRemapping, dmarOf, VtdIommu, VTD_MGAW, vtdLayout, type DmaFault, type DmarState, type TranslateResult, type VtdConfig,
 } from './iommu/index.js';

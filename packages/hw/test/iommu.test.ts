@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { PAGE_SIZE, PfnRanges, createMachine, dmarOf, vtdLayout, type Machine, type VtdIommu } from '../src/index.js';
+import { PAGE_SIZE, PfnRanges, attachMachine, createMachine, dmarOf, vtdLayout, type Machine, type VtdIommu } from '../src/index.js';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -214,5 +214,17 @@ describe('platform scope', () => {
     expect(d.unitFor(0, 0x0100)).toBe(a);
     expect(d.unitByToken(0xfed9_1000)).toBe(b);
     expect(m.attachedDevices).toEqual([a, b]);
+  });
+});
+
+describe('the platform description crosses to another mapping of the machine', () => {
+  it('exportState/importState carry the units and their root-table registers: the copy translates the same way', () => {
+    const f = fixture();
+    map(f, 0x5000, 0x9000_0000, 1);
+    const copy = attachMachine(f.m.share());
+    dmarOf(copy).importState(structuredClone(dmarOf(f.m).exportState()));
+    expect(dmarOf(copy).exportState()).toEqual([{ segment: 0, regBase: REG, buses: [0, 255], rootTable: f.root, enabled: true }]);
+    expect(dmarOf(copy).translate(0, 0x18, 0x5008, true)).toEqual({ ok: true, phys: 0x9000_0008, bytes: PAGE_SIZE - 8 });
+    expect(() => dmarOf(copy).importState([])).toThrow(RangeError);
   });
 });

@@ -6,6 +6,15 @@ import type { Machine } from '../machine.js';
 import { PAGE_SIZE } from '../units.js';
 import { VtdIommu, type TranslateResult, type VtdConfig } from './vtd.js';
 
+/** What exportState returns: one entry per unit. */
+export type DmarState = ReadonlyArray<{
+  readonly segment: number;
+  readonly regBase: number;
+  readonly buses: readonly [number, number];
+  readonly rootTable: number;
+  readonly enabled: boolean;
+}>;
+
 export class DmaRemapping {
   private readonly list: VtdIommu[] = [];
 
@@ -26,6 +35,25 @@ export class DmaRemapping {
   }
 
   get units(): readonly VtdIommu[] { return this.list; }
+
+  /**
+   * The units and their registers as structured-cloneable data, to describe the same platform to a
+   * machine mapped in another worker (attachMachine): the units' register state is hardware state,
+   * not memory, so it travels beside the MachineHandle. Fault logs stay with this copy.
+   */
+  exportState(): DmarState {
+    return this.list.map((u) => ({ segment: u.segment, regBase: u.regBase, buses: u.buses, rootTable: u.rootTableAddress, enabled: u.translationEnabled }));
+  }
+
+  /** Recreate exported units on an empty platform (the other side of exportState). */
+  importState(state: DmarState): void {
+    if (this.list.length > 0) throw new RangeError('VT-d: importState on a platform that already has units');
+    for (const s of state) {
+      const u = this.addUnit({ segment: s.segment, regBase: s.regBase, buses: s.buses });
+      if (s.rootTable) u.setRootTablePointer(s.rootTable);
+      u.setTranslationEnabled(s.enabled);
+    }
+  }
 
   unitFor(segment: number, requesterId: number): VtdIommu | undefined {
     return this.list.find((u) => u.inScope(segment, requesterId));
