@@ -7,3 +7,8 @@ export {
   type NumaNode, type BootParams, type Device, type MachineConfig, type MachineHandle, type KexecTransition,
 } from './machine.js';
 export { MachineClock, KEXEC_JUMP_NS, type Ticker } from './clock.js';
+export {
+  Vcpu, TRANSLATE_MMIO, TRANSLATE_FAULT, TRANSLATE_HWPOISON, VCPU_STATE_BYTES, encodeVcpuState, decodeVcpuState,
+  type Translate, type VcpuExit, type VcpuState,
+} from './vcpu/vcpu.js';
+export { OP, INSN_BYTES, NR_REGS, INSN_NS, MEM_ACCESS_NS, EXIT_NS, assemble, type Insn, type Opcode } from './vcpu/isa.js';
