@@ -1,0 +1,443 @@
+/**
+ * The guest_memfd file handler (virt/kvm/guest_memfd.c liveupdate part of the guest_memfd
+ * preservation series, Tarun Sahu, v3 2026-06-22), in two formats:
+ *  - 1.x "guest_memfd_luo_v1", upstream byte for byte: preserve freezes the mapping first,
+ *    preserves every folio and describes it in a vmalloc'd array of 16-byte records; freeze
+ *    resolves vm_token, the LUO token of the VM file, which must be in the same session.
+ *  - 2.x, this project's sparse format: folios go into a KHO xarray as they appear, faults may
+ *    allocate until freeze (which freezes the mapping), 2 MiB folios are allowed, and CRC-32s
+ *    cover the header and every entry.
+ * Preserve follows the newest version this build writes; if the target only reads 1.x, freeze
+ * converts a sparse preservation (refusing large folios with EOPNOTSUPP).
+ */
+import { PAGE_SIZE } from '@liveupdate/hw';
+import {
+  ErrnoError, KhoXarray, khoPreserveVmalloc, khoRestoreVmalloc, khoUnpreserveVmalloc, vfree, vzalloc,
+  type HandlerContext, type Kernel, type KFile, type KhoVmallocDesc, type VmArea,
+} from '@liveupdate/sdk';
+import semver from 'semver';
+import { GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP, hasPrivateMem } from '../abi/kvm.js';
+import {
+  GMEM_V2_HEADER_CRC_BYTES, GUEST_MEMFD_LUO_FOLIO_UPTODATE, guestMemfdLuoFolioSer, guestMemfdLuoSer, guestMemfdLuoSerV2,
+} from '../abi/luo.js';
+import { crc32 } from '../crc32.js';
+import { FOLIO_HWPOISON, FOLIO_UPTODATE } from '../folios.js';
+import { GmemInode, gmemFile, gmemOf, isGuestMemfd, type FolioWatcher } from '../gmem.js';
+import { KvmVm, isKvmVm, vmOf } from '../kvm.js';
+import {
+  EntriesCrc, entryFlags, entryHi, entryPfn, readRecordHi, readRecordIndex, readRecordLo, sparseEntry, sparseFlags, sparseOrder, writeRecord,
+} from './records.js';
+
+/** The flags a preservation format can describe. */
+export const GMEM_LUO_FLAGS = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED;
+const REC = guestMemfdLuoFolioSer.size;
+const SER_SLOT = Math.max(guestMemfdLuoSer.size, guestMemfdLuoSerV2.size);
+
+interface FolioArray {
+  readonly area: VmArea;
+  readonly desc: KhoVmallocDesc;
+  /** The folios the array describes, in record order; the array owns their preservation. */
+  readonly pfns: Float64Array;
+  /** Record slot of each folio not yet up to date: its record follows it when the guest first touches it. */
+  readonly stale: Map<number, number>;
+}
+
+export interface GmemPreservation {
+  readonly g: GmemInode;
+  readonly mode: 'upstream' | 'sparse';
+  readonly serPhys: number;
+  array: FolioArray | null;
+  xa: KhoXarray | null;
+}
+
+export const majorOf = (v: string): number => semver.major(v);
+
+function khoOut(kernel: Kernel) {
+  const out = kernel.khoOut;
+  if (!out) throw new ErrnoError('EOPNOTSUPP', 'preserve', 'KHO disabled');
+  return out;
+}
+
+/**
+ * can_preserve, in the series' order: a guest_memfd; not of a VM with private memory; created
+ * INIT_SHARED (fully shared); no large folios unless a sparse format may describe them.
+ */
+export function canPreserveGmem(file: KFile, largeFolios: boolean): boolean {
+  if (!isGuestMemfd(file)) return false;
+  const g = gmemOf(file);
+  if (g.kvm instanceof KvmVm && hasPrivateMem(g.kvm.type)) return false;
+  if (!(g.flags & GUEST_MEMFD_FLAG_INIT_SHARED)) return false;
+  if (g.folios.largeCount > 0 && !largeFolios) return false;
+  return true;
+}
+
+/** The record array of every folio; with `preserveFolios` each is KHO-preserved here. Full rollback on error. */
+function buildArray(kernel: Kernel, g: GmemInode, preserveFolios: boolean): FolioArray | null {
+  const n = g.folios.count;
+  if (n === 0) return null;
+  const out = khoOut(kernel);
+  const pfns = new Float64Array(n);
+  const stale = new Map<number, number>();
+  const records = new Uint8Array(n * REC);
+  const view = new DataView(records.buffer);
+  let done = 0;
+  let preserved = 0;
+  let area: VmArea | null = null;
+  try {
+    g.folios.forEach((head, pfn, order, meta) => {
+      if (order !== 0) throw new ErrnoError('EOPNOTSUPP', 'preserve', `folio at page ${head} is order ${order}`);
+      // A hardware-poisoned folio cannot be handed over.
+      if (meta & FOLIO_HWPOISON) throw new ErrnoError('EHWPOISON', 'preserve', `folio at page ${head}`);
+      if (preserveFolios) { out.preserveFolio(pfn, 0); preserved++; }
+      const uptodate = (meta & FOLIO_UPTODATE) !== 0;
+      if (!uptodate) stale.set(head, done);
+      pfns[done] = pfn;
+      writeRecord(view, done * REC, pfn, uptodate ? GUEST_MEMFD_LUO_FOLIO_UPTODATE : 0, head);
+      done++;
+    });
+    area = vzalloc(kernel.mm, records.length);
+    if (!area) throw new ErrnoError('ENOMEM', 'preserve');
+    area.write(0, records);
+    return { area, desc: khoPreserveVmalloc(out, kernel.mm, area), pfns, stale };
+  } catch (e) {
+    for (let i = 0; i < preserved; i++) out.unpreserveFolio(pfns[i] as number, 0);
+    if (area) vfree(kernel.mm, area);
+    throw e;
+  }
+}
+
+function releaseArray(kernel: Kernel, a: FolioArray, unpreserveFolios: boolean): void {
+  const out = khoOut(kernel);
+  khoUnpreserveVmalloc(out, kernel.mm, a.desc);
+  if (unpreserveFolios) for (let i = 0; i < a.pfns.length; i++) out.unpreserveFolio(a.pfns[i] as number, 0);
+  vfree(kernel.mm, a.area);
+}
+
+/** Upstream: the mapping is frozen, so the only change is a fallocated folio becoming up to date. */
+function arrayWatcher(st: GmemPreservation): FolioWatcher {
+  return {
+    added: () => { /* frozen: cannot happen */ },
+    removed: () => { /* frozen: cannot happen */ },
+    changed: (head, pfn) => {
+      const slot = st.array?.stale.get(head);
+      if (slot === undefined || !st.array) return;
+      const hi = new Uint8Array(4);
+      new DataView(hi.buffer).setUint32(0, entryHi(pfn, GUEST_MEMFD_LUO_FOLIO_UPTODATE), true);
+      st.array.area.write(slot * REC + 4, hi);
+      st.array.stale.delete(head);
+    },
+  };
+}
+
+/** Sparse: the xarray follows the folios until freeze. */
+function xarrayWatcher(kernel: Kernel, xa: KhoXarray): FolioWatcher {
+  const out = khoOut(kernel);
+  return {
+    added: (head, pfn, order, meta) => { out.preserveFolio(pfn, order); xa.set(head, sparseEntry(pfn, sparseFlags(order, (meta & FOLIO_UPTODATE) !== 0))); },
+    removed: (head, pfn, order) => { xa.clear(head); out.unpreserveFolio(pfn, order); },
+    changed: (head, pfn, order, meta) => { xa.set(head, sparseEntry(pfn, sparseFlags(order, (meta & FOLIO_UPTODATE) !== 0))); },
+  };
+}
+
+function fillXarray(kernel: Kernel, g: GmemInode, xa: KhoXarray, preserve: boolean, preserved: number[]): void {
+  const out = khoOut(kernel);
+  g.folios.forEach((head, pfn, order, meta) => {
+    if (meta & FOLIO_HWPOISON) throw new ErrnoError('EHWPOISON', 'preserve', `folio at page ${head}`);
+    if (preserve) { out.preserveFolio(pfn, order); preserved.push(pfn, order); }
+    xa.set(head, sparseEntry(pfn, sparseFlags(order, (meta & FOLIO_UPTODATE) !== 0)));
+  });
+}
+
+export function preserveGmem(ctx: HandlerContext<GmemPreservation>): void {
+  const { kernel, file } = ctx;
+  if (!file) throw new ErrnoError('EINVAL', 'preserve');
+  const g = gmemOf(file);
+  const out = khoOut(kernel);
+  const mode = majorOf(ctx.version) >= 2 ? 'sparse' : 'upstream';
+  // The mapping is frozen first (filemap_invalidate_lock held): no allocation can race the walk.
+  if (mode === 'upstream') g.frozen = true;
+  let serPhys = 0;
+  let xa: KhoXarray | null = null;
+  let array: FolioArray | null = null;
+  const preserved: number[] = [];
+  try {
+    // Flags no format describes.
+    if (g.flags & ~GMEM_LUO_FLAGS) throw new ErrnoError('EOPNOTSUPP', 'preserve', `guest_memfd flags 0x${g.flags.toString(16)}`);
+    serPhys = out.allocPreserve(SER_SLOT);
+    if (mode === 'upstream') {
+      array = buildArray(kernel, g, true);
+    } else {
+      xa = KhoXarray.create(kernel);
+      fillXarray(kernel, g, xa, true, preserved);
+    }
+  } catch (e) {
+    for (let i = 0; i < preserved.length; i += 2) out.unpreserveFolio(preserved[i] as number, preserved[i + 1] as number);
+    xa?.destroy();
+    out.unpreserveFree(serPhys);
+    g.frozen = false;
+    throw e;
+  }
+  const st: GmemPreservation = { g, mode, serPhys, array, xa };
+  g.watcher = xa ? xarrayWatcher(kernel, xa) : arrayWatcher(st);
+  g.preserved = true;
+  ctx.state = st;
+  ctx.data = BigInt(serPhys);
+  writeHeader(kernel, st, ctx.version, 0n);
+}
+
+/** Write the header in `version`'s layout; the whole slot is rewritten. */
+function writeHeader(kernel: Kernel, st: GmemPreservation, version: string, vmToken: bigint): void {
+  const { g } = st;
+  const slot = new Uint8Array(SER_SLOT);
+  if (majorOf(version) === 1) {
+    const d = st.array?.desc;
+    guestMemfdLuoSer.encodeInto(slot, 0, {
+      size: BigInt(g.size), flags: BigInt(g.flags), nr_folios: BigInt(st.array?.pfns.length ?? 0), vm_token: vmToken,
+      folios_first: d?.first ?? 0n, folios_total_pages: d?.total_pages ?? 0, folios_flags: d?.flags ?? 0, folios_order: d?.order ?? 0,
+    });
+  } else {
+    const crc = new EntriesCrc();
+    st.xa?.forEachWords((key, lo, hi) => { crc.add(key, lo, hi); });
+    guestMemfdLuoSerV2.encodeInto(slot, 0, {
+      size: BigInt(g.size), flags: BigInt(g.flags), nr_folios: BigInt(st.xa?.size ?? 0), vm_token: vmToken,
+      folios_xa: BigInt(st.xa?.rootPhys ?? 0), entries_crc32: crc.value, header_crc32: 0,
+    });
+    new DataView(slot.buffer).setUint32(GMEM_V2_HEADER_CRC_BYTES, crc32(slot.subarray(0, GMEM_V2_HEADER_CRC_BYTES)), true);
+  }
+  kernel.machine.memory.write(st.serPhys, slot);
+}
+
+/**
+ * freeze: resolve the VM's token in this session (liveupdate_get_token_outgoing; ENOENT when
+ * the VM file is not preserved with it, which fails the reboot), then write the final header.
+ */
+export function freezeGmem(ctx: HandlerContext<GmemPreservation>): void {
+  const st = ctx.state;
+  if (!st) throw new ErrnoError('EINVAL', 'freeze', 'no preserved state');
+  const vm = st.g.kvm instanceof KvmVm ? st.g.kvm : null;
+  const token = vm?.file ? ctx.session.tokenOf(vm.file) : undefined;
+  if (token === undefined) throw new ErrnoError('ENOENT', 'freeze', `the VM of this guest_memfd is not preserved in session ${ctx.session.name}`);
+  const major = majorOf(ctx.version);
+  const { g } = st;
+  if (st.mode === 'sparse') {
+    g.frozen = true;
+    try {
+      g.folios.forEach((head, _pfn, order, meta) => {
+        if (meta & FOLIO_HWPOISON) throw new ErrnoError('EHWPOISON', 'freeze', `folio at page ${head}`);
+        if (major === 1 && order !== 0) throw new ErrnoError('EOPNOTSUPP', 'freeze', `format ${ctx.version} cannot describe the order-${order} folio at page ${head}`);
+      });
+      if (major === 1 && st.xa) {
+        // The target reads only the upstream format: the array replaces the xarray.
+        st.array = buildArray(ctx.kernel, g, false);
+        st.xa.destroy();
+        st.xa = null;
+        g.watcher = arrayWatcher(st);
+      }
+    } catch (e) {
+      g.frozen = false;
+      throw e;
+    }
+    if (major >= 2 && !st.xa) throw new ErrnoError('ENOMEM', 'freeze', 'no folio xarray');
+  }
+  writeHeader(ctx.kernel, st, ctx.version, token);
+}
+
+/** unfreeze (a failed reboot): a sparse preservation may allocate again, converted back to its xarray if needed. */
+export function unfreezeGmem(ctx: HandlerContext<GmemPreservation>): void {
+  const st = ctx.state;
+  if (!st || st.mode !== 'sparse') return;
+  const { kernel, g } = { kernel: ctx.kernel, g: st.g };
+  if (!st.xa) {
+    let xa: KhoXarray;
+    try {
+      xa = KhoXarray.create(kernel);
+      fillXarray(kernel, g, xa, false, []);
+    } catch (e) {
+      kernel.dmesg.log('warn', 'guest_memfd', `unfreeze: cannot rebuild the folio xarray: ${e instanceof Error ? e.message : String(e)}`);
+      return;
+    }
+    if (st.array) releaseArray(kernel, st.array, false);
+    st.array = null;
+    st.xa = xa;
+    g.watcher = xarrayWatcher(kernel, xa);
+  }
+  g.frozen = false;
+  writeHeader(kernel, st, '2.0.0', 0n);
+}
+
+export function unpreserveGmem(ctx: HandlerContext<GmemPreservation>): void {
+  const st = ctx.state;
+  if (!st) return;
+  const out = khoOut(ctx.kernel);
+  st.g.watcher = null;
+  if (st.array) releaseArray(ctx.kernel, st.array, true);
+  if (st.xa) {
+    st.xa.forEachWords((_key, lo, hi) => { out.unpreserveFolio(entryPfn(lo, hi), sparseOrder(entryFlags(hi))); });
+    st.xa.destroy();
+  }
+  out.unpreserveFree(st.serPhys);
+  st.g.frozen = false;
+  st.g.preserved = false;
+  ctx.state = undefined;
+}
+
+interface Header {
+  readonly size: bigint;
+  readonly flags: bigint;
+  readonly nrFolios: bigint;
+  readonly vmToken: bigint;
+  readonly desc: KhoVmallocDesc | null;
+  readonly xaRoot: number;
+  readonly entriesCrc: number;
+}
+
+function readHeader(kernel: Kernel, phys: number, version: string): Header {
+  const mem = kernel.machine.memory;
+  if (majorOf(version) === 1) {
+    const h = guestMemfdLuoSer.decode(mem.read(phys, guestMemfdLuoSer.size));
+    return { size: h.size, flags: h.flags, nrFolios: h.nr_folios, vmToken: h.vm_token, xaRoot: 0, entriesCrc: 0,
+      desc: { first: h.folios_first, total_pages: h.folios_total_pages, flags: h.folios_flags, order: h.folios_order } };
+  }
+  const raw = mem.read(phys, guestMemfdLuoSerV2.size);
+  const h = guestMemfdLuoSerV2.decode(raw);
+  const want = crc32(raw.subarray(0, GMEM_V2_HEADER_CRC_BYTES));
+  if (h.header_crc32 !== want) throw new ErrnoError('EINVAL', 'retrieve', `header checksum 0x${h.header_crc32.toString(16)}, header 0x${want.toString(16)}`);
+  if (h.folios_xa > BigInt(Number.MAX_SAFE_INTEGER)) throw new ErrnoError('EINVAL', 'retrieve', 'folios_xa');
+  return { size: h.size, flags: h.flags, nrFolios: h.nr_folios, vmToken: h.vm_token, desc: null, xaRoot: Number(h.folios_xa), entriesCrc: h.entries_crc32 };
+}
+
+/** Incoming folios as typed triples (index, pfn, flags) at [3i..3i+2], validated against the file size. */
+interface FolioList { readonly count: number; readonly triples: Float64Array }
+
+/**
+ * Read and check the folio list; its metadata pages (array chunks and data, xarray nodes) are
+ * claimed and freed here. Indices must ascend strictly, folios lie inside the file and must
+ * not overlap; v1 records are order 0 with no flag but UPTODATE; a count or checksum that
+ * disagrees is corruption (EINVAL).
+ */
+function incomingFolios(kernel: Kernel, h: Header, version: string, pages: number): FolioList {
+  const kin = kernel.khoIn;
+  if (!kin) throw new ErrnoError('EINVAL', 'retrieve', 'not a KHO boot');
+  const v1 = majorOf(version) === 1;
+  if (h.nrFolios > BigInt(pages)) throw new ErrnoError('EINVAL', 'retrieve', `nr_folios ${h.nrFolios} beyond ${pages} pages`);
+  const n = Number(h.nrFolios);
+  const triples = new Float64Array(3 * n);
+  let prevEnd = 0;
+  const add = (i: number, index: number, lo: number, hi: number): void => {
+    const flags = entryFlags(hi);
+    const order = v1 ? 0 : sparseOrder(flags);
+    if (v1 && (flags & ~GUEST_MEMFD_LUO_FOLIO_UPTODATE) !== 0) throw new ErrnoError('EINVAL', 'retrieve', `folio ${i}: flags 0x${flags.toString(16)}`);
+    if (!v1 && ((order !== 0 && order !== 9) || (flags & ~(GUEST_MEMFD_LUO_FOLIO_UPTODATE | (0x1f << 1))) !== 0)) throw new ErrnoError('EINVAL', 'retrieve', `folio ${i}: flags 0x${flags.toString(16)}`);
+    if (index < prevEnd) throw new ErrnoError('EINVAL', 'retrieve', `folio ${i}: index ${index} is not after the previous folio (duplicate or unsorted)`);
+    if (index % 2 ** order !== 0 || index + 2 ** order > pages) throw new ErrnoError('EINVAL', 'retrieve', `folio ${i}: index ${index} order ${order} outside the file`);
+    prevEnd = index + 2 ** order;
+    triples[3 * i] = index;
+    triples[3 * i + 1] = entryPfn(lo, hi);
+    triples[3 * i + 2] = flags;
+  };
+  if (v1) {
+    if (n === 0) return { count: 0, triples };
+    const area = h.desc ? khoRestoreVmalloc(kin, kernel.mm, h.desc) : null;
+    if (!area) throw new ErrnoError('EINVAL', 'retrieve', 'folio array');
+    try {
+      if (n * REC > area.pageCount * PAGE_SIZE) throw new ErrnoError('EINVAL', 'retrieve', `nr_folios ${n} beyond the folio array`);
+      const raw = area.read(0, n * REC);
+      const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+      for (let i = 0; i < n; i++) add(i, readRecordIndex(view, i * REC), readRecordLo(view, i * REC), readRecordHi(view, i * REC));
+    } finally {
+      vfree(kernel.mm, area);
+    }
+    return { count: n, triples };
+  }
+  if (h.xaRoot === 0) {
+    if (n !== 0) throw new ErrnoError('EINVAL', 'retrieve', `nr_folios ${n} without an xarray`);
+    return { count: 0, triples };
+  }
+  const xa = KhoXarray.restore(kernel, h.xaRoot);
+  try {
+    if (xa.size !== n) throw new ErrnoError('EINVAL', 'retrieve', `nr_folios ${n} but ${xa.size} entries`);
+    const crc = new EntriesCrc();
+    let i = 0;
+    xa.forEachWords((key, lo, hi) => { crc.add(key, lo, hi); add(i++, key, lo, hi); });
+    if (crc.value !== h.entriesCrc) throw new ErrnoError('EINVAL', 'retrieve', `entries checksum 0x${h.entriesCrc.toString(16)}, entries 0x${crc.value.toString(16)}`);
+  } finally {
+    xa.destroy();
+  }
+  return { count: n, triples };
+}
+
+/** Restore and free folios [from, count) that nobody will use. */
+function dropFolios(kernel: Kernel, list: FolioList, from: number): void {
+  for (let i = from; i < list.count; i++) {
+    const phys = (list.triples[3 * i + 1] as number) * PAGE_SIZE;
+    const f = kernel.khoIn?.restoreFolio(phys);
+    if (f) kernel.mm.freePages(f.pfn, f.order);
+    else kernel.dmesg.log('warn', 'guest_memfd', `could not restore folio 0x${phys.toString(16)}`);
+  }
+}
+
+function checkHeader(h: Header): number {
+  // Flags no format describes.
+  if (h.flags & ~BigInt(GMEM_LUO_FLAGS)) throw new ErrnoError('EOPNOTSUPP', 'retrieve', `guest_memfd flags 0x${h.flags.toString(16)}`);
+  if (h.size === 0n || h.size % BigInt(PAGE_SIZE) !== 0n || h.size > BigInt(Number.MAX_SAFE_INTEGER - PAGE_SIZE)) throw new ErrnoError('EINVAL', 'retrieve', `size ${h.size}`);
+  return Number(h.size);
+}
+
+/**
+ * retrieve: flags, then the VM by token (liveupdate_get_file_incoming retrieves it on demand;
+ * not a KVM VM is EINVAL), a new guest_memfd of `size` on it, every folio restored at its
+ * index (EIO for one that cannot be), the record freed.
+ */
+export function retrieveGmem(ctx: HandlerContext<GmemPreservation>): void {
+  const { kernel } = ctx;
+  const kin = kernel.khoIn;
+  if (!kin) throw new ErrnoError('EINVAL', 'retrieve', 'not a KHO boot');
+  const phys = Number(ctx.data);
+  const ser = kin.restoreFolio(phys);
+  if (!ser) throw new ErrnoError('EINVAL', 'retrieve', `guest_memfd_luo_ser at 0x${phys.toString(16)} is not preserved`);
+  try {
+    const h = readHeader(kernel, phys, ctx.version);
+    const size = checkHeader(h);
+    const vmFileIn = ctx.session.fileByToken(h.vmToken);
+    if (!isKvmVm(vmFileIn)) throw new ErrnoError('EINVAL', 'retrieve', `token ${h.vmToken} is not a KVM VM`);
+    const vm = vmOf(vmFileIn);
+    const list = incomingFolios(kernel, h, ctx.version, size / PAGE_SIZE);
+    const g = new GmemInode(kernel, vm, size, Number(h.flags));
+    const v1 = majorOf(ctx.version) === 1;
+    for (let i = 0; i < list.count; i++) {
+      const index = list.triples[3 * i] as number;
+      const pfn = list.triples[3 * i + 1] as number;
+      const flags = list.triples[3 * i + 2] as number;
+      const order = v1 ? 0 : sparseOrder(flags);
+      const f = kin.restoreFolio(pfn * PAGE_SIZE);
+      if (!f || f.order !== order) {
+        if (f) kernel.mm.freePages(f.pfn, f.order);
+        dropFolios(kernel, list, i + 1);
+        g.releaseAll();
+        throw new ErrnoError('EIO', 'retrieve', `folio 0x${(pfn * PAGE_SIZE).toString(16)} cannot be restored`);
+      }
+      g.folios.set(index, pfn, order, flags & GUEST_MEMFD_LUO_FOLIO_UPTODATE ? FOLIO_UPTODATE : 0);
+    }
+    ctx.file = gmemFile(kernel, g);
+  } finally {
+    kernel.mm.freePages(ser.pfn, ser.order);
+  }
+}
+
+/** finish with nothing retrieved: every folio and the record are released. */
+export function finishGmem(ctx: HandlerContext<GmemPreservation>): void {
+  if (ctx.retrieveStatus !== 0) return;
+  const { kernel } = ctx;
+  const phys = Number(ctx.data);
+  const ser = kernel.khoIn?.restoreFolio(phys);
+  if (!ser) { kernel.dmesg.log('warn', 'guest_memfd', `finish: record 0x${phys.toString(16)} is not preserved`); return; }
+  try {
+    const h = readHeader(kernel, phys, ctx.version);
+    const size = checkHeader(h);
+    dropFolios(kernel, incomingFolios(kernel, h, ctx.version, size / PAGE_SIZE), 0);
+  } catch (e) {
+    kernel.dmesg.log('warn', 'guest_memfd', `finish of an unretrieved guest_memfd: ${e instanceof Error ? e.message : String(e)}`);
+  } finally {
+    kernel.mm.freePages(ser.pfn, ser.order);
+  }
+}

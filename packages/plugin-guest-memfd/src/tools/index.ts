@@ -1,0 +1,2 @@
+import type { PluginTools } from '@liveupdate/sdk';
+export const guestMemfdTools: PluginTools = {};
