@@ -15,6 +15,6 @@ export * as kvmAbi from './abi/kvm.js';
 export * as gmemLuoAbi from './abi/luo.js';
 export { PLUGIN_VERSION } from './version.js';
 export {
-  counterProgram, counterGpa, regionGpa, vcpuTag, DOORBELL_GPA, guestRamBytes, createGuest, bindRam, runOnce, saveVcpus, restoreVcpus, guestDigest,
+  counterProgram, counterGpa, regionGpa, vcpuTag, DOORBELL_GPA, guestRamBytes, createGuest, bindRam, runOnce, saveVcpus, restoreVcpus, guestDigest, expectedFinalDigest,
   type GuestSpec, type Guest, type RunResult,
 } from './vmm.js';

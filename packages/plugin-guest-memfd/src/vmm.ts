@@ -130,20 +130,51 @@ export function restoreVcpus(proc: Process, vmFd: number, saved: Uint8Array): nu
   return fds;
 }
 
-/** SHA-256 over (index, bytes) of every present page, without faulting holes in: "every guest page identical". */
-export function guestDigest(proc: Process, gmemFd: number): { readonly pages: number; readonly digest: string } {
+/** Hashes (page index, page bytes) pairs in index order. */
+class PageDigest {
+  private readonly h = createHash('sha256');
+  private readonly idx = new Uint8Array(8);
+  pages = 0;
+  add(index: number, bytes: Uint8Array): void {
+    new DataView(this.idx.buffer).setBigUint64(0, BigInt(index), true);
+    this.h.update(this.idx);
+    this.h.update(bytes);
+    this.pages++;
+  }
+  done(): { readonly pages: number; readonly digest: string } { return { pages: this.pages, digest: this.h.digest('hex') }; }
+}
+
+/**
+ * SHA-256 over (index, bytes) of every present page below `limitPages` (default: all), without
+ * faulting holes in: "every guest page identical".
+ */
+export function guestDigest(proc: Process, gmemFd: number, limitPages = Infinity): { readonly pages: number; readonly digest: string } {
   const g = gmemOf(proc.file(gmemFd, 'digest'));
   const mem = g.kernel.machine.memory;
-  const h = createHash('sha256');
-  const idx = new Uint8Array(8);
-  let pages = 0;
+  const d = new PageDigest();
   g.folios.forEach((head, pfn, order) => {
-    for (let k = 0; k < 2 ** order; k++) {
-      new DataView(idx.buffer).setBigUint64(0, BigInt(head + k), true);
-      h.update(idx);
-      h.update(mem.read((pfn + k) * PAGE_SIZE, PAGE_SIZE));
-      pages++;
-    }
+    for (let k = 0; k < 2 ** order && head + k < limitPages; k++) d.add(head + k, mem.read((pfn + k) * PAGE_SIZE, PAGE_SIZE));
+    return head >= limitPages;
   });
-  return { pages, digest: h.digest('hex') };
+  return d.done();
+}
+
+/** The digest of guest RAM once every vCPU of the counter program halted, computed from the program alone. */
+export function expectedFinalDigest(spec: GuestSpec): { readonly pages: number; readonly digest: string } {
+  const d = new PageDigest();
+  const page0 = new Uint8Array(PAGE_SIZE);
+  page0.set(counterProgram(spec.pagesPerVcpu));
+  const v0 = new DataView(page0.buffer);
+  for (let i = 0; i < spec.vcpus; i++) v0.setBigUint64(counterGpa(i), BigInt(spec.pagesPerVcpu), true);
+  d.add(0, page0);
+  const page = new Uint8Array(PAGE_SIZE);
+  const pv = new DataView(page.buffer);
+  for (let i = 0; i < spec.vcpus; i++) {
+    for (let k = 0; k < spec.pagesPerVcpu; k++) {
+      pv.setBigUint64(0, BigInt(k + 1), true);
+      pv.setBigUint64(8, vcpuTag(i), true);
+      d.add(regionGpa(i, spec.pagesPerVcpu) / PAGE_SIZE + k, page);
+    }
+  }
+  return d.done();
 }
