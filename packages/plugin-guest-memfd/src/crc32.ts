@@ -14,3 +14,13 @@ export function crc32(bytes: Uint8Array, prev = 0): number {
   for (let i = 0; i < bytes.length; i++) c = (TABLE[(c ^ (bytes[i] as number)) & 0xff] as number) ^ (c >>> 8);
   return (c ^ 0xffffffff) >>> 0;
 }
+
+/** Continue a CRC-32 over the four little-endian bytes of a u32 (hot paths without byte buffers). */
+export function crc32Word(crc: number, word: number): number {
+  let c = (crc ^ 0xffffffff) >>> 0;
+  c = (TABLE[(c ^ word) & 0xff] as number) ^ (c >>> 8);
+  c = (TABLE[(c ^ (word >>> 8)) & 0xff] as number) ^ (c >>> 8);
+  c = (TABLE[(c ^ (word >>> 16)) & 0xff] as number) ^ (c >>> 8);
+  c = (TABLE[(c ^ (word >>> 24)) & 0xff] as number) ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}

@@ -25,7 +25,7 @@ describe('record codecs (property)', () => {
 
   it('a sparse entry carries the folio order in flags bits 1..5 and UPTODATE in bit 0', () => {
     fc.assert(fc.property(fc.integer({ min: 0, max: 2 ** 52 - 1 }), fc.constantFrom(0, 9), fc.boolean(), (pfn, order, up) => {
-      const e = sparseEntry(pfn, sparseFlags(order, up));
+      const e = BigInt(sparseEntry(pfn, sparseFlags(order, up)));
       const lo = Number(e & 0xffffffffn);
       const hi = Number(e >> 32n);
       expect([entryPfn(lo, hi), sparseOrder(entryFlags(hi)), entryFlags(hi) & 1]).toEqual([pfn, order, up ? 1 : 0]);

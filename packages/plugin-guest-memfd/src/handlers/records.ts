@@ -3,7 +3,7 @@
  * and entries of the sparse 2.x xarray, as typed-array hot paths: no BigInt, no per-folio objects.
  */
 import { GMEM_FOLIO_PFN_BITS, GMEM_V2_ORDER_MASK, GMEM_V2_ORDER_SHIFT, GUEST_MEMFD_LUO_FOLIO_UPTODATE } from '../abi/luo.js';
-import { crc32 } from '../crc32.js';
+import { crc32Word } from '../crc32.js';
 
 const TWO32 = 0x1_0000_0000;
 const PFN_HI_BITS = GMEM_FOLIO_PFN_BITS - 32;
@@ -17,8 +17,9 @@ export const entryFlags = (hi: number): number => hi >>> PFN_HI_BITS;
 /** The flags field of a 2.x entry: UPTODATE and the folio order. */
 export const sparseFlags = (order: number, uptodate: boolean): number => (order << GMEM_V2_ORDER_SHIFT) | (uptodate ? GUEST_MEMFD_LUO_FOLIO_UPTODATE : 0);
 export const sparseOrder = (flags: number): number => (flags >>> GMEM_V2_ORDER_SHIFT) & GMEM_V2_ORDER_MASK;
-/** A 2.x entry as the u64 the xarray stores. */
-export const sparseEntry = (pfn: number, flags: number): bigint => (BigInt(flags) << BigInt(GMEM_FOLIO_PFN_BITS)) | BigInt(pfn);
+const TWO52 = 2 ** GMEM_FOLIO_PFN_BITS;
+/** A 2.x entry as the u64 the xarray stores: a number while it stays below 2^53 (order 0), so dense guests make no BigInt. */
+export const sparseEntry = (pfn: number, flags: number): number | bigint => (flags < 2 ? flags * TWO52 + pfn : (BigInt(flags) << BigInt(GMEM_FOLIO_PFN_BITS)) | BigInt(pfn));
 
 export function writeRecord(view: DataView, at: number, pfn: number, flags: number, index: number): void {
   view.setUint32(at, pfn >>> 0, true);
@@ -32,17 +33,14 @@ export const readRecordHi = (view: DataView, at: number): number => view.getUint
 /** The index of a record (exact below 2^53; larger is rejected by the caller's bound check). */
 export const readRecordIndex = (view: DataView, at: number): number => view.getUint32(at + 12, true) * TWO32 + view.getUint32(at + 8, true);
 
-/** CRC-32 over (index u64, entry u64) pairs in index order: the 2.x entries checksum. */
+/** CRC-32 over (index u64, entry u64) little-endian pairs in index order: the 2.x entries checksum. */
 export class EntriesCrc {
   private crc = 0;
-  private readonly buf = new Uint8Array(16);
-  private readonly view = new DataView(this.buf.buffer);
   add(index: number, lo: number, hi: number): void {
-    this.view.setUint32(0, index >>> 0, true);
-    this.view.setUint32(4, Math.floor(index / TWO32), true);
-    this.view.setUint32(8, lo, true);
-    this.view.setUint32(12, hi, true);
-    this.crc = crc32(this.buf, this.crc);
+    let c = crc32Word(this.crc, index >>> 0);
+    c = crc32Word(c, Math.floor(index / TWO32));
+    c = crc32Word(c, lo);
+    this.crc = crc32Word(c, hi);
   }
   get value(): number { return this.crc; }
 }
