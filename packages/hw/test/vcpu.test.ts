@@ -91,6 +91,21 @@ describe('the model vCPU', () => {
     expect(machine.memory.readU64(HOST_BASE + 0x9000 + 2 * PAGE_SIZE)).toBe(3n);
   });
 
+  it('BNE branches while registers differ; ADD and ADDI wrap modulo 2^64', () => {
+    const { machine, translate, vcpu } = setup();
+    machine.memory.write(HOST_BASE, assemble([
+      { op: OP.ADDI, rd: 1, rs: 1, imm: -1 }, // r1 = 2^64 - 1
+      { op: OP.ADD, rd: 2, rs: 1, rt: 1 }, // r2 = 2^64 - 2
+      { op: OP.ADDI, rd: 3, rs: 3, imm: 1 }, // 0x10: r3++
+      { op: OP.BNE, rs: 3, rt: 4, imm: 0x10 },
+      { op: OP.HLT },
+    ]));
+    vcpu.regs[4] = 5n;
+    expect(vcpu.run(translate, 100)).toEqual({ reason: 'hlt' });
+    expect([vcpu.regs[1], vcpu.regs[2], vcpu.regs[3]]).toEqual([2n ** 64n - 1n, 2n ** 64n - 2n, 5n]);
+    expect(vcpu.retired).toBe(2 + 5 * 2 + 1);
+  });
+
   it('reports a poisoned page as a hwpoison fault', () => {
     const { machine, vcpu } = setup();
     machine.memory.write(HOST_BASE, COUNTER_LOOP);

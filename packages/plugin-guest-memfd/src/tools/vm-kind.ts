@@ -34,6 +34,8 @@ export interface VmExpect {
   readonly digestAtPause: string;
   readonly pagesAtPause: number;
   readonly memoryFaults: number;
+  /** Machine clock (ns) when the vCPUs were paused: the guest's blackout ends when they run again. */
+  readonly pausedAtNs: number;
 }
 
 const guestOf = (spec: VmSpec): GuestSpec => ({ vcpus: spec.vcpus ?? 2, pagesPerVcpu: spec.pagesPerVcpu ?? 64, extraBytes: PAGE_SIZE });
@@ -81,7 +83,10 @@ export const vmKind = defineObjectKind<VmSpec, VmExpect>({
     p.close(kvm);
     return {
       fd: guest.gmemFd, preservedPages: at.pages,
-      expect: { vcpus: g.vcpus, pagesPerVcpu: g.pagesPerVcpu, ramPages: guest.ramBytes / PAGE_SIZE, digestAtPause: at.digest, pagesAtPause: at.pages, memoryFaults: faults },
+      expect: {
+        vcpus: g.vcpus, pagesPerVcpu: g.pagesPerVcpu, ramPages: guest.ramBytes / PAGE_SIZE, digestAtPause: at.digest, pagesAtPause: at.pages,
+        memoryFaults: faults, pausedAtNs: ctx.machine.clock.now,
+      },
     };
   },
   restore(ctx, spec, expect) {
@@ -94,6 +99,7 @@ export const vmKind = defineObjectKind<VmSpec, VmExpect>({
     const ramBytes = expect.ramPages * PAGE_SIZE;
     bindRam(p, vm, gmem, ramBytes);
     const vcpus = restoreVcpus(p, vm, gmemLoad(p, gmem, kvmRegs.size * expect.vcpus, ramBytes));
+    const blackoutNs = ctx.machine.clock.now - expect.pausedAtNs;
     vcpus.forEach((fd, i) => {
       let counted: bigint | null = null;
       for (let n = 0; n < MAX_ENTRIES; n++) {
@@ -114,9 +120,9 @@ export const vmKind = defineObjectKind<VmSpec, VmExpect>({
       fd: gmem, restoredPages: at.pages,
       check: {
         ok: problems.length === 0,
-        summary: `${expect.vcpus} vCPUs resumed and halted; ${at.pages} guest pages identical at the pause, ${final.pages} at the end`,
+        summary: `${expect.vcpus} vCPUs resumed after ${(blackoutNs / 1e6).toFixed(3)} ms paused (machine clock) and halted; ${at.pages} guest pages identical at the pause, ${final.pages} at the end`,
         problems,
-        counts: { guestPages: final.pages, memoryFaults: expect.memoryFaults, vcpus: expect.vcpus },
+        counts: { guestPages: final.pages, memoryFaults: expect.memoryFaults, vcpus: expect.vcpus, blackoutNs },
       },
     };
   },
