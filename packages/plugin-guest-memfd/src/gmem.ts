@@ -62,7 +62,7 @@ export class GmemInode {
   get pageCount(): number { return this.size / PAGE_SIZE; }
   get shared(): boolean { return (this.flags & GUEST_MEMFD_FLAG_INIT_SHARED) !== 0; }
 
-  /** Allocate the order-0 folio at index; null when allocation is refused (frozen) or memory ran out. */
+  /** Allocate the order-0 folio at index: its pfn, or FAULT_NEEDS_ALLOC while the mapping is frozen (ENOMEM when memory ran out). */
   private allocate(index: number, uptodate: boolean): number {
     if (this.frozen) return FAULT_NEEDS_ALLOC;
     const pfn = this.kernel.mm.allocPages(0);

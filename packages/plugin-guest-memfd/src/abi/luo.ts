@@ -38,7 +38,7 @@ export const GUEST_MEMFD_LUO_FOLIO_UPTODATE = 1 << 0;
  * guest_memfd 2.0 (this project): folios in a KHO xarray keyed by page index of the folio head;
  * an entry is pfn:52 | flags:12 with flags bit 0 UPTODATE and bits 1..5 the folio order
  * (0 or 9). entries_crc32 covers every (index, entry) pair in index order, header_crc32 the
- * 40 bytes before it: corruption of any metadata is detected (the node pages carry KHO's
+ * 44 bytes before it: corruption of any metadata is detected (the node pages carry KHO's
  * magic and are checked by the xarray restore).
  */
 export const guestMemfdLuoSerV2 = defineStruct('guest_memfd_luo_ser(v2)', {

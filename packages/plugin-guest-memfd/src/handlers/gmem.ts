@@ -246,7 +246,8 @@ export function freezeGmem(ctx: HandlerContext<GmemPreservation>): void {
 export function unfreezeGmem(ctx: HandlerContext<GmemPreservation>): void {
   const st = ctx.state;
   if (!st || st.mode !== 'sparse') return;
-  const { kernel, g } = { kernel: ctx.kernel, g: st.g };
+  const { kernel } = ctx;
+  const { g } = st;
   if (!st.xa) {
     let xa: KhoXarray;
     try {
