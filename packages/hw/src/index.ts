@@ -12,3 +12,7 @@ export {
   type Translate, type VcpuExit, type VcpuState,
 } from './vcpu/vcpu.js';
 export { OP, INSN_BYTES, NR_REGS, INSN_NS, MEM_ACCESS_NS, EXIT_NS, assemble, type Insn, type Opcode } from './vcpu/isa.js';
+export {
+  Caretaker, CARETAKER_MAGIC, CARETAKER_ARMED, CARETAKER_HANDED_BACK, STOP_HANDBACK, STOP_HLT, STOP_MMIO, STOP_FAULT, STOP_INTERNAL,
+  TABLE_PRESENT, TABLE_HOLE,
+} from './vcpu/caretaker.js';

@@ -46,6 +46,8 @@ export class KvmVm {
   private users = 0;
   /** The VM file was released (its last fd closed, or LUO let go of it). */
   fileReleased = false;
+  /** vCPUs of this VM preserved with kvm_vcpu_luo_v1 (OrphanVM): the VM hands over its second-stage table. */
+  preservedVcpus = 0;
   /** The VM's struct file (LUO resolves a guest_memfd's vm_token from it). */
   file: KFile | null = null;
   destroyed = false;
@@ -84,6 +86,8 @@ export class KvmVcpu {
   readonly run = new Uint8Array(KVM_RUN_MMAP_SIZE);
   /** Instructions per KVM_RUN before the VMM's timer signal ends it. */
   quantum = KVM_RUN_QUANTUM;
+  /** An exit that happened while no VMM could see it (a caretaker stopped on it): the next KVM_RUN reports it. */
+  pendingExit: { readonly kind: 'hlt' } | { readonly kind: 'mmio'; readonly gpa: number; readonly data: bigint } | { readonly kind: 'fault'; readonly gpa: number } | null = null;
   constructor(readonly vm: KvmVm, readonly id: number) {
     this.cpu = new Vcpu(id, vm.kernel.machine.memory, vm.kernel.machine.clock);
   }
@@ -145,12 +149,17 @@ export function vmOf(file: KFile): KvmVm {
 }
 
 function createVcpu(proc: Process, vm: KvmVm, id: number): number {
-  if (id >= 4096) throw new ErrnoError('EINVAL', 'KVM_CREATE_VCPU', `vcpu id ${id}`);
+  return proc.fdInstall(vcpuFile(proc.kernel, vm, id), true);
+}
+
+/** kvm_vm_ioctl_create_vcpu: ids below KVM_MAX_VCPU_IDS (4096), unique per VM. */
+export function vcpuFile(kernel: Kernel, vm: KvmVm, id: number): KFile {
+  if (!Number.isInteger(id) || id < 0 || id >= 4096) throw new ErrnoError('EINVAL', 'KVM_CREATE_VCPU', `vcpu id ${id}`);
   if (vm.vcpus.has(id)) throw new ErrnoError('EEXIST', 'KVM_CREATE_VCPU', `vcpu ${id}`);
   const v = new KvmVcpu(vm, id);
   vm.vcpus.set(id, v);
   vm.get();
-  return proc.fdInstall(new KFile(vcpuFops, new Inode(v), v, 0o2, proc.kernel.id), true);
+  return new KFile(vcpuFops, new Inode(v), v, 0o2, kernel.id);
 }
 
 /** kvm_gmem_create: size page aligned and non-zero; flags the VM supports (INIT_SHARED only without private memory). */
@@ -190,7 +199,8 @@ function setMemoryRegion(proc: Process, vm: KvmVm, arg: Uint8Array): void {
   vm.memslots.set(r.slot, { slot: r.slot, gpa, size, gmem: g, gmemOffset: off });
 }
 
-function vcpuOf(file: KFile): KvmVcpu {
+export const isKvmVcpu = (file: KFile): boolean => file.inode.owner instanceof KvmVcpu;
+export function vcpuOf(file: KFile): KvmVcpu {
   const v = file.inode.owner;
   if (!(v instanceof KvmVcpu)) throw new ErrnoError('EINVAL', 'kvm', 'not a vCPU file');
   return v;
@@ -237,7 +247,12 @@ function kvmRun(v: KvmVcpu): number {
     v.cpu.completeMmioLoad(new DataView(m.data.buffer, m.data.byteOffset, 8).getBigUint64(0, true));
   }
   run.fill(0, KVM_RUN_EXIT_UNION);
-  const exit = v.cpu.run(v.vm.translate, v.quantum);
+  const pending = v.pendingExit;
+  v.pendingExit = null;
+  const exit = pending === null ? v.cpu.run(v.vm.translate, v.quantum)
+    : pending.kind === 'hlt' ? { reason: 'hlt' as const }
+      : pending.kind === 'mmio' ? { reason: 'mmio' as const, gpa: pending.gpa, isWrite: true, data: pending.data, len: 8 as const }
+        : { reason: 'fault' as const, gpa: pending.gpa, isWrite: true, hwpoison: false };
   switch (exit.reason) {
     case 'hlt': setExit(KVM_EXIT_HLT); return 0;
     case 'mmio': {

@@ -31,7 +31,7 @@ function stepContext(kernel: Kernel, vmm: Process, sessionFd: number, notes: str
 describe('the plugin surface for tools', () => {
   it('declares one object kind, a decoder per family and built-in scenarios that validate', () => {
     expect(tools.objects?.map((k) => k.type)).toEqual(['kvm-vm']);
-    expect(tools.decoders?.map((d) => d.target)).toEqual([{ kind: 'file', family: 'kvm_vm' }, { kind: 'file', family: 'guest_memfd' }]);
+    expect(tools.decoders?.map((d) => d.target)).toEqual([{ kind: 'file', family: 'kvm_vm' }, { kind: 'file', family: 'guest_memfd' }, { kind: 'file', family: 'kvm_vcpu' }]);
     expect(tools.scenarios?.map((s) => s.name)).toEqual(['guest-memfd-vm', 'guest-memfd-relaxed-fault']);
   });
 
@@ -106,7 +106,7 @@ describe('the plugin surface for tools', () => {
       (header, page2, version, ptr) => {
         machine.memory.write(base, header);
         machine.memory.write(base + PAGE_SIZE, page2);
-        for (const d of [decoder('guest_memfd'), decoder('kvm_vm')]) {
+        for (const d of [decoder('guest_memfd'), decoder('kvm_vm'), decoder('kvm_vcpu')]) {
           d.decode(machine.memory, BigInt(base), version, { label: 'fuzz' });
           d.decode(machine.memory, ptr, version, { label: 'fuzz' });
         }

@@ -69,10 +69,16 @@ export class Vcpu {
   /** An MMIO load waiting for the VMM's value: the destination register, or -1. */
   private mmioLoadReg = -1;
 
-  constructor(readonly id: number, private readonly memory: PhysMemory, private readonly clock: MachineClock) {}
+  /** `clock` null: the caller accounts for the time (a ticker may not advance the clock it runs on). */
+  constructor(readonly id: number, private readonly memory: PhysMemory, private readonly clock: MachineClock | null) {}
 
   saveState(): VcpuState {
     if (this.mmioLoadReg >= 0) throw new Error(`vCPU ${this.id}: an MMIO load is still waiting for its value`);
+    return { regs: Array.from(this.regs), pc: this.pc };
+  }
+
+  /** The registers as they are, an MMIO load still pending (it is re-executed when the state is loaded again). */
+  saveStateUnchecked(): VcpuState {
     return { regs: Array.from(this.regs), pc: this.pc };
   }
 
@@ -107,7 +113,7 @@ export class Vcpu {
     let n = 0;
     const finish = (exit: VcpuExit): VcpuExit => {
       this.retired += n;
-      this.clock.advance(ns + n * INSN_NS);
+      this.clock?.advance(ns + n * INSN_NS);
       return exit;
     };
     while (n < maxInsns) {

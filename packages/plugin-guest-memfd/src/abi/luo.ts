@@ -48,3 +48,16 @@ export const guestMemfdLuoSerV2 = defineStruct('guest_memfd_luo_ser(v2)', {
 export const GMEM_V2_HEADER_CRC_BYTES = 44;
 export const GMEM_V2_ORDER_SHIFT = 1;
 export const GMEM_V2_ORDER_MASK = 0x1f;
+
+/**
+ * The OrphanVM / Caretaker follow-up (RFC v1, Pasha Tatashin, 2026-09-20): a vCPU file handler
+ * "kvm_vcpu_luo_v1", struct kvm_vcpu_ser { u32 vcpu_id; u32 flags; u64 vm_token; KHOSER ptr
+ * arch_state; KHOSER ptr cb }. Here arch_state is the model vCPU's VcpuState (r0..r7, pc) and
+ * cb the caretaker control block of @liveupdate/hw; the VM's kho_folios list the pages of its
+ * flat second-stage table.
+ */
+export const KVM_VCPU_FAMILY = 'kvm_vcpu';
+export const KVM_VCPU_ALIASES = { 1: 'kvm_vcpu_luo_v1' } as const;
+export const kvmVcpuSer = defineStruct('kvm_vcpu_ser', { vcpu_id: u32, flags: u32, vm_token: u64, arch_state: u64, cb: u64 }, { size: 32 });
+/** The caretaker control block: 56 bytes (see @liveupdate/hw's Caretaker). */
+export const CARETAKER_CB_BYTES = 56;

@@ -5,17 +5,24 @@
  * cross the kexec; retrieve creates a new VM of that type, which guest_memfds in the same
  * session find by token.
  */
-import { PAGE_SIZE } from '@liveupdate/hw';
+import { PAGE_SIZE, TABLE_HOLE, TABLE_PRESENT } from '@liveupdate/hw';
 import { ErrnoError, type HandlerContext, type Kernel, type KFile } from '@liveupdate/sdk';
 import { KVM_VM_TYPES_MODELED } from '../abi/kvm.js';
 import { KVM_KHO_FOLIO_PA_BYTES, kvmKhoFoliosSer, kvmLuoSer } from '../abi/luo.js';
+import { FOLIO_HWPOISON, FOLIO_UPTODATE } from '../folios.js';
 import { KvmVm, isKvmVm, vmFile, vmOf } from '../kvm.js';
 
 export interface VmPreservation {
   readonly vm: KvmVm;
   readonly serPhys: number;
-  readonly foliosPhys: number;
+  /** The empty folio list written at preserve (0 while the table's list replaces it). */
+  foliosPhys: number;
+  /** OrphanVM: the second-stage table written at freeze (its list and pages), or null. */
+  table: { readonly listPhys: number; readonly pages: readonly number[] } | null;
 }
+
+/** Outgoing VM preservations by VM (the vCPU handler points its caretakers at the VM's table). */
+export const vmPreservations = new WeakMap<KvmVm, VmPreservation>();
 
 export const canPreserveVm = (file: KFile): boolean => isKvmVm(file);
 
@@ -43,16 +50,94 @@ export function preserveVm(ctx: HandlerContext<VmPreservation>): void {
   const mem = ctx.kernel.machine.memory;
   mem.write(serPhys, kvmLuoSer.encode({ type: BigInt(vm.type), kho_folios: BigInt(foliosPhys) }));
   mem.write(foliosPhys, kvmKhoFoliosSer.encode({ nr_folios: 0n }));
-  ctx.state = { vm, serPhys, foliosPhys };
+  const st: VmPreservation = { vm, serPhys, foliosPhys, table: null };
+  vmPreservations.set(vm, st);
+  ctx.state = st;
   ctx.data = BigInt(serPhys);
+}
+
+/**
+ * freeze (OrphanVM, when vCPUs of this VM are preserved): the second-stage table the caretakers
+ * translate through, as pages listed in kvm_kho_folios_ser: one u64 per guest page, host
+ * physical address | TABLE_PRESENT, TABLE_HOLE for guest RAM with no folio yet, 0 for no RAM.
+ */
+export function freezeVm(ctx: HandlerContext<VmPreservation>): void {
+  const st = ctx.state;
+  if (!st || st.vm.preservedVcpus === 0) return;
+  const out = khoOut(ctx.kernel);
+  const mem = ctx.kernel.machine.memory;
+  let gfns = 0;
+  for (const s of st.vm.memslots.values()) gfns = Math.max(gfns, (s.gpa + s.size) / PAGE_SIZE);
+  const perPage = PAGE_SIZE / 8;
+  const nPages = Math.ceil(gfns / perPage);
+  const pages: number[] = [];
+  let listPhys = 0;
+  try {
+    listPhys = out.allocPreserve(kvmKhoFoliosSer.size + KVM_KHO_FOLIO_PA_BYTES * Math.max(1, nPages));
+    const list = new Uint8Array(kvmKhoFoliosSer.size + KVM_KHO_FOLIO_PA_BYTES * nPages);
+    const lv = new DataView(list.buffer);
+    lv.setBigUint64(0, BigInt(nPages), true);
+    const page = new Uint8Array(PAGE_SIZE);
+    const pv = new DataView(page.buffer);
+    for (let p = 0; p < nPages; p++) {
+      page.fill(0);
+      for (const s of st.vm.memslots.values()) {
+        const first = Math.max(p * perPage, s.gpa / PAGE_SIZE);
+        const end = Math.min((p + 1) * perPage, (s.gpa + s.size) / PAGE_SIZE);
+        for (let gfn = first; gfn < end; gfn++) {
+          // Only prepared (up-to-date) folios are mapped, as KVM maps them; the rest fault.
+          const index = (s.gmemOffset / PAGE_SIZE) + gfn - s.gpa / PAGE_SIZE;
+          const head = s.gmem.folios.headOf(index);
+          const meta = head >= 0 ? s.gmem.folios.metaAt(head) : 0;
+          const mapped = (meta & FOLIO_UPTODATE) !== 0 && (meta & FOLIO_HWPOISON) === 0;
+          const pfn = mapped ? s.gmem.folios.pfnAt(head) + (index - head) : -1;
+          pv.setBigUint64(8 * (gfn - p * perPage), pfn >= 0 ? BigInt(pfn * PAGE_SIZE + TABLE_PRESENT) : BigInt(TABLE_HOLE), true);
+        }
+      }
+      const pa = out.allocPreserve(PAGE_SIZE);
+      pages.push(pa);
+      mem.write(pa, page);
+      lv.setBigUint64(kvmKhoFoliosSer.size + KVM_KHO_FOLIO_PA_BYTES * p, BigInt(pa), true);
+    }
+    mem.write(listPhys, list);
+  } catch (e) {
+    for (const pa of pages) out.unpreserveFree(pa);
+    out.unpreserveFree(listPhys);
+    throw e;
+  }
+  st.table = { listPhys, pages };
+  mem.write(st.serPhys, kvmLuoSer.encode({ type: BigInt(st.vm.type), kho_folios: BigInt(listPhys) }));
+  // The empty list is no longer referenced: it must not cross as an orphan preserved page.
+  out.unpreserveFree(st.foliosPhys);
+  st.foliosPhys = 0;
+}
+
+/** unfreeze: the table is dropped; kho_folios is the empty list again. */
+export function unfreezeVm(ctx: HandlerContext<VmPreservation>): void {
+  const st = ctx.state;
+  if (!st?.table) return;
+  const out = khoOut(ctx.kernel);
+  for (const pa of st.table.pages) out.unpreserveFree(pa);
+  out.unpreserveFree(st.table.listPhys);
+  st.table = null;
+  try {
+    st.foliosPhys = out.allocPreserve(kvmKhoFoliosSer.size);
+  } catch (e) {
+    // unfreeze is void: without a list the VM hands over no folios (kho_folios 0), which readers accept.
+    ctx.kernel.dmesg.log('warn', 'kvm', `unfreeze: no page for the folio list: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  if (st.foliosPhys !== 0) ctx.kernel.machine.memory.write(st.foliosPhys, kvmKhoFoliosSer.encode({ nr_folios: 0n }));
+  ctx.kernel.machine.memory.write(st.serPhys, kvmLuoSer.encode({ type: BigInt(st.vm.type), kho_folios: BigInt(st.foliosPhys) }));
 }
 
 export function unpreserveVm(ctx: HandlerContext<VmPreservation>): void {
   const st = ctx.state;
   if (!st) return;
+  unfreezeVm(ctx);
   const out = khoOut(ctx.kernel);
   out.unpreserveFree(st.foliosPhys);
   out.unpreserveFree(st.serPhys);
+  vmPreservations.delete(st.vm);
   ctx.state = undefined;
 }
 

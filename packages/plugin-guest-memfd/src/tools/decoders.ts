@@ -8,8 +8,8 @@ import { defineDecoder, xarrayAbi, type Decoded, type DecodedValue, type FormatD
 import semver from 'semver';
 import { KVM_VM_TYPES_MODELED } from '../abi/kvm.js';
 import {
-  GMEM_V2_HEADER_CRC_BYTES, GUEST_MEMFD_FAMILY, GUEST_MEMFD_LUO_FOLIO_UPTODATE, KVM_KHO_FOLIO_PA_BYTES, KVM_VM_FAMILY,
-  guestMemfdLuoFolioSer, guestMemfdLuoSer, guestMemfdLuoSerV2, kvmKhoFoliosSer, kvmLuoSer,
+  GMEM_V2_HEADER_CRC_BYTES, GUEST_MEMFD_FAMILY, GUEST_MEMFD_LUO_FOLIO_UPTODATE, KVM_KHO_FOLIO_PA_BYTES, KVM_VCPU_FAMILY, KVM_VM_FAMILY,
+  guestMemfdLuoFolioSer, guestMemfdLuoSer, guestMemfdLuoSerV2, kvmKhoFoliosSer, kvmLuoSer, kvmVcpuSer,
 } from '../abi/luo.js';
 import { crc32 } from '../crc32.js';
 import { GMEM_LUO_FLAGS } from '../handlers/gmem.js';
@@ -57,6 +57,14 @@ export const kvmVmDecoder: FormatDecoder = defineDecoder({
         fields.nr_folios = n;
         const capacity = (PAGE_SIZE - kvmKhoFoliosSer.size) / KVM_KHO_FOLIO_PA_BYTES;
         if (n > BigInt(capacity)) problems.push(`nr_folios ${n} beyond the ${capacity} entries of its page`);
+        else {
+          // OrphanVM: the second-stage table's pages.
+          for (let i = 0; i < Number(n); i++) {
+            const pa = mem.readU64Number(list + kvmKhoFoliosSer.size + KVM_KHO_FOLIO_PA_BYTES * i);
+            if (!inRam(mem, pa, PAGE_SIZE) || pa % PAGE_SIZE !== 0) { problems.push(`folios_pa[${i}] ${hex(pa)} is not a page of RAM`); continue; }
+            pages.push({ pfn: pa / PAGE_SIZE, structure: 'second-stage table', role: `second-stage table page ${i} (${label})` });
+          }
+        }
       }
     }
     return { fields, problems, pages };
@@ -182,5 +190,32 @@ export const guestMemfdDecoder: FormatDecoder = defineDecoder({
     } catch (e) {
       return { fields, problems: [...problems, `undecodable: ${e instanceof Error ? e.message : String(e)}`], pages };
     }
+  },
+});
+
+export const kvmVcpuDecoder: FormatDecoder = defineDecoder({
+  target: { kind: 'file', family: KVM_VCPU_FAMILY },
+  decode(mem, data, version, { label }): Decoded {
+    const fields: Record<string, DecodedValue> = { format: version ?? 'unknown' };
+    const problems: string[] = [];
+    const pages: OwnedPages[] = [];
+    const phys = Number(data);
+    if (!inRam(mem, phys, PAGE_SIZE) || phys % PAGE_SIZE !== 0) return { fields, problems: [`kvm_vcpu_ser ${hex(data)} is not a page of RAM`], pages };
+    pages.push({ pfn: phys / PAGE_SIZE, structure: 'kvm_vcpu_ser', role: `kvm_vcpu_ser (${label})`, words: [{ offset: 0, size: 4, kind: 'index' }, { offset: 4, size: 4, kind: 'flags' }, { offset: 8, size: 8, kind: 'index' }, { offset: 16, size: 8, kind: 'pointer' }, { offset: 24, size: 8, kind: 'pointer' }] });
+    const h = kvmVcpuSer.decode(mem.read(phys, kvmVcpuSer.size));
+    Object.assign(fields, { vcpu_id: h.vcpu_id, flags: hex(h.flags), vm_token: h.vm_token, arch_state: hex(h.arch_state), cb: hex(h.cb) });
+    if (h.flags !== 0) problems.push(`flags ${hex(h.flags)}`);
+    for (const [what, pa] of [['arch_state', Number(h.arch_state)], ['caretaker block', Number(h.cb)]] as const) {
+      if (!inRam(mem, pa, PAGE_SIZE) || pa % PAGE_SIZE !== 0) problems.push(`${what} ${hex(pa)} is not a page of RAM`);
+      else pages.push({ pfn: pa / PAGE_SIZE, structure: what, role: `${what} (${label})` });
+    }
+    if (problems.length === 0) {
+      const cb = Number(h.cb);
+      fields.caretaker_state = mem.readU32(cb + 4);
+      fields.caretaker_stop = mem.readU32(cb + 8);
+      fields.orphan_retired = mem.readU64(cb + 32);
+      fields.pc = mem.readU64(Number(h.arch_state) + 64);
+    }
+    return { fields, problems, pages };
   },
 });
