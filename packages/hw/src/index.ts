@@ -7,6 +7,7 @@ export {
   type NumaNode, type BootParams, type Device, type MachineConfig, type MachineHandle, type KexecTransition,
 } from './machine.js';
 export { MachineClock, KEXEC_JUMP_NS, type Ticker } from './clock.js';
+// vCPUs: the model vCPU, its instruction set, and the caretaker CPU of OrphanVM.
 export {
   Vcpu, TRANSLATE_MMIO, TRANSLATE_FAULT, TRANSLATE_HWPOISON, VCPU_STATE_BYTES, encodeVcpuState, decodeVcpuState,
   type Translate, type VcpuExit, type VcpuState,
