@@ -81,7 +81,7 @@ describe('the plugin surface for tools', () => {
       const v = decoder('kvm_vm').decode(o.machine.memory, BigInt(data(1)), '1.0.0', { label: 'vm0 token 1' });
       expect(v.problems).toEqual([]);
       expect(v.fields.type).toBe(0n);
-      expect(v.pages.map((p) => p.structure)).toEqual(['kvm_luo_ser', 'kvm_kho_folios_ser']);
+      expect(v.pages.map((p) => p.structure)).toEqual(['kvm_luo_ser']);
       bootNext(o);
     }
   });

@@ -59,14 +59,14 @@ function khoOut(kernel: Kernel) {
 }
 
 /**
- * can_preserve, in the series' order: a guest_memfd; not of a VM with private memory; created
- * INIT_SHARED (fully shared); no large folios unless a sparse format may describe them.
+ * kvm_gmem_luo_can_preserve, in its order: a guest_memfd; created INIT_SHARED (fully shared);
+ * not of a VM with private memory; no large folios unless a sparse format may describe them.
  */
 export function canPreserveGmem(file: KFile, largeFolios: boolean): boolean {
   if (!isGuestMemfd(file)) return false;
   const g = gmemOf(file);
-  if (g.kvm instanceof KvmVm && hasPrivateMem(g.kvm.type)) return false;
   if (!(g.flags & GUEST_MEMFD_FLAG_INIT_SHARED)) return false;
+  if (g.kvm instanceof KvmVm && hasPrivateMem(g.kvm.type)) return false;
   if (g.folios.largeCount > 0 && !largeFolios) return false;
   return true;
 }
@@ -161,6 +161,7 @@ export function preserveGmem(ctx: HandlerContext<GmemPreservation>): void {
   let array: FolioArray | null = null;
   const preserved: number[] = [];
   try {
+    if (g.size === 0 || g.size % PAGE_SIZE !== 0) throw new ErrnoError('EINVAL', 'preserve', `size ${g.size}`);
     // Flags no format describes.
     if (g.flags & ~GMEM_LUO_FLAGS) throw new ErrnoError('EOPNOTSUPP', 'preserve', `guest_memfd flags 0x${g.flags.toString(16)}`);
     serPhys = out.allocPreserve(SER_SLOT);
@@ -307,87 +308,109 @@ function readHeader(kernel: Kernel, phys: number, version: string): Header {
   return { size: h.size, flags: h.flags, nrFolios: h.nr_folios, vmToken: h.vm_token, desc: null, xaRoot: Number(h.folios_xa), entriesCrc: h.entries_crc32 };
 }
 
-/** Incoming folios as typed triples (index, pfn, flags) at [3i..3i+2], validated against the file size. */
+/** Incoming folios as typed triples (index, pfn, flags) at [3i..3i+2], in record order. */
 interface FolioList { readonly count: number; readonly triples: Float64Array }
 
 /**
- * Read and check the folio list; its metadata pages (array chunks and data, xarray nodes) are
- * claimed and freed here. Indices must ascend strictly, folios lie inside the file and must
- * not overlap; v1 records are order 0 with no flag but UPTODATE; a count or checksum that
- * disagrees is corruption (EINVAL).
+ * Read the folio list; its metadata pages (array chunks and data, xarray nodes) are claimed and
+ * freed here. A list that cannot be read is EINVAL: an array that does not restore or is shorter
+ * than nr_folios; for 2.x, a node that does not restore, a count or a checksum that disagrees.
  */
-function incomingFolios(kernel: Kernel, h: Header, version: string, pages: number): FolioList {
+function readFolios(kernel: Kernel, h: Header, version: string): FolioList {
   const kin = kernel.khoIn;
   if (!kin) throw new ErrnoError('EINVAL', 'retrieve', 'not a KHO boot');
-  const v1 = majorOf(version) === 1;
-  if (h.nrFolios > BigInt(pages)) throw new ErrnoError('EINVAL', 'retrieve', `nr_folios ${h.nrFolios} beyond ${pages} pages`);
-  const n = Number(h.nrFolios);
-  const triples = new Float64Array(3 * n);
-  let prevEnd = 0;
-  const add = (i: number, index: number, lo: number, hi: number): void => {
-    const flags = entryFlags(hi);
-    const order = v1 ? 0 : sparseOrder(flags);
-    if (v1 && (flags & ~GUEST_MEMFD_LUO_FOLIO_UPTODATE) !== 0) throw new ErrnoError('EINVAL', 'retrieve', `folio ${i}: flags 0x${flags.toString(16)}`);
-    if (!v1 && ((order !== 0 && order !== 9) || (flags & ~(GUEST_MEMFD_LUO_FOLIO_UPTODATE | (0x1f << 1))) !== 0)) throw new ErrnoError('EINVAL', 'retrieve', `folio ${i}: flags 0x${flags.toString(16)}`);
-    if (index < prevEnd) throw new ErrnoError('EINVAL', 'retrieve', `folio ${i}: index ${index} is not after the previous folio (duplicate or unsorted)`);
-    if (index % 2 ** order !== 0 || index + 2 ** order > pages) throw new ErrnoError('EINVAL', 'retrieve', `folio ${i}: index ${index} order ${order} outside the file`);
-    prevEnd = index + 2 ** order;
-    triples[3 * i] = index;
-    triples[3 * i + 1] = entryPfn(lo, hi);
-    triples[3 * i + 2] = flags;
-  };
-  if (v1) {
-    if (n === 0) return { count: 0, triples };
+  const empty = { count: 0, triples: new Float64Array(0) };
+  if (majorOf(version) === 1) {
+    if (h.nrFolios === 0n) return empty;
     const area = h.desc ? khoRestoreVmalloc(kin, kernel.mm, h.desc) : null;
     if (!area) throw new ErrnoError('EINVAL', 'retrieve', 'folio array');
     try {
-      if (n * REC > area.pageCount * PAGE_SIZE) throw new ErrnoError('EINVAL', 'retrieve', `nr_folios ${n} beyond the folio array`);
+      if (h.nrFolios * BigInt(REC) > BigInt(area.pageCount * PAGE_SIZE)) throw new ErrnoError('EINVAL', 'retrieve', `nr_folios ${h.nrFolios} beyond the folio array`);
+      const n = Number(h.nrFolios);
       const raw = area.read(0, n * REC);
       const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
-      for (let i = 0; i < n; i++) add(i, readRecordIndex(view, i * REC), readRecordLo(view, i * REC), readRecordHi(view, i * REC));
+      const triples = new Float64Array(3 * n);
+      for (let i = 0; i < n; i++) {
+        const hi = readRecordHi(view, i * REC);
+        triples[3 * i] = readRecordIndex(view, i * REC);
+        triples[3 * i + 1] = entryPfn(readRecordLo(view, i * REC), hi);
+        triples[3 * i + 2] = entryFlags(hi);
+      }
+      return { count: n, triples };
     } finally {
       vfree(kernel.mm, area);
     }
-    return { count: n, triples };
   }
   if (h.xaRoot === 0) {
-    if (n !== 0) throw new ErrnoError('EINVAL', 'retrieve', `nr_folios ${n} without an xarray`);
-    return { count: 0, triples };
+    if (h.nrFolios !== 0n) throw new ErrnoError('EINVAL', 'retrieve', `nr_folios ${h.nrFolios} without an xarray`);
+    return empty;
   }
   const xa = KhoXarray.restore(kernel, h.xaRoot);
   try {
-    if (xa.size !== n) throw new ErrnoError('EINVAL', 'retrieve', `nr_folios ${n} but ${xa.size} entries`);
+    if (BigInt(xa.size) !== h.nrFolios) throw new ErrnoError('EINVAL', 'retrieve', `nr_folios ${h.nrFolios} but ${xa.size} entries`);
     const crc = new EntriesCrc();
+    const triples = new Float64Array(3 * xa.size);
     let i = 0;
-    xa.forEachWords((key, lo, hi) => { crc.add(key, lo, hi); add(i++, key, lo, hi); });
+    xa.forEachWords((key, lo, hi) => {
+      crc.add(key, lo, hi);
+      triples[3 * i] = key;
+      triples[3 * i + 1] = entryPfn(lo, hi);
+      triples[3 * i + 2] = entryFlags(hi);
+      i++;
+    });
     if (crc.value !== h.entriesCrc) throw new ErrnoError('EINVAL', 'retrieve', `entries checksum 0x${h.entriesCrc.toString(16)}, entries 0x${crc.value.toString(16)}`);
+    return { count: xa.size, triples };
   } finally {
     xa.destroy();
   }
-  return { count: n, triples };
-}
-
-/** Restore and free folios [from, count) that nobody will use. */
-function dropFolios(kernel: Kernel, list: FolioList, from: number): void {
-  for (let i = from; i < list.count; i++) {
-    const phys = (list.triples[3 * i + 1] as number) * PAGE_SIZE;
-    const f = kernel.khoIn?.restoreFolio(phys);
-    if (f) kernel.mm.freePages(f.pfn, f.order);
-    else kernel.dmesg.log('warn', 'guest_memfd', `could not restore folio 0x${phys.toString(16)}`);
-  }
-}
-
-function checkHeader(h: Header): number {
-  // Flags no format describes.
-  if (h.flags & ~BigInt(GMEM_LUO_FLAGS)) throw new ErrnoError('EOPNOTSUPP', 'retrieve', `guest_memfd flags 0x${h.flags.toString(16)}`);
-  if (h.size === 0n || h.size % BigInt(PAGE_SIZE) !== 0n || h.size > BigInt(Number.MAX_SAFE_INTEGER - PAGE_SIZE)) throw new ErrnoError('EINVAL', 'retrieve', `size ${h.size}`);
-  return Number(h.size);
 }
 
 /**
- * retrieve: flags, then the VM by token (liveupdate_get_file_incoming retrieves it on demand;
- * not a KVM VM is EINVAL), a new guest_memfd of `size` on it, every folio restored at its
- * index (EIO for one that cannot be), the record freed.
+ * Beyond upstream, which would add such a folio past i_size: every folio lies inside the file.
+ * 2.x entries also carry a known order (0 or 9), aligned, and never overlap (the xarray keeps
+ * them in ascending order). 1.x record order is free and unknown record flags are ignored, as
+ * upstream does; a duplicate index is EEXIST when the folio is added.
+ */
+function validateFolios(list: FolioList, version: string, pages: number): void {
+  const v1 = majorOf(version) === 1;
+  let prevEnd = 0;
+  for (let i = 0; i < list.count; i++) {
+    const index = list.triples[3 * i] as number;
+    const flags = list.triples[3 * i + 2] as number;
+    const order = v1 ? 0 : sparseOrder(flags);
+    if (!v1) {
+      if ((order !== 0 && order !== 9) || (flags & ~(GUEST_MEMFD_LUO_FOLIO_UPTODATE | (0x1f << 1))) !== 0) throw new ErrnoError('EINVAL', 'retrieve', `folio ${i}: flags 0x${flags.toString(16)}`);
+      if (index < prevEnd) throw new ErrnoError('EINVAL', 'retrieve', `folio ${i}: index ${index} overlaps the previous folio`);
+    }
+    if (index % 2 ** order !== 0 || index + 2 ** order > pages) throw new ErrnoError('EINVAL', 'retrieve', `folio ${i}: index ${index} order ${order} outside the ${pages}-page file`);
+    prevEnd = index + 2 ** order;
+  }
+}
+
+/** kvm_gmem_luo_discard_folios: restore and free folios [from, count) that nobody will use. */
+function dropFolios(kernel: Kernel, list: FolioList, from: number): void {
+  for (let i = from; i < list.count; i++) {
+    const pfn = list.triples[3 * i + 1] as number;
+    if (pfn === 0) continue;
+    const f = kernel.khoIn?.restoreFolio(pfn * PAGE_SIZE);
+    if (f) kernel.mm.freePages(f.pfn, f.order);
+  }
+}
+
+/** On a failed retrieve every folio the records name is discarded, if the records can be read at all. */
+function discardAll(kernel: Kernel, h: Header, version: string, list: FolioList | null): void {
+  try {
+    dropFolios(kernel, list ?? readFolios(kernel, h, version), 0);
+  } catch (e) {
+    kernel.dmesg.log('warn', 'guest_memfd', `folios of a failed retrieve stay reserved: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+/**
+ * retrieve, in kvm_gmem_luo_retrieve's order: size (EINVAL), flags (EOPNOTSUPP), the VM by
+ * token (liveupdate_get_file_incoming retrieves it on demand; not a KVM VM is EINVAL), flags
+ * that VM supports (EINVAL), a new guest_memfd of `size` on it, then every folio at its index
+ * (EIO for one that cannot be restored, EEXIST for an index already filled), the record freed.
  */
 export function retrieveGmem(ctx: HandlerContext<GmemPreservation>): void {
   const { kernel } = ctx;
@@ -398,25 +421,43 @@ export function retrieveGmem(ctx: HandlerContext<GmemPreservation>): void {
   if (!ser) throw new ErrnoError('EINVAL', 'retrieve', `guest_memfd_luo_ser at 0x${phys.toString(16)} is not preserved`);
   try {
     const h = readHeader(kernel, phys, ctx.version);
-    const size = checkHeader(h);
-    const vmFileIn = ctx.session.fileByToken(h.vmToken);
-    if (!isKvmVm(vmFileIn)) throw new ErrnoError('EINVAL', 'retrieve', `token ${h.vmToken} is not a KVM VM`);
-    const vm = vmOf(vmFileIn);
-    const list = incomingFolios(kernel, h, ctx.version, size / PAGE_SIZE);
+    let list: FolioList | null = null;
+    let vm: KvmVm;
+    let size: number;
+    try {
+      if (h.size === 0n || h.size % BigInt(PAGE_SIZE) !== 0n || h.size > BigInt(Number.MAX_SAFE_INTEGER - PAGE_SIZE)) throw new ErrnoError('EINVAL', 'retrieve', `size ${h.size}`);
+      size = Number(h.size);
+      // Flags no format describes.
+      if (h.flags & ~BigInt(GMEM_LUO_FLAGS)) throw new ErrnoError('EOPNOTSUPP', 'retrieve', `guest_memfd flags 0x${h.flags.toString(16)}`);
+      const vmFileIn = ctx.session.fileByToken(h.vmToken);
+      if (!isKvmVm(vmFileIn)) throw new ErrnoError('EINVAL', 'retrieve', `token ${h.vmToken} is not a KVM VM`);
+      vm = vmOf(vmFileIn);
+      // kvm_gmem_get_supported_flags(): INIT_SHARED only on a VM without private memory.
+      if ((h.flags & BigInt(GUEST_MEMFD_FLAG_INIT_SHARED)) && hasPrivateMem(vm.type)) throw new ErrnoError('EINVAL', 'retrieve', `VM type ${vm.type} cannot have a shared guest_memfd`);
+      list = readFolios(kernel, h, ctx.version);
+      validateFolios(list, ctx.version, size / PAGE_SIZE);
+    } catch (e) {
+      discardAll(kernel, h, ctx.version, list);
+      throw e;
+    }
     const g = new GmemInode(kernel, vm, size, Number(h.flags));
     const v1 = majorOf(ctx.version) === 1;
     for (let i = 0; i < list.count; i++) {
       const index = list.triples[3 * i] as number;
       const pfn = list.triples[3 * i + 1] as number;
       const flags = list.triples[3 * i + 2] as number;
+      if (pfn === 0) continue; // upstream skips empty records
       const order = v1 ? 0 : sparseOrder(flags);
       const f = kin.restoreFolio(pfn * PAGE_SIZE);
-      if (!f || f.order !== order) {
+      const fail = (code: 'EIO' | 'EEXIST', why: string): never => {
         if (f) kernel.mm.freePages(f.pfn, f.order);
-        dropFolios(kernel, list, i + 1);
+        dropFolios(kernel, list as FolioList, i + 1);
         g.releaseAll();
-        throw new ErrnoError('EIO', 'retrieve', `folio 0x${(pfn * PAGE_SIZE).toString(16)} cannot be restored`);
-      }
+        throw new ErrnoError(code, 'retrieve', why);
+      };
+      if (!f || f.order !== order) fail('EIO', `folio 0x${(pfn * PAGE_SIZE).toString(16)} cannot be restored`);
+      // filemap_add_folio: an index already in the page cache.
+      if (g.folios.headOf(index) >= 0 || (order > 0 && g.folios.headOf(index + 2 ** order - 1) >= 0)) fail('EEXIST', `index ${index} already holds a folio`);
       g.folios.set(index, pfn, order, flags & GUEST_MEMFD_LUO_FOLIO_UPTODATE ? FOLIO_UPTODATE : 0);
     }
     ctx.file = gmemFile(kernel, g);
@@ -433,9 +474,7 @@ export function finishGmem(ctx: HandlerContext<GmemPreservation>): void {
   const ser = kernel.khoIn?.restoreFolio(phys);
   if (!ser) { kernel.dmesg.log('warn', 'guest_memfd', `finish: record 0x${phys.toString(16)} is not preserved`); return; }
   try {
-    const h = readHeader(kernel, phys, ctx.version);
-    const size = checkHeader(h);
-    dropFolios(kernel, incomingFolios(kernel, h, ctx.version, size / PAGE_SIZE), 0);
+    discardAll(kernel, readHeader(kernel, phys, ctx.version), ctx.version, null);
   } catch (e) {
     kernel.dmesg.log('warn', 'guest_memfd', `finish of an unretrieved guest_memfd: ${e instanceof Error ? e.message : String(e)}`);
   } finally {

@@ -1,9 +1,11 @@
 /**
- * The KVM VM file handler, "kvm_vm_luo_v1" (guest_memfd preservation series v3, KVM
- * liveupdate code; include/linux/kho/abi/kvm.h). The VM's type and a list of preserved
- * folios (none without the OrphanVM follow-up, which hands over secondary page tables there)
- * cross the kexec; retrieve creates a new VM of that type, which guest_memfds in the same
- * session find by token.
+ * The KVM VM file handler, "kvm_vm_luo_v1" (guest_memfd preservation series v3, virt/kvm/
+ * kvm_luo.c; include/linux/kho/abi/kvm.h). v3 posted struct kvm_luo_ser { u64 type }; the
+ * OrphanVM follow-up extends it under the same string with a KHOSER pointer kho_folios to
+ * struct kvm_kho_folios_ser { u64 nr_folios; u64 folios_pa[] }, its secondary page tables. This
+ * handler writes the extended layout; kho_folios is 0 (NULL) when there is nothing to hand
+ * over, so a reader of the 8-byte v3 layout loses nothing. Retrieve creates a new VM of that
+ * type, which guest_memfds in the same session find by token.
  */
 import { PAGE_SIZE, TABLE_HOLE, TABLE_PRESENT } from '@liveupdate/hw';
 import { ErrnoError, type HandlerContext, type Kernel, type KFile } from '@liveupdate/sdk';
@@ -15,7 +17,7 @@ import { KvmVm, isKvmVm, vmFile, vmOf } from '../kvm.js';
 export interface VmPreservation {
   readonly vm: KvmVm;
   readonly serPhys: number;
-  /** The empty folio list written at preserve (0 while the table's list replaces it). */
+  /** The folio list the handover points at (0: none). */
   foliosPhys: number;
   /** OrphanVM: the second-stage table written at freeze (its list and pages), or null. */
   table: { readonly listPhys: number; readonly pages: readonly number[] } | null;
@@ -40,17 +42,8 @@ export function preserveVm(ctx: HandlerContext<VmPreservation>): void {
   if (vm.dead || vm.bugged) throw new ErrnoError('EINVAL', 'preserve', 'VM is dead');
   const out = khoOut(ctx.kernel);
   const serPhys = out.allocPreserve(kvmLuoSer.size);
-  let foliosPhys = 0;
-  try {
-    foliosPhys = out.allocPreserve(kvmKhoFoliosSer.size);
-  } catch (e) {
-    out.unpreserveFree(serPhys);
-    throw e;
-  }
-  const mem = ctx.kernel.machine.memory;
-  mem.write(serPhys, kvmLuoSer.encode({ type: BigInt(vm.type), kho_folios: BigInt(foliosPhys) }));
-  mem.write(foliosPhys, kvmKhoFoliosSer.encode({ nr_folios: 0n }));
-  const st: VmPreservation = { vm, serPhys, foliosPhys, table: null };
+  ctx.kernel.machine.memory.write(serPhys, kvmLuoSer.encode({ type: BigInt(vm.type), kho_folios: 0n }));
+  const st: VmPreservation = { vm, serPhys, foliosPhys: 0, table: null };
   vmPreservations.set(vm, st);
   ctx.state = st;
   ctx.data = BigInt(serPhys);
@@ -106,13 +99,11 @@ export function freezeVm(ctx: HandlerContext<VmPreservation>): void {
     throw e;
   }
   st.table = { listPhys, pages };
+  st.foliosPhys = listPhys;
   mem.write(st.serPhys, kvmLuoSer.encode({ type: BigInt(st.vm.type), kho_folios: BigInt(listPhys) }));
-  // The empty list is no longer referenced: it must not cross as an orphan preserved page.
-  out.unpreserveFree(st.foliosPhys);
-  st.foliosPhys = 0;
 }
 
-/** unfreeze: the table is dropped; kho_folios is the empty list again. */
+/** unfreeze: the table is dropped; kho_folios is NULL again. */
 export function unfreezeVm(ctx: HandlerContext<VmPreservation>): void {
   const st = ctx.state;
   if (!st?.table) return;
@@ -120,23 +111,15 @@ export function unfreezeVm(ctx: HandlerContext<VmPreservation>): void {
   for (const pa of st.table.pages) out.unpreserveFree(pa);
   out.unpreserveFree(st.table.listPhys);
   st.table = null;
-  try {
-    st.foliosPhys = out.allocPreserve(kvmKhoFoliosSer.size);
-  } catch (e) {
-    // unfreeze is void: without a list the VM hands over no folios (kho_folios 0), which readers accept.
-    ctx.kernel.dmesg.log('warn', 'kvm', `unfreeze: no page for the folio list: ${e instanceof Error ? e.message : String(e)}`);
-  }
-  if (st.foliosPhys !== 0) ctx.kernel.machine.memory.write(st.foliosPhys, kvmKhoFoliosSer.encode({ nr_folios: 0n }));
-  ctx.kernel.machine.memory.write(st.serPhys, kvmLuoSer.encode({ type: BigInt(st.vm.type), kho_folios: BigInt(st.foliosPhys) }));
+  st.foliosPhys = 0;
+  ctx.kernel.machine.memory.write(st.serPhys, kvmLuoSer.encode({ type: BigInt(st.vm.type), kho_folios: 0n }));
 }
 
 export function unpreserveVm(ctx: HandlerContext<VmPreservation>): void {
   const st = ctx.state;
   if (!st) return;
   unfreezeVm(ctx);
-  const out = khoOut(ctx.kernel);
-  out.unpreserveFree(st.foliosPhys);
-  out.unpreserveFree(st.serPhys);
+  khoOut(ctx.kernel).unpreserveFree(st.serPhys);
   vmPreservations.delete(st.vm);
   ctx.state = undefined;
 }
