@@ -53,6 +53,8 @@ export class GmemInode {
   watcher: FolioWatcher | null = null;
   /** Memslots bound to it (KVM_SET_USER_MEMORY_REGION2). */
   bindings = 0;
+  /** Folios marked HWPOISON (a preservation must not hand any over). */
+  poisonedFolios = 0;
 
   constructor(readonly kernel: Kernel, readonly kvm: GmemOwner, readonly size: number, readonly flags: number) {
     this.inode = new Inode(this);
@@ -124,6 +126,7 @@ export class GmemInode {
 
   evict(head: number): void {
     const order = this.folios.orderAt(head);
+    if (this.folios.metaAt(head) & FOLIO_HWPOISON) this.poisonedFolios--;
     const pfn = this.folios.delete(head);
     if (pfn < 0) return;
     this.watcher?.removed(head, pfn, order);
@@ -134,7 +137,9 @@ export class GmemInode {
   poison(index: number): void {
     const head = this.folios.headOf(index);
     if (head < 0) throw new ErrnoError('EINVAL', 'memory_failure', `no folio at page ${index}`);
+    if (this.folios.metaAt(head) & FOLIO_HWPOISON) return;
     this.folios.setMeta(head, this.folios.metaAt(head) | FOLIO_HWPOISON);
+    this.poisonedFolios++;
   }
 
   /** khugepaged collapse of the 512 pages at a 2 MiB-aligned head into one 2 MiB folio (contents copied, holes zero). */
@@ -156,6 +161,7 @@ export class GmemInode {
 
   /** The last reference: every folio back to the page allocator. */
   releaseAll(): void {
+    this.poisonedFolios = 0;
     this.folios.drain((_head, pfn, order) => this.kernel.mm.freePages(pfn, order));
   }
 }

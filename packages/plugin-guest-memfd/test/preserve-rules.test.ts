@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@liveupdate/hw';
-import { createSession, errnoOf, preserveFd } from '@liveupdate/sdk';
+import { createSession, errnoOf, finishSession, preserveFd, retrieveFd, retrieveSession } from '@liveupdate/sdk';
 import {
-  FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, SigbusError, createGuest, gmemCollapse, gmemLoad, gmemMemoryFailure, gmemStore,
+  FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, SigbusError, createGuest, gmemCollapse, gmemLoad, gmemMemoryFailure, gmemResident, gmemStore,
   kvmAbi, kvmCreateGuestMemfdFd, kvmCreateVcpu, kvmCreateVm, kvmVmKill,
 } from '../src/index.js';
 import { jump, plugins, start } from './support.js';
@@ -106,6 +106,37 @@ describe('preserve', () => {
     expect(preserve(gmem, 1)).toBe(0);
     expect(errnoOf(() => o.p.fallocate(gmem, FALLOC_FL_KEEP_SIZE, 0, 4 * PAGE_SIZE))).toBe(0);
     gmemStore(o.p, gmem, new Uint8Array([5]), 9 * PAGE_SIZE);
+  });
+
+  it('the sparse format keeps its checksum current while folios come, go and change after preserve', () => {
+    const o = start({});
+    const vm = kvmCreateVm(o.p, o.kvm, 0);
+    const gmem = kvmCreateGuestMemfdFd(o.p, vm, 4 * MiB, MMAP | SHARED);
+    gmemStore(o.p, gmem, new Uint8Array([1]), 0);
+    const s = createSession(o.p, o.dev, 'vm0');
+    preserveFd(o.p, s, vm, 1);
+    preserveFd(o.p, s, gmem, 2);
+    o.p.fallocate(gmem, FALLOC_FL_KEEP_SIZE, PAGE_SIZE, 8 * PAGE_SIZE); // added, not up to date
+    gmemStore(o.p, gmem, new Uint8Array([2]), 3 * PAGE_SIZE); // changed: now up to date
+    o.p.fallocate(gmem, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 5 * PAGE_SIZE, 2 * PAGE_SIZE); // removed
+    gmemStore(o.p, gmem, new Uint8Array([3]), 2 * MiB + 9);
+    gmemCollapse(o.p, gmem, 2 * MiB); // 1 removed, a 2 MiB folio added
+    const i = jump(o);
+    const s2 = retrieveSession(i.p2, i.dev2, 'vm0');
+    const fd = retrieveFd(i.p2, s2, 2);
+    expect([gmemLoad(i.p2, fd, 1, 0)[0], gmemLoad(i.p2, fd, 1, 3 * PAGE_SIZE)[0], gmemLoad(i.p2, fd, 1, 2 * MiB + 9)[0]]).toEqual([1, 2, 3]);
+    expect(gmemResident(i.p2, fd)).toEqual({ folios: 8, largeFolios: 1 });
+    finishSession(i.p2, s2);
+    expect(i.k2.khoIn?.leaked()).toEqual({ blocks: 0, pages: 0 });
+  });
+
+  it('sparse: a folio poisoned after preserve fails the freeze with EHWPOISON (counted, not searched for)', () => {
+    const { o, vm, gmem, preserve } = setup({});
+    gmemStore(o.p, gmem, new Uint8Array([1]), 0);
+    expect(preserve(vm, 1)).toBe(0);
+    expect(preserve(gmem, 2)).toBe(0);
+    gmemMemoryFailure(o.p, gmem, 0);
+    expect(errnoOf(() => o.k1.kexecJump(o.cfg))).toBe('EHWPOISON');
   });
 
   it('a large folio is preserved by the sparse format', () => {

@@ -37,13 +37,14 @@ export const GUEST_MEMFD_LUO_FOLIO_UPTODATE = 1 << 0;
 /**
  * guest_memfd 2.0 (this project): folios in a KHO xarray keyed by page index of the folio head;
  * an entry is pfn:52 | flags:12 with flags bit 0 UPTODATE and bits 1..5 the folio order
- * (0 or 9). entries_crc32 covers every (index, entry) pair in index order, header_crc32 the
- * 44 bytes before it: corruption of any metadata is detected (the node pages carry KHO's
- * magic and are checked by the xarray restore).
+ * (0 or 9). entries_sum is the sum mod 2^32 of the CRC-32 of each (index u64, entry u64)
+ * pair (order-independent: kept current while folios come and go, so freeze does no per-folio
+ * work); header_crc32 covers the 44 bytes before it. Corruption of any metadata is detected
+ * (the node pages carry KHO's magic and are checked by the xarray restore).
  */
 export const guestMemfdLuoSerV2 = defineStruct('guest_memfd_luo_ser(v2)', {
   size: u64, flags: u64, nr_folios: u64, vm_token: u64, folios_xa: u64,
-  entries_crc32: u32, header_crc32: u32,
+  entries_sum: u32, header_crc32: u32,
 }, { size: 48 });
 export const GMEM_V2_HEADER_CRC_BYTES = 44;
 export const GMEM_V2_ORDER_SHIFT = 1;

@@ -25,7 +25,7 @@ import { FOLIO_HWPOISON, FOLIO_UPTODATE } from '../folios.js';
 import { GmemInode, gmemFile, gmemOf, isGuestMemfd, type FolioWatcher } from '../gmem.js';
 import { KvmVm, isKvmVm, vmOf } from '../kvm.js';
 import {
-  EntriesCrc, entryFlags, entryHi, entryPfn, readRecordHi, readRecordIndex, readRecordLo, sparseEntry, sparseFlags, sparseOrder, writeRecord,
+  EntriesSum, entryFlags, entryHi, entryPfn, entryWords, readRecordHi, readRecordIndex, readRecordLo, sparseEntry, sparseFlags, sparseOrder, writeRecord,
 } from './records.js';
 
 /** The flags a preservation format can describe. */
@@ -48,6 +48,8 @@ export interface GmemPreservation {
   readonly serPhys: number;
   array: FolioArray | null;
   xa: KhoXarray | null;
+  /** 2.x: the entries checksum, kept current with the xarray. */
+  sum: EntriesSum;
 }
 
 export const majorOf = (v: string): number => semver.major(v);
@@ -129,22 +131,37 @@ function arrayWatcher(st: GmemPreservation): FolioWatcher {
   };
 }
 
-/** Sparse: the xarray follows the folios until freeze. */
-function xarrayWatcher(kernel: Kernel, xa: KhoXarray): FolioWatcher {
+/** Set an entry, keeping the checksum current. */
+function setEntry(xa: KhoXarray, sum: EntriesSum, head: number, value: number | bigint): void {
+  const old = xa.get(head);
+  if (old !== 0n) sum.sub(head, ...entryWords(old));
+  xa.set(head, value);
+  sum.add(head, ...entryWords(value));
+}
+
+/** Sparse: the xarray (and its checksum) follows the folios until freeze. */
+function xarrayWatcher(kernel: Kernel, xa: KhoXarray, sum: EntriesSum): FolioWatcher {
   const out = khoOut(kernel);
   return {
-    added: (head, pfn, order, meta) => { out.preserveFolio(pfn, order); xa.set(head, sparseEntry(pfn, sparseFlags(order, (meta & FOLIO_UPTODATE) !== 0))); },
-    removed: (head, pfn, order) => { xa.clear(head); out.unpreserveFolio(pfn, order); },
-    changed: (head, pfn, order, meta) => { xa.set(head, sparseEntry(pfn, sparseFlags(order, (meta & FOLIO_UPTODATE) !== 0))); },
+    added: (head, pfn, order, meta) => { out.preserveFolio(pfn, order); setEntry(xa, sum, head, sparseEntry(pfn, sparseFlags(order, (meta & FOLIO_UPTODATE) !== 0))); },
+    removed: (head, pfn, order) => {
+      const old = xa.get(head);
+      if (old !== 0n) sum.sub(head, ...entryWords(old));
+      xa.clear(head);
+      out.unpreserveFolio(pfn, order);
+    },
+    changed: (head, pfn, order, meta) => { setEntry(xa, sum, head, sparseEntry(pfn, sparseFlags(order, (meta & FOLIO_UPTODATE) !== 0))); },
   };
 }
 
-function fillXarray(kernel: Kernel, g: GmemInode, xa: KhoXarray, preserve: boolean, preserved: number[]): void {
+function fillXarray(kernel: Kernel, g: GmemInode, xa: KhoXarray, sum: EntriesSum, preserve: boolean, preserved: number[]): void {
   const out = khoOut(kernel);
   g.folios.forEach((head, pfn, order, meta) => {
     if (meta & FOLIO_HWPOISON) throw new ErrnoError('EHWPOISON', 'preserve', `folio at page ${head}`);
     if (preserve) { out.preserveFolio(pfn, order); preserved.push(pfn, order); }
-    xa.set(head, sparseEntry(pfn, sparseFlags(order, (meta & FOLIO_UPTODATE) !== 0)));
+    const value = sparseEntry(pfn, sparseFlags(order, (meta & FOLIO_UPTODATE) !== 0));
+    xa.set(head, value);
+    sum.add(head, ...entryWords(value));
   });
 }
 
@@ -160,6 +177,7 @@ export function preserveGmem(ctx: HandlerContext<GmemPreservation>): void {
   let xa: KhoXarray | null = null;
   let array: FolioArray | null = null;
   const preserved: number[] = [];
+  const sum = new EntriesSum();
   try {
     if (g.size === 0 || g.size % PAGE_SIZE !== 0) throw new ErrnoError('EINVAL', 'preserve', `size ${g.size}`);
     // Flags no format describes.
@@ -169,7 +187,7 @@ export function preserveGmem(ctx: HandlerContext<GmemPreservation>): void {
       array = buildArray(kernel, g, true);
     } else {
       xa = KhoXarray.create(kernel);
-      fillXarray(kernel, g, xa, true, preserved);
+      fillXarray(kernel, g, xa, sum, true, preserved);
     }
   } catch (e) {
     for (let i = 0; i < preserved.length; i += 2) out.unpreserveFolio(preserved[i] as number, preserved[i + 1] as number);
@@ -178,8 +196,8 @@ export function preserveGmem(ctx: HandlerContext<GmemPreservation>): void {
     g.frozen = false;
     throw e;
   }
-  const st: GmemPreservation = { g, mode, serPhys, array, xa };
-  g.watcher = xa ? xarrayWatcher(kernel, xa) : arrayWatcher(st);
+  const st: GmemPreservation = { g, mode, serPhys, array, xa, sum };
+  g.watcher = xa ? xarrayWatcher(kernel, xa, sum) : arrayWatcher(st);
   g.preserved = true;
   ctx.state = st;
   ctx.data = BigInt(serPhys);
@@ -197,11 +215,9 @@ function writeHeader(kernel: Kernel, st: GmemPreservation, version: string, vmTo
       folios_first: d?.first ?? 0n, folios_total_pages: d?.total_pages ?? 0, folios_flags: d?.flags ?? 0, folios_order: d?.order ?? 0,
     });
   } else {
-    const crc = new EntriesCrc();
-    st.xa?.forEachWords((key, lo, hi) => { crc.add(key, lo, hi); });
     guestMemfdLuoSerV2.encodeInto(slot, 0, {
       size: BigInt(g.size), flags: BigInt(g.flags), nr_folios: BigInt(st.xa?.size ?? 0), vm_token: vmToken,
-      folios_xa: BigInt(st.xa?.rootPhys ?? 0), entries_crc32: crc.value, header_crc32: 0,
+      folios_xa: BigInt(st.xa?.rootPhys ?? 0), entries_sum: st.sum.value, header_crc32: 0,
     });
     new DataView(slot.buffer).setUint32(GMEM_V2_HEADER_CRC_BYTES, crc32(slot.subarray(0, GMEM_V2_HEADER_CRC_BYTES)), true);
   }
@@ -223,10 +239,9 @@ export function freezeGmem(ctx: HandlerContext<GmemPreservation>): void {
   if (st.mode === 'sparse') {
     g.frozen = true;
     try {
-      g.folios.forEach((head, _pfn, order, meta) => {
-        if (meta & FOLIO_HWPOISON) throw new ErrnoError('EHWPOISON', 'freeze', `folio at page ${head}`);
-        if (major === 1 && order !== 0) throw new ErrnoError('EOPNOTSUPP', 'freeze', `format ${ctx.version} cannot describe the order-${order} folio at page ${head}`);
-      });
+      // Counted as they happen: the blackout does no per-folio work for 2.x.
+      if (g.poisonedFolios > 0) throw new ErrnoError('EHWPOISON', 'freeze', `${g.poisonedFolios} hardware-poisoned folio(s)`);
+      if (major === 1 && g.folios.largeCount > 0) throw new ErrnoError('EOPNOTSUPP', 'freeze', `format ${ctx.version} cannot describe the ${g.folios.largeCount} large folio(s)`);
       if (major === 1 && st.xa) {
         // The target reads only the upstream format: the array replaces the xarray.
         st.array = buildArray(ctx.kernel, g, false);
@@ -251,9 +266,10 @@ export function unfreezeGmem(ctx: HandlerContext<GmemPreservation>): void {
   const { g } = st;
   if (!st.xa) {
     let xa: KhoXarray;
+    const sum = new EntriesSum();
     try {
       xa = KhoXarray.create(kernel);
-      fillXarray(kernel, g, xa, false, []);
+      fillXarray(kernel, g, xa, sum, false, []);
     } catch (e) {
       kernel.dmesg.log('warn', 'guest_memfd', `unfreeze: cannot rebuild the folio xarray: ${e instanceof Error ? e.message : String(e)}`);
       return;
@@ -261,7 +277,8 @@ export function unfreezeGmem(ctx: HandlerContext<GmemPreservation>): void {
     if (st.array) releaseArray(kernel, st.array, false);
     st.array = null;
     st.xa = xa;
-    g.watcher = xarrayWatcher(kernel, xa);
+    st.sum = sum;
+    g.watcher = xarrayWatcher(kernel, xa, st.sum);
   }
   g.frozen = false;
   writeHeader(kernel, st, '2.0.0', 0n);
@@ -290,14 +307,14 @@ interface Header {
   readonly vmToken: bigint;
   readonly desc: KhoVmallocDesc | null;
   readonly xaRoot: number;
-  readonly entriesCrc: number;
+  readonly entriesSum: number;
 }
 
 function readHeader(kernel: Kernel, phys: number, version: string): Header {
   const mem = kernel.machine.memory;
   if (majorOf(version) === 1) {
     const h = guestMemfdLuoSer.decode(mem.read(phys, guestMemfdLuoSer.size));
-    return { size: h.size, flags: h.flags, nrFolios: h.nr_folios, vmToken: h.vm_token, xaRoot: 0, entriesCrc: 0,
+    return { size: h.size, flags: h.flags, nrFolios: h.nr_folios, vmToken: h.vm_token, xaRoot: 0, entriesSum: 0,
       desc: { first: h.folios_first, total_pages: h.folios_total_pages, flags: h.folios_flags, order: h.folios_order } };
   }
   const raw = mem.read(phys, guestMemfdLuoSerV2.size);
@@ -305,7 +322,7 @@ function readHeader(kernel: Kernel, phys: number, version: string): Header {
   const want = crc32(raw.subarray(0, GMEM_V2_HEADER_CRC_BYTES));
   if (h.header_crc32 !== want) throw new ErrnoError('EINVAL', 'retrieve', `header checksum 0x${h.header_crc32.toString(16)}, header 0x${want.toString(16)}`);
   if (h.folios_xa > BigInt(Number.MAX_SAFE_INTEGER)) throw new ErrnoError('EINVAL', 'retrieve', 'folios_xa');
-  return { size: h.size, flags: h.flags, nrFolios: h.nr_folios, vmToken: h.vm_token, desc: null, xaRoot: Number(h.folios_xa), entriesCrc: h.entries_crc32 };
+  return { size: h.size, flags: h.flags, nrFolios: h.nr_folios, vmToken: h.vm_token, desc: null, xaRoot: Number(h.folios_xa), entriesSum: h.entries_sum };
 }
 
 /** Incoming folios as typed triples (index, pfn, flags) at [3i..3i+2], in record order. */
@@ -348,17 +365,17 @@ function readFolios(kernel: Kernel, h: Header, version: string): FolioList {
   const xa = KhoXarray.restore(kernel, h.xaRoot);
   try {
     if (BigInt(xa.size) !== h.nrFolios) throw new ErrnoError('EINVAL', 'retrieve', `nr_folios ${h.nrFolios} but ${xa.size} entries`);
-    const crc = new EntriesCrc();
+    const sum = new EntriesSum();
     const triples = new Float64Array(3 * xa.size);
     let i = 0;
     xa.forEachWords((key, lo, hi) => {
-      crc.add(key, lo, hi);
+      sum.add(key, lo, hi);
       triples[3 * i] = key;
       triples[3 * i + 1] = entryPfn(lo, hi);
       triples[3 * i + 2] = entryFlags(hi);
       i++;
     });
-    if (crc.value !== h.entriesCrc) throw new ErrnoError('EINVAL', 'retrieve', `entries checksum 0x${h.entriesCrc.toString(16)}, entries 0x${crc.value.toString(16)}`);
+    if (sum.value !== h.entriesSum) throw new ErrnoError('EINVAL', 'retrieve', `entries checksum 0x${h.entriesSum.toString(16)}, entries 0x${sum.value.toString(16)}`);
     return { count: xa.size, triples };
   } finally {
     xa.destroy();

@@ -33,14 +33,27 @@ export const readRecordHi = (view: DataView, at: number): number => view.getUint
 /** The index of a record (exact below 2^53; larger is rejected by the caller's bound check). */
 export const readRecordIndex = (view: DataView, at: number): number => view.getUint32(at + 12, true) * TWO32 + view.getUint32(at + 8, true);
 
-/** CRC-32 over (index u64, entry u64) little-endian pairs in index order: the 2.x entries checksum. */
-export class EntriesCrc {
-  private crc = 0;
-  add(index: number, lo: number, hi: number): void {
-    let c = crc32Word(this.crc, index >>> 0);
-    c = crc32Word(c, Math.floor(index / TWO32));
-    c = crc32Word(c, lo);
-    this.crc = crc32Word(c, hi);
-  }
-  get value(): number { return this.crc; }
+/** CRC-32 of one (index u64, entry u64) little-endian pair. */
+export function entryHash(index: number, lo: number, hi: number): number {
+  let c = crc32Word(0, index >>> 0);
+  c = crc32Word(c, Math.floor(index / TWO32));
+  c = crc32Word(c, lo);
+  return crc32Word(c, hi);
 }
+
+/**
+ * The 2.x entries checksum: the sum mod 2^32 of entryHash over every entry. Order-independent,
+ * so it is kept current as folios come and go and freeze does no per-folio work.
+ */
+export class EntriesSum {
+  private sum = 0;
+  add(index: number, lo: number, hi: number): void { this.sum = (this.sum + entryHash(index, lo, hi)) >>> 0; }
+  sub(index: number, lo: number, hi: number): void { this.sum = (this.sum - entryHash(index, lo, hi)) >>> 0; }
+  get value(): number { return this.sum; }
+}
+
+/** The two 32-bit words of an entry value. */
+export const entryWords = (v: number | bigint): [number, number] => {
+  const b = BigInt(v);
+  return [Number(b & 0xffffffffn), Number(b >> 32n)];
+};

@@ -13,7 +13,7 @@ import {
 } from '../abi/luo.js';
 import { crc32 } from '../crc32.js';
 import { GMEM_LUO_FLAGS } from '../handlers/gmem.js';
-import { EntriesCrc, entryFlags, entryPfn, sparseOrder } from '../handlers/records.js';
+import { EntriesSum, entryFlags, entryPfn, sparseOrder } from '../handlers/records.js';
 
 const KHO_VMALLOC_SIZE = 511;
 /** Records decoded at most (a hostile nr_folios must not make inspect allocate or loop forever). */
@@ -134,7 +134,7 @@ function decodeV1(mem: PhysMemory, phys: number, label: string, fields: Record<s
 function decodeV2(mem: PhysMemory, phys: number, label: string, fields: Record<string, DecodedValue>, problems: string[], pages: OwnedPages[]): Decoded['dataRuns'] {
   const raw = mem.read(phys, guestMemfdLuoSerV2.size);
   const h = guestMemfdLuoSerV2.decode(raw);
-  Object.assign(fields, { size: h.size, flags: hex(h.flags), nr_folios: h.nr_folios, vm_token: h.vm_token, folios_xa: hex(h.folios_xa), entries_crc32: hex(h.entries_crc32), header_crc32: hex(h.header_crc32) });
+  Object.assign(fields, { size: h.size, flags: hex(h.flags), nr_folios: h.nr_folios, vm_token: h.vm_token, folios_xa: hex(h.folios_xa), entries_sum: hex(h.entries_sum), header_crc32: hex(h.header_crc32) });
   const want = crc32(raw.subarray(0, GMEM_V2_HEADER_CRC_BYTES));
   if (want !== h.header_crc32) problems.push(`header checksum ${hex(h.header_crc32)}, header ${hex(want)}`);
   if (h.flags & ~BigInt(GMEM_LUO_FLAGS)) problems.push(`flags ${hex(h.flags)} beyond MMAP|INIT_SHARED`);
@@ -142,7 +142,7 @@ function decodeV2(mem: PhysMemory, phys: number, label: string, fields: Record<s
   if (h.folios_xa === 0n) return [];
   // Walk the xarray: table nodes hold node addresses, leaves entries; every node once, depth fixed.
   const seen = new Set<number>();
-  const crc = new EntriesCrc();
+  const crc = new EntriesSum();
   const prevEnd = { v: 0 };
   const pfns: number[] = [];
   const orders: number[] = [];
@@ -163,7 +163,7 @@ function decodeV2(mem: PhysMemory, phys: number, label: string, fields: Record<s
   };
   walk(Number(h.folios_xa), xarrayAbi.KHO_XA_DEPTH - 1, 0);
   if (BigInt(pfns.length) !== h.nr_folios) problems.push(`nr_folios ${h.nr_folios} but ${pfns.length} entries`);
-  if (crc.value !== h.entries_crc32) problems.push(`entries checksum ${hex(h.entries_crc32)}, entries ${hex(crc.value)}`);
+  if (crc.value !== h.entries_sum) problems.push(`entries checksum ${hex(h.entries_sum)}, entries ${hex(crc.value)}`);
   return runsOf(pfns, (i) => orders[i] as number);
 }
 
