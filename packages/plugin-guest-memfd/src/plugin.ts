@@ -7,8 +7,9 @@ import semver from 'semver';
 import { GUEST_MEMFD_ALIASES, GUEST_MEMFD_FAMILY, KVM_VCPU_ALIASES, KVM_VCPU_FAMILY, KVM_VM_ALIASES, KVM_VM_FAMILY } from './abi/luo.js';
 import { gmemOf } from './gmem.js';
 import {
-  canPreserveGmem, finishGmem, freezeGmem, preserveGmem, retrieveGmem, unfreezeGmem, unpreserveGmem, type GmemPreservation,
+  canPreserveGmem, freezeGmem, preserveGmem, unfreezeGmem, unpreserveGmem, type GmemPreservation,
 } from './handlers/gmem.js';
+import { finishGmem, retrieveGmem } from './handlers/gmem-retrieve.js';
 import {
   armCaretakers, canPreserveVcpu, finishVcpu, freezeVcpu, preserveVcpu, retrieveVcpu, unfreezeVcpu, unpreserveVcpu, type VcpuPreservation,
 } from './handlers/vcpu.js';
