@@ -19,3 +19,13 @@ export * from './pci/index.js';
 export {
   DmaRemapping, dmarOf, VtdIommu, VTD_MGAW, vtdLayout, type DmaFault, type DmarState, type TranslateResult, type VtdConfig,
 } from './iommu/index.js';
+// vCPUs: the model vCPU, its instruction set, and the caretaker CPU of OrphanVM.
+export {
+  Vcpu, TRANSLATE_MMIO, TRANSLATE_FAULT, TRANSLATE_HWPOISON, VCPU_STATE_BYTES, encodeVcpuState, decodeVcpuState,
+  type Translate, type VcpuExit, type VcpuState,
+} from './vcpu/vcpu.js';
+export { OP, INSN_BYTES, NR_REGS, INSN_NS, MEM_ACCESS_NS, EXIT_NS, assemble, type Insn, type Opcode } from './vcpu/isa.js';
+export {
+  Caretaker, CARETAKER_MAGIC, CARETAKER_ARMED, CARETAKER_HANDED_BACK, STOP_HANDBACK, STOP_HLT, STOP_MMIO, STOP_FAULT, STOP_INTERNAL,
+  TABLE_PRESENT, TABLE_HOLE,
+} from './vcpu/caretaker.js';

@@ -1,0 +1,30 @@
+/** Built-in scenarios (`liveupdate run --scenario <name>`). */
+import type { BuiltinScenario } from '@liveupdate/sdk';
+import { PLUGIN_VERSION } from '../version.js';
+
+const side = (release: string) => ({ release, plugins: { '@liveupdate/plugin-guest-memfd': PLUGIN_VERSION } });
+
+export const vmScenario: BuiltinScenario = {
+  name: 'guest-memfd-vm',
+  description: 'a VM with two vCPUs running a guest that writes into guest_memfd RAM: the VMM pauses the vCPUs, preserves the VM file and its guest_memfd, updates, retrieves by token and resumes',
+  scenario: {
+    name: 'guest-memfd-vm',
+    description: 'two vCPUs continue their guest program across the update; every guest page identical',
+    machine: { memory: '2GiB' },
+    from: side('7.1.0'),
+    to: side('7.2.0'),
+    sessions: [{ name: 'vm0', files: [{ type: 'kvm-vm', token: 1, gmemToken: 2, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 200, flow: 'pause' }] }],
+  },
+};
+
+export const relaxedFaultScenario: BuiltinScenario = {
+  name: 'guest-memfd-relaxed-fault',
+  description: 'the VMM preserves while the vCPUs run; a fault that needs a new page exits with KVM_EXIT_MEMORY_FAULT, the VMM pauses, and the retried fault succeeds after the kexec',
+  scenario: {
+    name: 'guest-memfd-relaxed-fault',
+    machine: { memory: '2GiB' },
+    from: side('7.1.0'),
+    to: side('7.2.0'),
+    sessions: [{ name: 'vm0', files: [{ type: 'kvm-vm', token: 1, gmemToken: 2, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 1000, flow: 'relaxed' }] }],
+  },
+};
