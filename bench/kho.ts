@@ -1,14 +1,22 @@
 /**
- * KHO at scale: preserve, hand over and restore 10 million order-0 pages and 1 million order-9
- * folios. Each configuration runs in its own child process (so peak RSS is per run) on a small
- * and on a 64 TiB machine; the output gives keys/s for preserve and restore (boot walk +
- * reserve and restoreFolio separately too), the tracker pages handed over, peak RSS, and the
- * 64 TiB / small-machine ratio. Targets: >= 5 M keys/s each way; 64 TiB within 10% of small.
+ * KHO at scale: does the cost of preserving and restoring follow the preserved state, or the
+ * size of the machine? Each configuration runs the same keys on a 64 GiB and on a 64 TiB
+ * machine (2 NUMA nodes, allocations alternating between them, so on 64 TiB half the pfns
+ * are above 2^33), each run in its own child process; runs are paired (64 GiB then 64 TiB)
+ * and the 64 TiB / 64 GiB time ratio is the median over the pairs.
  *
- *   npm run bench -- kho                       # everything
- *   npm run bench -- kho --quick               # 1/10 of the keys
- *   npm run bench -- kho --runs 5              # best of 5 runs per configuration (default 3)
- *   npm run bench -- kho --one order0 64GiB    # one configuration, prints JSON
+ * - order0: 10 M order-0 pages (38 GiB: fits 64 GiB), one round.
+ * - order9: 25,000 order-9 folios (49 GiB: 64 GiB holds ~30,000) per round, 40 rounds on fresh
+ *   machines (1 M keys in all); every phase is summed over the rounds.
+ *
+ * A round: alloc_pages each key, kho_preserve_folio each, kexecJump (survivor walk + scrub),
+ * Kernel.boot (the tracker walk reserves every block), kho_restore_folio each. "restore" is
+ * boot + restoreFolio. Targets: every ratio within 1.1x; >= 5 M keys/s each way.
+ *
+ *   npm run bench -- kho                        # 5 pairs per configuration (median)
+ *   npm run bench -- kho --runs 3               # 3 pairs
+ *   npm run bench -- kho --quick                # 1/10 of the keys (order9: 4 rounds)
+ *   npm run bench -- kho --one order9 64TiB     # one configuration, prints JSON
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -19,127 +27,72 @@ import { Kernel, boot, type KhoIn, type KhoOut } from '@liveupdate/runtime';
 interface Scenario {
   readonly name: string;
   readonly order: number;
+  /** Keys per round. */
   readonly count: number;
-  readonly machines: readonly [string, string];
-  readonly note: string;
+  readonly rounds: number;
 }
+
+const PHASES = ['alloc', 'preserve', 'jump', 'boot', 'restoreFolio'] as const;
+type PhaseName = (typeof PHASES)[number];
 
 interface Result {
   scenario: string;
   memory: string;
-  order: number;
   keys: number;
-  alloc: Phase;
-  preserve: Phase;
-  jump: Phase;
-  boot: Phase;
-  restore: Phase;
+  /** Wall milliseconds per phase, summed over the rounds. */
+  ms: Record<PhaseName, number>;
   trackerPages: number;
-  blocksHandedOver: number;
-  reservedBlocks: number;
   restored: number;
-  residentBytes: number;
   maxRssKiB: number;
 }
 
 const quick = process.argv.includes('--quick');
-const SCALE = quick ? 10 : 1;
+const SMALL = '64GiB';
+const BIG = '64TiB';
 const SCENARIOS: readonly Scenario[] = [
-  {
-    name: 'order0', order: 0, count: 10_000_000 / SCALE, machines: ['64GiB', '64TiB'],
-    note: '10 M order-0 pages = 38 GiB fit a 64 GiB machine (16 M pages, minus memmap and scratch)',
-  },
-  {
-    name: 'order9', order: 9, count: 1_000_000 / SCALE, machines: ['4TiB', '64TiB'],
-    note: '1 M order-9 folios = 1.9 TiB cannot fit 64 GiB, so the small machine is 4 TiB',
-  },
+  { name: 'order0', order: 0, count: quick ? 1_000_000 : 10_000_000, rounds: 1 },
+  { name: 'order9', order: 9, count: 25_000, rounds: quick ? 4 : 40 },
 ];
 
-interface Clock { wall: bigint; cpu: NodeJS.CpuUsage }
 /** Each phase starts from a collected heap (children run with --expose-gc), so one phase's garbage is not billed to the next. */
 const collect = (globalThis as { gc?: () => void }).gc ?? ((): void => undefined);
-const start = (): Clock => { collect(); return { wall: process.hrtime.bigint(), cpu: process.cpuUsage() }; };
-/** Wall and CPU (user + system, all threads) milliseconds since `c`. */
-function stop(c: Clock): Phase {
-  const cpu = process.cpuUsage(c.cpu);
-  return { wall: Number(process.hrtime.bigint() - c.wall) / 1e6, cpu: (cpu.user + cpu.system) / 1e3 };
+function timed(fn: () => void): number {
+  collect();
+  const t = process.hrtime.bigint();
+  fn();
+  return Number(process.hrtime.bigint() - t) / 1e6;
 }
-interface Phase { wall: number; cpu: number }
 
 function runOne(s: Scenario, memory: string): Result {
-  const machine = createMachine({ memory, numaNodes: 2 });
-  const k1 = boot(machine, { cmdline: 'kho=on' });
-  const out = k1.khoOut as KhoOut;
+  const ms: Record<PhaseName, number> = { alloc: 0, preserve: 0, jump: 0, boot: 0, restoreFolio: 0 };
   const pfns = new Float64Array(s.count);
-
-  let t = start();
-  for (let i = 0; i < s.count; i++) {
-    const pfn = k1.mm.allocPages(s.order, i & 1);
-    if (pfn === null) throw new Error(`${memory}: out of memory after ${i} order-${s.order} allocations`);
-    pfns[i] = pfn;
-  }
-  const alloc = stop(t);
-
-  t = start();
-  for (let i = 0; i < s.count; i++) out.preserveFolio(pfns[i] as number, s.order);
-  const preserve = stop(t);
-
-  const handover = out.survivors(); // untimed: the same walk kexecJump does, for the counts
-
-  t = start();
-  k1.kexecJump('kho=on');
-  const jump = stop(t);
-
-  t = start();
-  const k2 = Kernel.boot(machine);
-  const bootPhase = stop(t);
-  const kin = k2.khoIn as KhoIn;
-  if (!kin) throw new Error(`${memory}: the next kernel is not a KHO boot:\n${k2.dmesg.text()}`);
-
-  t = start();
+  let trackerPages = 0;
   let restored = 0;
-  for (let i = 0; i < s.count; i++) if (kin.restoreFolio((pfns[i] as number) * PAGE_SIZE) !== null) restored++;
-  const restore = stop(t);
-
+  for (let round = 0; round < s.rounds; round++) {
+    const machine = createMachine({ memory, numaNodes: 2 });
+    const k1 = boot(machine, { cmdline: 'kho=on' });
+    const out = k1.khoOut as KhoOut;
+    ms.alloc += timed(() => {
+      for (let i = 0; i < s.count; i++) {
+        const pfn = k1.mm.allocPages(s.order, i & 1);
+        if (pfn === null) throw new Error(`${memory}: out of memory after ${i} order-${s.order} allocations`);
+        pfns[i] = pfn;
+      }
+    });
+    ms.preserve += timed(() => { for (let i = 0; i < s.count; i++) out.preserveFolio(pfns[i] as number, s.order); });
+    trackerPages += out.survivors().nodes; // untimed: the same walk kexecJump does, for the count
+    ms.jump += timed(() => k1.kexecJump('kho=on'));
+    let k2: Kernel | undefined;
+    ms.boot += timed(() => { k2 = Kernel.boot(machine); });
+    const kin = k2?.khoIn as KhoIn | undefined;
+    if (!kin) throw new Error(`${memory}: the next kernel is not a KHO boot`);
+    ms.restoreFolio += timed(() => {
+      for (let i = 0; i < s.count; i++) if (kin.restoreFolio((pfns[i] as number) * PAGE_SIZE) !== null) restored++;
+    });
+  }
   return {
-    scenario: s.name, memory, order: s.order, keys: s.count, alloc, preserve, jump, boot: bootPhase, restore,
-    trackerPages: handover.nodes, blocksHandedOver: handover.blocks,
-    reservedBlocks: kin.reservedBlocks, restored, residentBytes: machine.memory.residentBytes,
+    scenario: s.name, memory, keys: s.count * s.rounds, ms, trackerPages, restored,
     maxRssKiB: process.resourceUsage().maxRSS,
-  };
-}
-
-const rate = (keys: number, msec: number): string => `${(keys / msec / 1000).toFixed(2)} M/s`;
-const sum = (a: Phase, b: Phase): Phase => ({ wall: a.wall + b.wall, cpu: a.cpu + b.cpu });
-/** "wall ms (cpu ms)  keys/s by wall (by cpu)" */
-const line = (label: string, p: Phase, keys?: number): string =>
-  `    ${label.padEnd(18)}${p.wall.toFixed(0).padStart(7)} ms (cpu ${p.cpu.toFixed(0).padStart(6)} ms)` +
-  (keys === undefined ? '' : `   ${rate(keys, p.wall).padStart(11)} (cpu ${rate(keys, p.cpu)})`);
-
-function report(r: Result): void {
-  console.log(`  ${r.memory} machine, ${r.keys.toLocaleString('en')} order-${r.order} keys (${formatSize(r.keys * 2 ** r.order * PAGE_SIZE)} preserved)`);
-  console.log(line('alloc_pages', r.alloc, r.keys));
-  console.log(line('preserve', r.preserve, r.keys));
-  console.log(`${line('kexecJump', r.jump)}   survivor walk + scrub; ${r.blocksHandedOver} blocks, ${r.trackerPages} tracker pages (${formatSize(r.trackerPages * PAGE_SIZE)})`);
-  console.log(`${line('boot walk+reserve', r.boot, r.keys)}; ${r.reservedBlocks} blocks reserved`);
-  console.log(`${line('restoreFolio', r.restore, r.keys)}; ${r.restored} restored`);
-  console.log(`${line('restore total', sum(r.boot, r.restore), r.keys)} (boot + restoreFolio)`);
-  console.log(`    memory            resident ${formatSize(r.residentBytes)}, peak RSS ${formatSize(r.maxRssKiB * 1024)}`);
-}
-
-const runsAt = process.argv.indexOf('--runs');
-const RUNS = runsAt >= 0 ? Number(process.argv[runsAt + 1]) : 3;
-
-/** The best of RUNS child runs, phase by phase: on a shared machine the minimum is the least disturbed. */
-function best(s: Scenario, memory: string): Result {
-  const all = Array.from({ length: RUNS }, () => child(s, memory));
-  const min = (k: 'alloc' | 'preserve' | 'jump' | 'boot' | 'restore'): Phase =>
-    all.map((r) => r[k]).reduce((x, y) => (y.wall < x.wall ? y : x));
-  const first = all[0] as Result;
-  return {
-    ...first,
-    alloc: min('alloc'), preserve: min('preserve'), jump: min('jump'), boot: min('boot'), restore: min('restore'),
-    maxRssKiB: Math.max(...all.map((r) => r.maxRssKiB)),
   };
 }
 
@@ -148,31 +101,57 @@ function child(s: Scenario, memory: string): Result {
   const args = [...process.execArgv, '--expose-gc', script, '--one', s.name, memory, ...(quick ? ['--quick'] : [])];
   const r = spawnSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 20 });
   if (r.status !== 0) throw new Error(`bench child ${s.name} ${memory} failed (status ${r.status})`);
-  const line = r.stdout.trim().split('\n').pop() ?? '';
-  return JSON.parse(line) as Result;
+  return JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as Result;
 }
 
+const median = (xs: readonly number[]): number => {
+  const a = [...xs].sort((x, y) => x - y);
+  const m = a.length >> 1;
+  return a.length % 2 === 1 ? (a[m] as number) : ((a[m - 1] as number) + (a[m] as number)) / 2;
+};
+const restoreMs = (r: Result): number => r.ms.boot + r.ms.restoreFolio;
+const mkeys = (keys: number, ms: number): string => `${(keys / ms / 1000).toFixed(2)} M keys/s`;
+
 const oneAt = process.argv.indexOf('--one');
+const runsAt = process.argv.indexOf('--runs');
+const RUNS = runsAt >= 0 ? Number(process.argv[runsAt + 1]) : 5;
+
 if (oneAt >= 0) {
   const s = SCENARIOS.find((x) => x.name === process.argv[oneAt + 1]);
   const memory = process.argv[oneAt + 2];
   if (!s || !memory) throw new Error('usage: kho.ts --one <order0|order9> <memory>');
   console.log(JSON.stringify(runOne(s, memory)));
 } else {
-  console.log(`KHO benchmark${quick ? ' (--quick: 1/10 of the keys)' : ''}; node ${process.version}; best of ${RUNS} runs per configuration (--runs N; each phase's minimum), each run in its own process; times are wall ms (cpu ms)`);
-  let worst = Infinity;
+  console.log(`KHO benchmark${quick ? ' (--quick)' : ''}; node ${process.version}; ${RUNS} paired runs (${SMALL} then ${BIG}) per configuration, each run its own process; ratios are ${BIG} / ${SMALL} wall time, median of the ${RUNS} pairs`);
+  const summary: string[] = [];
+  let slowest = Infinity;
   for (const s of SCENARIOS) {
-    console.log(`\n${s.name}: ${s.count.toLocaleString('en')} order-${s.order} folios from alloc_pages (alternating the 2 NUMA nodes), kho_preserve_folio each,`);
-    console.log(`  kexecJump + Kernel.boot (the walk reserves them), kho_restore_folio each; ${s.machines.join(' and ')} machines; ${s.note}`);
-    const [small, big] = s.machines.map((m) => best(s, m)) as [Result, Result];
-    report(small);
-    report(big);
-    const ratio = (a: Phase, b: Phase): string => `${(b.wall / a.wall).toFixed(3)}x (cpu ${(b.cpu / a.cpu).toFixed(3)}x)`;
-    console.log(`  time ratio 64 TiB / ${small.memory}: preserve ${ratio(small.preserve, big.preserve)}, restore total ${ratio(sum(small.boot, small.restore), sum(big.boot, big.restore))}`);
-    console.log(`    boot walk+reserve ${ratio(small.boot, big.boot)}, restoreFolio ${ratio(small.restore, big.restore)}`);
-    for (const r of [small, big]) {
-      worst = Math.min(worst, r.keys / r.preserve.wall / 1000, r.keys / (r.boot.wall + r.restore.wall) / 1000);
+    const keys = s.count * s.rounds;
+    console.log(`\n${s.name}: ${keys.toLocaleString('en')} order-${s.order} keys (${formatSize(s.count * 2 ** s.order * PAGE_SIZE)} preserved per round, ${s.rounds} round${s.rounds > 1 ? 's' : ''})`);
+    console.log(`  ${'phase'.padEnd(28)} ${SMALL.padStart(11)} | ${BIG.padStart(8)}${' '.repeat(23)}${SMALL.padStart(17)} | ${BIG.padStart(17)}`);
+    const pairs: Array<[Result, Result]> = [];
+    for (let i = 0; i < RUNS; i++) pairs.push([child(s, SMALL), child(s, BIG)]);
+    const ratio = (f: (r: Result) => number): number => median(pairs.map(([a, b]) => f(b) / f(a)));
+    for (const [label, f] of [
+      ['alloc_pages', (r: Result) => r.ms.alloc],
+      ['preserve', (r: Result) => r.ms.preserve],
+      ['kexecJump', (r: Result) => r.ms.jump],
+      ['boot walk+reserve', (r: Result) => r.ms.boot],
+      ['restoreFolio', (r: Result) => r.ms.restoreFolio],
+      ['restore (boot+restoreFolio)', restoreMs],
+    ] as const) {
+      const small = median(pairs.map(([a]) => f(a)));
+      const big = median(pairs.map(([, b]) => f(b)));
+      const perKey = label === 'kexecJump' ? '' : `   ${mkeys(keys, small).padStart(17)} | ${mkeys(keys, big).padStart(17)}`;
+      console.log(`  ${label.padEnd(28)} ${small.toFixed(1).padStart(8)} ms | ${big.toFixed(1).padStart(8)} ms   ratio ${ratio(f).toFixed(3)}x${perKey}`);
     }
+    const [a, b] = pairs[0] as [Result, Result];
+    console.log(`  tracker pages per round ${a.trackerPages / s.rounds} | ${b.trackerPages / s.rounds}; restored ${a.restored} | ${b.restored}; peak RSS ${formatSize(a.maxRssKiB * 1024)} | ${formatSize(b.maxRssKiB * 1024)}`);
+    for (const [a2, b2] of pairs) for (const r of [a2, b2]) slowest = Math.min(slowest, keys / r.ms.preserve / 1000, keys / restoreMs(r) / 1000);
+    summary.push(`  order-${s.order} preserve ${ratio((r) => r.ms.preserve).toFixed(3)}x, restore ${ratio(restoreMs).toFixed(3)}x` +
+      `   (pairs: preserve ${pairs.map(([x, y]) => (y.ms.preserve / x.ms.preserve).toFixed(2)).join(' ')}; restore ${pairs.map(([x, y]) => (restoreMs(y) / restoreMs(x)).toFixed(2)).join(' ')})`);
   }
-  console.log(`\nslowest direction (wall clock): ${worst.toFixed(2)} M keys/s (target >= 5); load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  console.log(`\n${BIG} / ${SMALL}, median of ${RUNS} pairs (target <= 1.1x each):`);
+  for (const line of summary) console.log(line);
+  console.log(`slowest direction in any run: ${slowest.toFixed(2)} M keys/s (target >= 5); load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
 }
