@@ -5,7 +5,7 @@
  */
 import { PAGE_SIZE, type PhysMemory } from '@liveupdate/hw';
 import { KHO_BITMAP_SIZE_LOG2, KHO_ORDER_0_LOG2, KHO_TABLE_SIZE_LOG2, KHO_TREE_MAX_DEPTH } from '../abi/kho.js';
-import { POW2, popcount32 } from '../mm/bits.js';
+import { POW2, hashIndex, popcount32 } from '../mm/bits.js';
 
 const LEAF_BITS = 2 ** KHO_BITMAP_SIZE_LOG2;
 const TABLE_ENTRIES = 2 ** KHO_TABLE_SIZE_LOG2;
@@ -53,13 +53,6 @@ const LEAF_CACHE_SETS_LOG2 = 5;
 const LEAF_CACHE_WAYS = 2;
 const LEAF_CACHE = LEAF_CACHE_WAYS << LEAF_CACHE_SETS_LOG2;
 
-/** First way of the set for a leaf id (an integer below 2^38): both 32-bit halves are mixed in. */
-function leafCacheSet(leafId: number): number {
-  const lo = leafId >>> 0; // ToUint32 keeps the low 32 bits of an integer exactly
-  const hi = (leafId / 0x1_0000_0000) >>> 0;
-  return (Math.imul(lo ^ Math.imul(hi, 0x85ebca6b), 0x9e3779b1) >>> (32 - LEAF_CACHE_SETS_LOG2)) * LEAF_CACHE_WAYS;
-}
-
 /**
  * The outgoing tracker, live in emulated memory. JavaScript keeps only views of node pages
  * (the kernel's phys_to_virt); the bytes in memory are the truth and the handover.
@@ -78,7 +71,7 @@ export class KhoRadixTree {
   /** The leaf holding `key`, creating the path when asked; undefined if absent (or on -ENOMEM when creating). */
   private leafFor(key: number, create: boolean): Uint32Array | undefined {
     const leafId = Math.floor(key / LEAF_BITS);
-    const set = leafCacheSet(leafId);
+    const set = hashIndex(leafId, LEAF_CACHE_SETS_LOG2) * LEAF_CACHE_WAYS;
     if (this.cacheIds[set] === leafId) return this.cacheLeaves[set];
     if (this.cacheIds[set + 1] === leafId) return this.cacheLeaves[set + 1];
     return this.leafMiss(key, leafId, set, create);
