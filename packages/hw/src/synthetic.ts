@@ -41,17 +41,19 @@ export class SyntheticRuns {
   private endOf = new Float64Array(16);
   private seedAt = new Float64Array(16);
   private heightOf = new Uint8Array(16);
-  /** next[node * MAX_LEVEL + level]. */
-  private next = new Int32Array(16 * MAX_LEVEL).fill(NIL);
+  /** Forward links: node x's link on level l is links[linkAt[x] + l]; a node has heightOf[x] of them (1.33 on average). */
+  private linkAt = new Int32Array(16);
+  private links = new Int32Array(64).fill(NIL);
+  private linksUsed = MAX_LEVEL;
   /** Last node on each level (HEAD when the level is empty): O(1) appends. */
   private readonly tail = new Int32Array(MAX_LEVEL);
   /** Scratch for a search: the last node before the key on each level. */
   private readonly update = new Int32Array(MAX_LEVEL);
   private level = 1;
   private n = 0;
-  /** Nodes in use, counting the head; freed nodes are reused from `free`. */
+  /** Nodes made so far, counting the head; freed nodes are reused from `free`, by height. */
   private used = 1;
-  private free: number[] = [];
+  private free: number[][] = Array.from({ length: MAX_LEVEL + 1 }, () => []);
   private rng = 0x2545f491;
   /** The node of the last successful seedOf: reads walk pages in order. */
   private hit = NIL;
@@ -65,7 +67,7 @@ export class SyntheticRuns {
   serialize(): Float64Array {
     const out = new Float64Array(3 * this.n);
     let k = 0;
-    for (let x = this.next[HEAD * MAX_LEVEL] as number; x !== NIL; x = this.next[x * MAX_LEVEL] as number) {
+    for (let x = this.links[this.linkAt[HEAD] as number] as number; x !== NIL; x = this.links[this.linkAt[x] as number] as number) {
       out[k++] = this.startOf[x] as number;
       out[k++] = this.endOf[x] as number;
       out[k++] = this.seedAt[x] as number;
@@ -74,7 +76,7 @@ export class SyntheticRuns {
   }
 
   *runs(): IterableIterator<[start: number, end: number, seed: number]> {
-    for (let x = this.next[HEAD * MAX_LEVEL] as number; x !== NIL; x = this.next[x * MAX_LEVEL] as number) {
+    for (let x = this.links[this.linkAt[HEAD] as number] as number; x !== NIL; x = this.links[this.linkAt[x] as number] as number) {
       yield [this.startOf[x] as number, this.endOf[x] as number, this.seedAt[x] as number];
     }
   }
@@ -96,7 +98,7 @@ export class SyntheticRuns {
       if (pageSeedAt(this.seedAt[x] as number, pfn - runStart) !== pageSeedAt(seed, pfn - start)) return false;
       pfn = this.endOf[x] as number;
       if (pfn >= end) return true;
-      x = this.next[x * MAX_LEVEL] as number;
+      x = this.links[this.linkAt[x] as number] as number;
     }
     return false;
   }
@@ -109,8 +111,9 @@ export class SyntheticRuns {
       this.append(start, end, seed);
       return;
     }
+    // clear() leaves `update` holding the last node before `start` on each level: the new run links in there.
     this.clear(start, end);
-    this.insert(start, end, seed >>> 0);
+    this.link(this.node(start, end, seed >>> 0));
   }
 
   /** Forget [start, end): those pages are no longer synthetic. O(log n + runs removed). */
@@ -124,11 +127,12 @@ export class SyntheticRuns {
       const runEnd = this.endOf[before] as number;
       this.endOf[before] = start;
       if (runEnd > end) {
-        this.insert(end, runEnd, pageSeedAt(this.seedAt[before] as number, end - (this.startOf[before] as number)));
+        // The tail links in after `before`, which stays the last node before `start` on every level.
+        this.link(this.node(end, runEnd, pageSeedAt(this.seedAt[before] as number, end - (this.startOf[before] as number))));
         return;
       }
     }
-    for (let x = this.next[before * MAX_LEVEL] as number; x !== NIL && (this.startOf[x] as number) < end; x = this.next[before * MAX_LEVEL] as number) {
+    for (let x = this.links[this.linkAt[before] as number] as number; x !== NIL && (this.startOf[x] as number) < end; x = this.links[this.linkAt[before] as number] as number) {
       if ((this.endOf[x] as number) > end) {
         // Only the first pages go: the start moves up, the order of runs stays.
         this.seedAt[x] = pageSeedAt(this.seedAt[x] as number, end - (this.startOf[x] as number));
@@ -167,8 +171,8 @@ export class SyntheticRuns {
     // The last run starting at or before pfn (pfns are integers, so "before pfn + 1").
     let x = HEAD;
     for (let l = this.level - 1; l >= 0; l--) {
-      let nx = this.next[x * MAX_LEVEL + l] as number;
-      while (nx !== NIL && (this.startOf[nx] as number) <= pfn) { x = nx; nx = this.next[x * MAX_LEVEL + l] as number; }
+      let nx = this.links[(this.linkAt[x] as number) + l] as number;
+      while (nx !== NIL && (this.startOf[nx] as number) <= pfn) { x = nx; nx = this.links[(this.linkAt[x] as number) + l] as number; }
     }
     if (x === HEAD || (this.endOf[x] as number) <= pfn) return NIL;
     this.hit = x;
@@ -179,8 +183,8 @@ export class SyntheticRuns {
   private search(key: number): number {
     let x = HEAD;
     for (let l = this.level - 1; l >= 0; l--) {
-      let nx = this.next[x * MAX_LEVEL + l] as number;
-      while (nx !== NIL && (this.startOf[nx] as number) < key) { x = nx; nx = this.next[x * MAX_LEVEL + l] as number; }
+      let nx = this.links[(this.linkAt[x] as number) + l] as number;
+      while (nx !== NIL && (this.startOf[nx] as number) < key) { x = nx; nx = this.links[(this.linkAt[x] as number) + l] as number; }
       this.update[l] = x;
     }
     return x;
@@ -199,24 +203,21 @@ export class SyntheticRuns {
     const h = this.heightOf[x] as number;
     if (h > this.level) this.level = h;
     for (let l = 0; l < h; l++) {
-      this.next[(this.tail[l] as number) * MAX_LEVEL + l] = x;
+      this.links[(this.linkAt[this.tail[l] as number] as number) + l] = x;
       this.tail[l] = x;
     }
   }
 
-  /** Insert a run into a gap of the list: O(log n) expected. */
-  private insert(start: number, end: number, seed: number): void {
-    this.hit = NIL;
-    this.search(start);
-    const x = this.node(start, end, seed);
+  /** Link x in after update[l] on each of its levels (the caller searched for its start). */
+  private link(x: number): void {
     const h = this.heightOf[x] as number;
     for (let l = this.level; l < h; l++) this.update[l] = HEAD;
     if (h > this.level) this.level = h;
     for (let l = 0; l < h; l++) {
       const prev = this.update[l] as number;
-      const after = this.next[prev * MAX_LEVEL + l] as number;
-      this.next[x * MAX_LEVEL + l] = after;
-      this.next[prev * MAX_LEVEL + l] = x;
+      const after = this.links[(this.linkAt[prev] as number) + l] as number;
+      this.links[(this.linkAt[x] as number) + l] = after;
+      this.links[(this.linkAt[prev] as number) + l] = x;
       if (after === NIL) this.tail[l] = x;
     }
   }
@@ -226,37 +227,41 @@ export class SyntheticRuns {
     const h = this.heightOf[x] as number;
     for (let l = 0; l < h; l++) {
       const prev = this.update[l] as number;
-      const after = this.next[x * MAX_LEVEL + l] as number;
-      this.next[prev * MAX_LEVEL + l] = after;
+      const after = this.links[(this.linkAt[x] as number) + l] as number;
+      this.links[(this.linkAt[prev] as number) + l] = after;
       if (after === NIL) this.tail[l] = prev;
     }
-    this.free.push(x);
+    (this.free[h] as number[]).push(x);
     this.n--;
   }
 
   /** A fresh node with a random height (p = 1/4), unlinked. */
   private node(start: number, end: number, seed: number): number {
-    let x = this.free.pop();
-    if (x === undefined) {
-      if (this.used === this.startOf.length) this.grow();
-      x = this.used++;
-    }
     let r = this.rng;
     r ^= r << 13; r ^= r >>> 17; r ^= r << 5;
     this.rng = r >>> 0;
     // Two random bits per level: each level is kept with probability 1/4.
     let h = 1;
     while (h < MAX_LEVEL && ((this.rng >>> (2 * h)) & 3) === 0) h++;
+    let x = (this.free[h] as number[]).pop();
+    if (x === undefined) {
+      if (this.used === this.startOf.length) this.growNodes();
+      if (this.linksUsed + h > this.links.length) this.growLinks();
+      x = this.used++;
+      this.linkAt[x] = this.linksUsed;
+      this.linksUsed += h;
+      this.heightOf[x] = h;
+    }
     this.startOf[x] = start;
     this.endOf[x] = end;
     this.seedAt[x] = seed;
-    this.heightOf[x] = h;
-    this.next.fill(NIL, x * MAX_LEVEL, x * MAX_LEVEL + h);
+    const at = this.linkAt[x] as number;
+    this.links.fill(NIL, at, at + h);
     this.n++;
     return x;
   }
 
-  private grow(): void {
+  private growNodes(): void {
     const cap = this.startOf.length * 2;
     const f64 = (a: Float64Array): Float64Array<ArrayBuffer> => { const b = new Float64Array(cap); b.set(a); return b; };
     this.startOf = f64(this.startOf);
@@ -265,18 +270,25 @@ export class SyntheticRuns {
     const heights = new Uint8Array(cap);
     heights.set(this.heightOf);
     this.heightOf = heights;
-    const next = new Int32Array(cap * MAX_LEVEL).fill(NIL);
-    next.set(this.next);
-    this.next = next;
+    const linkAt = new Int32Array(cap);
+    linkAt.set(this.linkAt);
+    this.linkAt = linkAt;
+  }
+
+  private growLinks(): void {
+    const links = new Int32Array(this.links.length * 2);
+    links.set(this.links);
+    this.links = links;
   }
 
   private reset(): void {
-    this.next.fill(NIL, 0, MAX_LEVEL);
+    this.links.fill(NIL, 0, MAX_LEVEL);
+    this.linksUsed = MAX_LEVEL;
     this.tail.fill(HEAD);
     this.level = 1;
     this.n = 0;
     this.used = 1;
-    this.free = [];
+    for (const f of this.free) f.length = 0;
     this.hit = NIL;
   }
 }
