@@ -181,19 +181,26 @@ export class PhysMemory {
     while (done < dst.length) {
       const p = phys + done;
       const pageOff = p % PAGE_SIZE;
-      const n = Math.min(PAGE_SIZE - pageOff, dst.length - done);
       const pfn = (p - pageOff) / PAGE_SIZE;
       const c = this.chunkOf(p);
       if (c) {
-        if (c.state[pfn % PAGES_PER_CHUNK] === PAGE_POISONED) Atomics.add(this.counters, 0, 1);
+        // Every page of a chunk holds its bytes: copy up to the end of the chunk at once,
+        // counting each poisoned page touched once.
         const off = p % CHUNK_SIZE;
+        const n = Math.min(CHUNK_SIZE - off, dst.length - done);
+        const lastPage = (off + n - 1) >>> PAGE_SHIFT;
+        let poisoned = 0;
+        for (let k = off >>> PAGE_SHIFT; k <= lastPage; k++) if (c.state[k] === PAGE_POISONED) poisoned++;
+        if (poisoned > 0) Atomics.add(this.counters, 0, poisoned);
         dst.set(c.bytes.subarray(off, off + n), done);
-      } else {
-        const kind = this.backgroundKind(pfn);
-        if (kind === 'zero') dst.fill(0, done, done + n);
-        else if (kind === 'poison') { Atomics.add(this.counters, 0, 1); dst.fill(POISON_BYTE, done, done + n); }
-        else dst.set(this.synthAt(pfn).subarray(pageOff, pageOff + n), done);
+        done += n;
+        continue;
       }
+      const n = Math.min(PAGE_SIZE - pageOff, dst.length - done);
+      const kind = this.backgroundKind(pfn);
+      if (kind === 'zero') dst.fill(0, done, done + n);
+      else if (kind === 'poison') { Atomics.add(this.counters, 0, 1); dst.fill(POISON_BYTE, done, done + n); }
+      else dst.set(this.synthAt(pfn).subarray(pageOff, pageOff + n), done);
       done += n;
     }
   }
