@@ -11,12 +11,12 @@ export const HEAD_SEG_BITS = 32768;
 const SEG_WORDS = HEAD_SEG_BITS / 32;
 const ORDERS = 64;
 /**
- * Lookup cache per order: SETS sets of 2 ways, the set a hash of the segment index. Restores
+ * Lookup cache per order: 2^SETS_LOG2 sets of 2 ways, the set a hash of the segment index. Restores
  * alternate between NUMA nodes whose segments sit a power of two apart; indexing by the low
  * bits of the segment index would put them all in one slot and miss on every lookup.
  */
 const SETS_LOG2 = 3;
-const WAYS = 2 << SETS_LOG2;
+const CACHE_PER_ORDER = 2 << SETS_LOG2;
 
 export class KhoHeadMap {
   /** Per order: segment index (head index / 32768) → bitmap of heads. */
@@ -25,9 +25,9 @@ export class KhoHeadMap {
   private orders: number[] = [];
   private readonly liveByOrder = new Float64Array(ORDERS);
   private live = 0;
-  /** Segment lookup cache, WAYS entries per order (a miss is cached too): restores come in address order. */
-  private readonly cacheIdx = new Float64Array(ORDERS * WAYS).fill(-1);
-  private readonly cacheSeg: Array<Uint32Array | undefined> = new Array<Uint32Array | undefined>(ORDERS * WAYS).fill(undefined);
+  /** Segment lookup cache, CACHE_PER_ORDER entries per order (a miss is cached too): restores come in address order. */
+  private readonly cacheIdx = new Float64Array(ORDERS * CACHE_PER_ORDER).fill(-1);
+  private readonly cacheSeg: Array<Uint32Array | undefined> = new Array<Uint32Array | undefined>(ORDERS * CACHE_PER_ORDER).fill(undefined);
 
   get count(): number { return this.live; }
 
@@ -39,7 +39,7 @@ export class KhoHeadMap {
   }
 
   private segment(order: number, segIdx: number, create: boolean): Uint32Array | undefined {
-    const slot = order * WAYS + hashIndex(segIdx, SETS_LOG2) * 2;
+    const slot = order * CACHE_PER_ORDER + hashIndex(segIdx, SETS_LOG2) * 2;
     if (this.cacheIdx[slot] === segIdx) {
       const cached = this.cacheSeg[slot];
       if (cached || !create) return cached;

@@ -73,14 +73,21 @@ export class PageAllocator {
 
   /** A naturally aligned block of 2^order pages, preferring node `nid`; null is -ENOMEM. */
   alloc(order: number, nid = 0): number | null {
-    const count = this.nodeCount;
-    const first = nid >= 0 && nid < count ? nid : 0;
-    for (let k = 0; k < count; k++) {
-      const pfn = this.allocOnNode(first + k < count ? first + k : first + k - count, order);
+    const first = nid >= 0 && nid < this.nodeCount ? nid : 0;
+    const pfn = this.allocOnNode(first, order);
+    if (pfn < 0) return this.allocFallback(order, first);
+    this.counts[0] = (this.counts[0] as number) + (POW2[order] as number);
+    this.counts[1] = (this.counts[1] as number) - (POW2[order] as number);
+    return pfn;
+  }
+
+  /** The preferred node has nothing of this order: try the others in turn. */
+  private allocFallback(order: number, first: number): number | null {
+    for (let k = 1; k < this.nodeCount; k++) {
+      const pfn = this.allocOnNode((first + k) % this.nodeCount, order);
       if (pfn >= 0) {
-        const pages = POW2[order] as number;
-        this.counts[0] = (this.counts[0] as number) + pages;
-        this.counts[1] = (this.counts[1] as number) - pages;
+        this.counts[0] = (this.counts[0] as number) + (POW2[order] as number);
+        this.counts[1] = (this.counts[1] as number) - (POW2[order] as number);
         return pfn;
       }
     }
