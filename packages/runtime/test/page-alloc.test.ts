@@ -61,6 +61,14 @@ describe('PageAllocator', () => {
     expect([a.alloc(0, 0), a.alloc(0, 0), a.alloc(1, 0), a.alloc(2, 0), a.alloc(0, 0)]).toEqual([0, 1, 2, 4, null]);
   });
 
+  it('refuses an order above the largest block any machine has, without touching the stacks', () => {
+    const a = new PageAllocator(nodes([0, 64], [64, 128]), PfnRanges.of([0, 128]));
+    a.free(a.alloc(0, 1) as number, 0);
+    expect(a.alloc(41, 0)).toBeNull();
+    expect(a.alloc(-1, 0)).toBeNull();
+    expect(a.alloc(0, 1)).toBe(64);
+  });
+
   it('answers the same on node 1 of a 64 TiB machine (pfns above 2^33) as on a small one', () => {
     const big = 2 ** 33;
     const small = new PageAllocator(nodes([0, 2 ** 20], [2 ** 20, 2 ** 21]), PfnRanges.of([5, 2 ** 21]));

@@ -73,6 +73,8 @@ export class PageAllocator {
 
   /** A naturally aligned block of 2^order pages, preferring node `nid`; null is -ENOMEM. */
   alloc(order: number, nid = 0): number | null {
+    // No block that large exists (MAX_PHYS_BITS): -ENOMEM, as for order > MAX_PAGE_ORDER.
+    if (!(order >= 0 && order <= MAX_ORDER_SUPPORTED)) return null;
     const first = nid >= 0 && nid < this.nodeCount ? nid : 0;
     const pfn = this.allocOnNode(first, order);
     if (pfn < 0) return this.allocFallback(order, first);
@@ -95,7 +97,8 @@ export class PageAllocator {
   }
 
   free(pfn: number, order: number): void {
-    this.stack(this.nodeFor(pfn), order).push(pfn);
+    if (order > MAX_ORDER_SUPPORTED) this.releaseGap(this.nodeFor(pfn), pfn, pfn + (POW2[order] as number));
+    else this.stack(this.nodeFor(pfn), order).push(pfn);
     const pages = POW2[order] as number;
     this.counts[0] = (this.counts[0] as number) - pages;
     this.counts[1] = (this.counts[1] as number) + pages;
