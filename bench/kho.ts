@@ -7,9 +7,11 @@
  * Ratios and keys/s use CPU time (user + system): on a shared machine wall time mostly
  * measures the neighbours; wall-time ratios are printed beside them.
  *
- * - order0: 10 M order-0 pages (38 GiB: fits 64 GiB), one round.
- * - order9: 25,000 order-9 folios (49 GiB: 64 GiB holds ~30,000) per round, 40 rounds on fresh
- *   machines (1 M keys in all); every phase is summed over the rounds.
+ * - order0: 10 M order-0 pages (38 GiB: fits 64 GiB) per round, 3 rounds.
+ * - order9: 25,000 order-9 folios (49 GiB: 64 GiB holds ~30,000) per round, 40 rounds, after
+ *   3 untimed ones.
+ * Every round starts from a fresh machine. A run's time for a phase is its fastest round (on a
+ * shared machine, the least disturbed one); keys/s is keys per round over that time.
  *
  * A round: alloc_pages each key, kho_preserve_folio each, kexecJump (survivor walk + scrub),
  * Kernel.boot (the tracker walk reserves every block), kho_restore_folio each. "restore" is
@@ -17,7 +19,7 @@
  *
  *   npm run bench -- kho                        # 5 pairs per configuration (median)
  *   npm run bench -- kho --runs 3               # 3 pairs
- *   npm run bench -- kho --quick                # 1/10 of the keys (order9: 4 rounds)
+ *   npm run bench -- kho --quick                # order0: 1 M keys; order9: 4 rounds
  *   npm run bench -- kho --one order9 64TiB     # one configuration, prints JSON
  */
 import { spawnSync } from 'node:child_process';
@@ -42,14 +44,15 @@ interface Scenario {
   readonly collectEachPhase: boolean;
 }
 
-const PHASES = ['alloc', 'preserve', 'jump', 'boot', 'restoreFolio'] as const;
+/** 'restore' is boot + restoreFolio of the same round. */
+const PHASES = ['alloc', 'preserve', 'jump', 'boot', 'restoreFolio', 'restore'] as const;
 type PhaseName = (typeof PHASES)[number];
 
 interface Result {
   scenario: string;
   memory: string;
   keys: number;
-  /** Milliseconds per phase, summed over the timed rounds: wall, and CPU (user + system, all threads). */
+  /** Milliseconds per phase in the fastest timed round: wall, and CPU (user + system, all threads). */
   ms: Record<PhaseName, number>;
   cpu: Record<PhaseName, number>;
   trackerPages: number;
@@ -61,7 +64,7 @@ const quick = process.argv.includes('--quick');
 const SMALL = '64GiB';
 const BIG = '64TiB';
 const SCENARIOS: readonly Scenario[] = [
-  { name: 'order0', order: 0, count: quick ? 1_000_000 : 10_000_000, rounds: 1, warmup: 0, collectEachPhase: true },
+  { name: 'order0', order: 0, count: quick ? 1_000_000 : 10_000_000, rounds: 3, warmup: 0, collectEachPhase: true },
   { name: 'order9', order: 9, count: 25_000, rounds: quick ? 4 : 40, warmup: 3, collectEachPhase: false },
 ];
 
@@ -101,18 +104,15 @@ function restoreAll(kin: KhoIn, pfns: Float64Array): number {
 }
 
 function runOne(s: Scenario, memory: string): Result {
-  const ms: Record<PhaseName, number> = { alloc: 0, preserve: 0, jump: 0, boot: 0, restoreFolio: 0 };
+  const ms: Record<PhaseName, number> = { alloc: Infinity, preserve: Infinity, jump: Infinity, boot: Infinity, restoreFolio: Infinity, restore: Infinity };
   const cpu: Record<PhaseName, number> = { ...ms };
   const pfns = new Float64Array(s.count);
   let trackerPages = 0;
   let restored = 0;
   const alive: unknown[] = [];
   for (let round = -s.warmup; round < s.rounds; round++) {
-    const add = (phase: PhaseName, [wall, c]: [number, number]): void => {
-      if (round < 0) return;
-      ms[phase] += wall;
-      cpu[phase] += c;
-    };
+    const thisRound: Record<PhaseName, [number, number]> = { alloc: [0, 0], preserve: [0, 0], jump: [0, 0], boot: [0, 0], restoreFolio: [0, 0], restore: [0, 0] };
+    const add = (phase: PhaseName, t: [number, number]): void => { thisRound[phase] = t; };
     const each = s.collectEachPhase;
     if (!each && round === 0) collect();
     const machine = createMachine({ memory, numaNodes: 2 });
@@ -128,13 +128,20 @@ function runOne(s: Scenario, memory: string): Result {
     if (!kin) throw new Error(`${memory}: the next kernel is not a KHO boot`);
     let n = 0;
     add('restoreFolio', timed(() => { n = restoreAll(kin, pfns); }, each));
-    if (round >= 0) restored += n;
+    if (round >= 0) {
+      restored += n;
+      thisRound.restore = [thisRound.boot[0] + thisRound.restoreFolio[0], thisRound.boot[1] + thisRound.restoreFolio[1]];
+      for (const phase of PHASES) {
+        ms[phase] = Math.min(ms[phase], thisRound[phase][0]);
+        cpu[phase] = Math.min(cpu[phase], thisRound[phase][1]);
+      }
+    }
     // Keep every round's kernels alive: optimized code holds weak references to objects it saw,
     // and their death would throw that code away, so each round would time the JIT again.
-    alive.push(k1, k2);
+    if (!each) alive.push(k1, k2);
   }
   return {
-    scenario: s.name, memory, keys: s.count * s.rounds, ms, cpu, trackerPages, restored,
+    scenario: s.name, memory, keys: s.count, ms, cpu, trackerPages, restored,
     maxRssKiB: process.resourceUsage().maxRSS,
   };
 }
@@ -153,11 +160,9 @@ const median = (xs: readonly number[]): number => {
   return a.length % 2 === 1 ? (a[m] as number) : ((a[m - 1] as number) + (a[m] as number)) / 2;
 };
 type Clock = 'ms' | 'cpu';
-/** A phase's time, or boot + restoreFolio for 'restore'. */
-const phaseMs = (r: Result, clock: Clock, phase: PhaseName | 'restore'): number =>
-  phase === 'restore' ? r[clock].boot + r[clock].restoreFolio : r[clock][phase];
+const phaseMs = (r: Result, clock: Clock, phase: PhaseName): number => r[clock][phase];
 const mkeys = (keys: number, ms: number): string => `${(keys / ms / 1000).toFixed(2)} M keys/s`;
-const LABELS: ReadonlyArray<readonly [PhaseName | 'restore', string]> = [
+const LABELS: ReadonlyArray<readonly [PhaseName, string]> = [
   ['alloc', 'alloc_pages'], ['preserve', 'preserve'], ['jump', 'kexecJump'], ['boot', 'boot walk+reserve'],
   ['restoreFolio', 'restoreFolio'], ['restore', 'restore (boot+restoreFolio)'],
 ];
@@ -173,16 +178,17 @@ if (oneAt >= 0) {
   console.log(JSON.stringify(runOne(s, memory)));
 } else {
   console.log(`KHO benchmark${quick ? ' (--quick)' : ''}; node ${process.version}; ${RUNS} paired runs (${SMALL} then ${BIG}) per configuration, each run its own process`);
-  console.log(`ratios are ${BIG} / ${SMALL}, the median over the pairs of each pair's ratio; CPU time (user + system) first, wall time in brackets; keys/s by CPU time`);
+  console.log(`a run's time for a phase is its fastest round; ratios are ${BIG} / ${SMALL}, the median over the pairs of each pair's ratio;`);
+  console.log('CPU time (user + system) first, wall time in brackets; keys/s by CPU time, keys of one round');
   const summary: string[] = [];
   let slowest = Infinity;
   for (const s of SCENARIOS) {
-    const keys = s.count * s.rounds;
-    console.log(`\n${s.name}: ${keys.toLocaleString('en')} order-${s.order} keys (${formatSize(s.count * 2 ** s.order * PAGE_SIZE)} preserved per round, ${s.rounds} timed round${s.rounds > 1 ? 's' : ''}${s.warmup ? ` after ${s.warmup} untimed` : ''})`);
+    const keys = s.count;
+    console.log(`\n${s.name}: ${keys.toLocaleString('en')} order-${s.order} keys a round (${formatSize(s.count * 2 ** s.order * PAGE_SIZE)} preserved), fastest of ${s.rounds} round${s.rounds > 1 ? 's' : ''}${s.warmup ? ` after ${s.warmup} untimed` : ''}`);
     console.log(`  ${'phase (CPU ms, median)'.padEnd(28)} ${SMALL.padStart(8)} | ${BIG.padStart(8)}   ${'ratio (wall)'.padEnd(18)}  ${SMALL.padStart(17)} | ${BIG.padStart(17)}`);
     const pairs: Array<[Result, Result]> = [];
     for (let i = 0; i < RUNS; i++) pairs.push([child(s, SMALL), child(s, BIG)]);
-    const ratio = (clock: Clock, phase: PhaseName | 'restore'): number =>
+    const ratio = (clock: Clock, phase: PhaseName): number =>
       median(pairs.map(([a, b]) => phaseMs(b, clock, phase) / phaseMs(a, clock, phase)));
     for (const [phase, label] of LABELS) {
       const small = median(pairs.map(([a]) => phaseMs(a, 'cpu', phase)));
@@ -192,9 +198,9 @@ if (oneAt >= 0) {
       console.log(`  ${label.padEnd(28)} ${small.toFixed(1).padStart(8)} | ${big.toFixed(1).padStart(8)}   ${r.padEnd(18)}${perKey}`);
     }
     const [a, b] = pairs[0] as [Result, Result];
-    console.log(`  tracker pages per round ${a.trackerPages / s.rounds} | ${b.trackerPages / s.rounds}; restored ${a.restored} | ${b.restored}; peak RSS ${formatSize(a.maxRssKiB * 1024)} | ${formatSize(b.maxRssKiB * 1024)}`);
+    console.log(`  tracker pages per round ${a.trackerPages / s.rounds} | ${b.trackerPages / s.rounds}; restored ${a.restored / s.rounds} | ${b.restored / s.rounds} a round; peak RSS ${formatSize(a.maxRssKiB * 1024)} | ${formatSize(b.maxRssKiB * 1024)}`);
     for (const pair of pairs) for (const r of pair) slowest = Math.min(slowest, keys / phaseMs(r, 'cpu', 'preserve') / 1000, keys / phaseMs(r, 'cpu', 'restore') / 1000);
-    const each = (phase: PhaseName | 'restore'): string => pairs.map(([x, y]) => (phaseMs(y, 'cpu', phase) / phaseMs(x, 'cpu', phase)).toFixed(2)).join(' ');
+    const each = (phase: PhaseName): string => pairs.map(([x, y]) => (phaseMs(y, 'cpu', phase) / phaseMs(x, 'cpu', phase)).toFixed(2)).join(' ');
     for (const phase of ['preserve', 'restore'] as const) {
       summary.push(`  order-${s.order} ${phase.padEnd(8)} ${ratio('cpu', phase).toFixed(3)}x (wall ${ratio('ms', phase).toFixed(3)}x)   pairs: ${each(phase)}`);
     }
