@@ -195,7 +195,8 @@ if (oneAt >= 0) {
       const big = median(pairs.map(([, b]) => phaseMs(b, 'cpu', phase)));
       const perKey = phase === 'jump' ? '' : `  ${mkeys(keys, small).padStart(17)} | ${mkeys(keys, big).padStart(17)}`;
       const r = `${ratio('cpu', phase).toFixed(3)}x (${ratio('ms', phase).toFixed(3)}x)`;
-      console.log(`  ${label.padEnd(28)} ${small.toFixed(1).padStart(8)} | ${big.toFixed(1).padStart(8)}   ${r.padEnd(18)}${perKey}`);
+      const msText = (x: number): string => x.toFixed(x < 10 ? 2 : 1).padStart(8);
+      console.log(`  ${label.padEnd(28)} ${msText(small)} | ${msText(big)}   ${r.padEnd(18)}${perKey}`);
     }
     const [a, b] = pairs[0] as [Result, Result];
     console.log(`  tracker pages per round ${a.trackerPages / s.rounds} | ${b.trackerPages / s.rounds}; restored ${a.restored / s.rounds} | ${b.restored / s.rounds} a round; peak RSS ${formatSize(a.maxRssKiB * 1024)} | ${formatSize(b.maxRssKiB * 1024)}`);
