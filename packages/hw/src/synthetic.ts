@@ -256,8 +256,9 @@ export class SyntheticRuns {
     this.startOf[x] = start;
     this.endOf[x] = end;
     this.seedAt[x] = seed;
+    // A loop, not links.fill(): h is 1.33 on average and fill() is a builtin call per node.
     const at = this.linkAt[x] as number;
-    this.links.fill(NIL, at, at + h);
+    for (let l = 0; l < h; l++) this.links[at + l] = NIL;
     this.n++;
     return x;
   }
