@@ -68,7 +68,7 @@ const SCENARIOS: readonly Scenario[] = [
   { name: 'order9', order: 9, count: 25_000, rounds: quick ? 4 : 40, warmup: 3, collectEachPhase: false },
 ];
 
-/** Each phase starts from a collected heap (children run with --expose-gc), so one phase's garbage is not billed to the next. */
+/** A full collection (children run with --expose-gc), so one phase's garbage is not billed to the next (see collectEachPhase). */
 const collect = (globalThis as { gc?: () => void }).gc ?? ((): void => undefined);
 /** Wall and CPU milliseconds of fn. On a shared machine CPU time is the steadier one: it does not count time preempted. */
 function timed(fn: () => void, gc = true): [wall: number, cpu: number] {
@@ -136,8 +136,8 @@ function runOne(s: Scenario, memory: string): Result {
         cpu[phase] = Math.min(cpu[phase], thisRound[phase][1]);
       }
     }
-    // Keep every round's kernels alive: optimized code holds weak references to objects it saw,
-    // and their death would throw that code away, so each round would time the JIT again.
+    // Short rounds keep every round's kernels alive: optimized code holds weak references to
+    // objects it saw, and their death would throw that code away, so each round would time the JIT.
     if (!each) alive.push(k1, k2);
   }
   return {
