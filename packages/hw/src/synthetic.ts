@@ -21,92 +21,130 @@ export function fillSyntheticPage(dst: Uint32Array, pageSeed: number): void {
 /** Page seed of the page at offset `pageOffset` inside a run whose first page has `seed`. */
 export const pageSeedAt = (seed: number, pageOffset: number): number => (seed + pageOffset) >>> 0;
 
-/** Synthetic runs: sorted, non-overlapping [start, end) with the seed of their first page. */
+/** Levels of the skip list: with p = 1/4 that serves 4^16 runs at O(log n). */
+const MAX_LEVEL = 16;
+/** Node 0 is the head sentinel; NIL ends a list. */
+const HEAD = 0;
+const NIL = -1;
+
+/**
+ * Synthetic runs: sorted, non-overlapping [start, end) with the seed of their first page.
+ *
+ * A skip list in typed arrays (no object per run, none per page): set, clear and lookups
+ * cost O(log n) expected whatever order runs arrive in, so a guest filled back to front or
+ * at random costs what one filled front to back does. Appending after the last run is O(1)
+ * expected through the per-level tail pointers, and a run that continues the last one's
+ * seeds extends it instead of adding a node.
+ */
 export class SyntheticRuns {
-  /** Triples (start, end, seed) in a Float64Array. */
-  private buf: Float64Array;
+  private startOf = new Float64Array(16);
+  private endOf = new Float64Array(16);
+  private seedAt = new Float64Array(16);
+  private heightOf = new Uint8Array(16);
+  /** Forward links: node x's link on level l is links[linkAt[x] + l]; a node has heightOf[x] of them (1.33 on average). */
+  private linkAt = new Int32Array(16);
+  private links = new Int32Array(64).fill(NIL);
+  private linksUsed = MAX_LEVEL;
+  /** Last node on each level (HEAD when the level is empty): O(1) appends. */
+  private readonly tail = new Int32Array(MAX_LEVEL);
+  /** Scratch for a search: the last node before the key on each level. */
+  private readonly update = new Int32Array(MAX_LEVEL);
+  private level = 1;
   private n = 0;
+  /** Nodes made so far, counting the head; freed nodes are reused from `free`, by height. */
+  private used = 1;
+  private free: number[][] = Array.from({ length: MAX_LEVEL + 1 }, () => []);
+  private rng = 0x2545f491;
+  /** The node of the last successful seedOf: reads walk pages in order. */
+  private hit = NIL;
 
   constructor(from?: Float64Array) {
-    this.buf = from ? from.slice() : new Float64Array(12);
-    this.n = from ? from.length / 3 : 0;
+    // serialize() gives sorted triples, so each set() is an O(1) append; any other order still works.
+    if (from) for (let i = 0; i + 2 < from.length; i += 3) this.set(from[i] as number, from[i + 1] as number, from[i + 2] as number);
   }
 
   get runCount(): number { return this.n; }
 
-  serialize(): Float64Array { return this.buf.slice(0, 3 * this.n); }
+  serialize(): Float64Array {
+    const out = new Float64Array(3 * this.n);
+    let k = 0;
+    for (let x = this.links[this.linkAt[HEAD] as number] as number; x !== NIL; x = this.links[this.linkAt[x] as number] as number) {
+      out[k++] = this.startOf[x] as number;
+      out[k++] = this.endOf[x] as number;
+      out[k++] = this.seedAt[x] as number;
+    }
+    return out;
+  }
 
   *runs(): IterableIterator<[start: number, end: number, seed: number]> {
-    for (let i = 0; i < this.n; i++) yield [this.buf[3 * i] as number, this.buf[3 * i + 1] as number, this.buf[3 * i + 2] as number];
+    for (let x = this.links[this.linkAt[HEAD] as number] as number; x !== NIL; x = this.links[this.linkAt[x] as number] as number) {
+      yield [this.startOf[x] as number, this.endOf[x] as number, this.seedAt[x] as number];
+    }
   }
 
   /** The page seed of pfn, or -1 when pfn is not synthetic. */
   seedOf(pfn: number): number {
-    let lo = 0;
-    let hi = this.n;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if ((this.buf[3 * mid + 1] as number) <= pfn) lo = mid + 1; else hi = mid;
-    }
-    if (lo < this.n && (this.buf[3 * lo] as number) <= pfn) {
-      return pageSeedAt(this.buf[3 * lo + 2] as number, pfn - (this.buf[3 * lo] as number));
-    }
-    return -1;
+    const x = this.nodeAt(pfn);
+    return x === NIL ? -1 : pageSeedAt(this.seedAt[x] as number, pfn - (this.startOf[x] as number));
   }
 
   /** True when every page of [start, end) is synthetic and page i has seed (seed + i). */
   matches(start: number, end: number, seed: number): boolean {
+    if (end <= start) return true;
+    let x = this.nodeAt(start);
     let pfn = start;
-    while (pfn < end) {
-      const i = this.indexOf(pfn);
-      if (i < 0) return false;
-      const runStart = this.buf[3 * i] as number;
-      if (pageSeedAt(this.buf[3 * i + 2] as number, pfn - runStart) !== pageSeedAt(seed, pfn - start)) return false;
-      pfn = Math.min(end, this.buf[3 * i + 1] as number);
+    while (x !== NIL) {
+      const runStart = this.startOf[x] as number;
+      if (runStart > pfn) return false;
+      if (pageSeedAt(this.seedAt[x] as number, pfn - runStart) !== pageSeedAt(seed, pfn - start)) return false;
+      pfn = this.endOf[x] as number;
+      if (pfn >= end) return true;
+      x = this.links[this.linkAt[x] as number] as number;
     }
-    return true;
+    return false;
   }
 
   /** Make [start, end) synthetic with first-page seed `seed`, replacing what was there. */
   set(start: number, end: number, seed: number): void {
-    // Appending after the last run (a file filled front to back) is O(1) amortized, and a run
-    // that continues the last one's seeds extends it instead of adding another.
-    const n = this.n;
-    if (n === 0 || start >= (this.buf[3 * n - 2] as number)) {
-      const lastEnd = n > 0 ? (this.buf[3 * n - 2] as number) : -1;
-      if (n > 0 && lastEnd === start && pageSeedAt(this.buf[3 * n - 1] as number, start - (this.buf[3 * n - 3] as number)) === seed >>> 0) {
-        this.buf[3 * n - 2] = end;
-        return;
-      }
-      if (3 * n + 3 > this.buf.length) {
-        const next = new Float64Array(Math.max(12, this.buf.length * 2));
-        next.set(this.buf.subarray(0, 3 * n));
-        this.buf = next;
-      }
-      this.buf[3 * n] = start;
-      this.buf[3 * n + 1] = end;
-      this.buf[3 * n + 2] = seed >>> 0;
-      this.n = n + 1;
+    if (end <= start) return;
+    const last = this.tail[0] as number;
+    if (last === HEAD || start >= (this.endOf[last] as number)) {
+      this.append(start, end, seed);
       return;
     }
+    // clear() leaves `update` holding the last node before `start` on each level: the new run links in there.
     this.clear(start, end);
-    let at = 0;
-    while (at < this.n && (this.buf[3 * at] as number) < start) at++;
-    this.splice(at, 0, [start, end, seed >>> 0]);
+    this.link(this.node(start, end, seed >>> 0));
   }
 
-  /** Forget [start, end): those pages are no longer synthetic. */
+  /** Forget [start, end): those pages are no longer synthetic. O(log n + runs removed). */
   clear(start: number, end: number): void {
-    const out: number[] = [];
-    for (const [s, e, seed] of this.runs()) {
-      if (e <= start || s >= end) { out.push(s, e, seed); continue; }
-      if (s < start) out.push(s, start, seed);
-      if (e > end) out.push(end, e, pageSeedAt(seed, end - s));
+    if (end <= start || this.n === 0) return;
+    this.hit = NIL;
+    const before = this.search(start);
+    // A run that starts before `start` and reaches into the range keeps its head; if it also
+    // reaches past `end`, its tail becomes a run of its own.
+    if (before !== HEAD && (this.endOf[before] as number) > start) {
+      const runEnd = this.endOf[before] as number;
+      this.endOf[before] = start;
+      if (runEnd > end) {
+        // The tail links in after `before`, which stays the last node before `start` on every level.
+        this.link(this.node(end, runEnd, pageSeedAt(this.seedAt[before] as number, end - (this.startOf[before] as number))));
+        return;
+      }
     }
-    this.replaceAll(out);
+    for (let x = this.links[this.linkAt[before] as number] as number; x !== NIL && (this.startOf[x] as number) < end; x = this.links[this.linkAt[before] as number] as number) {
+      if ((this.endOf[x] as number) > end) {
+        // Only the first pages go: the start moves up, the order of runs stays.
+        this.seedAt[x] = pageSeedAt(this.seedAt[x] as number, end - (this.startOf[x] as number));
+        this.startOf[x] = end;
+        return;
+      }
+      this.unlink(x);
+    }
   }
 
-  /** Keep only the pages for which `keep` holds, given as sorted [start, end) runs. */
+  /** Keep only the pages inside `keepRuns` (sorted [start, end) runs). O(n + keep runs + pieces). */
   intersect(keepRuns: Iterable<[number, number]>): void {
     const keep = [...keepRuns];
     const out: number[] = [];
@@ -121,28 +159,138 @@ export class SyntheticRuns {
         if (ie > is) out.push(is, ie, pageSeedAt(seed, is - s));
       }
     }
-    this.replaceAll(out);
+    this.reset();
+    for (let i = 0; i < out.length; i += 3) this.append(out[i] as number, out[i + 1] as number, out[i + 2] as number);
   }
 
-  private indexOf(pfn: number): number {
-    let lo = 0;
-    let hi = this.n;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if ((this.buf[3 * mid + 1] as number) <= pfn) lo = mid + 1; else hi = mid;
+  // ---- the skip list -------------------------------------------------------------------
+
+  /** The run holding pfn, or NIL. */
+  private nodeAt(pfn: number): number {
+    const h = this.hit;
+    if (h !== NIL && (this.startOf[h] as number) <= pfn && pfn < (this.endOf[h] as number)) return h;
+    // The last run starting at or before pfn (pfns are integers, so "before pfn + 1").
+    let x = HEAD;
+    for (let l = this.level - 1; l >= 0; l--) {
+      let nx = this.links[(this.linkAt[x] as number) + l] as number;
+      while (nx !== NIL && (this.startOf[nx] as number) <= pfn) { x = nx; nx = this.links[(this.linkAt[x] as number) + l] as number; }
     }
-    return lo < this.n && (this.buf[3 * lo] as number) <= pfn ? lo : -1;
+    if (x === HEAD || (this.endOf[x] as number) <= pfn) return NIL;
+    this.hit = x;
+    return x;
   }
 
-  private replaceAll(triples: number[]): void {
-    this.buf = new Float64Array(Math.max(12, triples.length));
-    this.buf.set(triples);
-    this.n = triples.length / 3;
+  /** Fill `update` with the last node before `key` on each level; returns the one on level 0. */
+  private search(key: number): number {
+    let x = HEAD;
+    for (let l = this.level - 1; l >= 0; l--) {
+      let nx = this.links[(this.linkAt[x] as number) + l] as number;
+      while (nx !== NIL && (this.startOf[nx] as number) < key) { x = nx; nx = this.links[(this.linkAt[x] as number) + l] as number; }
+      this.update[l] = x;
+    }
+    return x;
   }
 
-  private splice(at: number, del: number, ins: number[]): void {
-    const all = Array.from(this.buf.subarray(0, 3 * this.n));
-    all.splice(3 * at, 3 * del, ...ins);
-    this.replaceAll(all);
+  /** Append after the last run (the caller checked start >= its end): O(1) expected. */
+  private append(start: number, end: number, seed: number): void {
+    this.hit = NIL;
+    const last = this.tail[0] as number;
+    if (last !== HEAD && (this.endOf[last] as number) === start &&
+        pageSeedAt(this.seedAt[last] as number, start - (this.startOf[last] as number)) === seed >>> 0) {
+      this.endOf[last] = end;
+      return;
+    }
+    const x = this.node(start, end, seed >>> 0);
+    const h = this.heightOf[x] as number;
+    if (h > this.level) this.level = h;
+    for (let l = 0; l < h; l++) {
+      this.links[(this.linkAt[this.tail[l] as number] as number) + l] = x;
+      this.tail[l] = x;
+    }
+  }
+
+  /** Link x in after update[l] on each of its levels (the caller searched for its start). */
+  private link(x: number): void {
+    const h = this.heightOf[x] as number;
+    for (let l = this.level; l < h; l++) this.update[l] = HEAD;
+    if (h > this.level) this.level = h;
+    for (let l = 0; l < h; l++) {
+      const prev = this.update[l] as number;
+      const after = this.links[(this.linkAt[prev] as number) + l] as number;
+      this.links[(this.linkAt[x] as number) + l] = after;
+      this.links[(this.linkAt[prev] as number) + l] = x;
+      if (after === NIL) this.tail[l] = x;
+    }
+  }
+
+  /** Remove x, which follows update[l] on every level it is on. */
+  private unlink(x: number): void {
+    const h = this.heightOf[x] as number;
+    for (let l = 0; l < h; l++) {
+      const prev = this.update[l] as number;
+      const after = this.links[(this.linkAt[x] as number) + l] as number;
+      this.links[(this.linkAt[prev] as number) + l] = after;
+      if (after === NIL) this.tail[l] = prev;
+    }
+    (this.free[h] as number[]).push(x);
+    this.n--;
+  }
+
+  /** A fresh node with a random height (p = 1/4), unlinked. */
+  private node(start: number, end: number, seed: number): number {
+    let r = this.rng;
+    r ^= r << 13; r ^= r >>> 17; r ^= r << 5;
+    this.rng = r >>> 0;
+    // Two random bits per level: each level is kept with probability 1/4.
+    let h = 1;
+    while (h < MAX_LEVEL && ((this.rng >>> (2 * h)) & 3) === 0) h++;
+    let x = (this.free[h] as number[]).pop();
+    if (x === undefined) {
+      if (this.used === this.startOf.length) this.growNodes();
+      if (this.linksUsed + h > this.links.length) this.growLinks();
+      x = this.used++;
+      this.linkAt[x] = this.linksUsed;
+      this.linksUsed += h;
+      this.heightOf[x] = h;
+    }
+    this.startOf[x] = start;
+    this.endOf[x] = end;
+    this.seedAt[x] = seed;
+    // A loop, not links.fill(): h is 1.33 on average and fill() is a builtin call per node.
+    const at = this.linkAt[x] as number;
+    for (let l = 0; l < h; l++) this.links[at + l] = NIL;
+    this.n++;
+    return x;
+  }
+
+  private growNodes(): void {
+    const cap = this.startOf.length * 2;
+    const f64 = (a: Float64Array): Float64Array<ArrayBuffer> => { const b = new Float64Array(cap); b.set(a); return b; };
+    this.startOf = f64(this.startOf);
+    this.endOf = f64(this.endOf);
+    this.seedAt = f64(this.seedAt);
+    const heights = new Uint8Array(cap);
+    heights.set(this.heightOf);
+    this.heightOf = heights;
+    const linkAt = new Int32Array(cap);
+    linkAt.set(this.linkAt);
+    this.linkAt = linkAt;
+  }
+
+  private growLinks(): void {
+    const links = new Int32Array(this.links.length * 2);
+    links.set(this.links);
+    this.links = links;
+  }
+
+  private reset(): void {
+    this.links.fill(NIL, 0, MAX_LEVEL);
+    this.linksUsed = MAX_LEVEL;
+    this.tail.fill(HEAD);
+    this.level = 1;
+    this.n = 0;
+    this.used = 1;
+    for (const f of this.free) f.length = 0;
+    this.hit = NIL;
   }
 }

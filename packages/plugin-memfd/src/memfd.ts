@@ -104,21 +104,44 @@ export class MemfdInode {
     this.cache.drain((_index, pfn) => this.releaseFolio(pfn));
   }
 
+  /**
+   * The resident folios of [pos, pos + length) (clipped to i_size) as runs that are
+   * contiguous both in the file and in physical memory, ascending: fn(fileOffset, phys, bytes)
+   * for each, clipped to the range; return true from fn to stop. Holes are skipped a
+   * page-cache chunk (512 folios) at a time, so the cost follows the resident folios touched,
+   * never the bytes of the holes.
+   */
+  forEachResidentRun(pos: number, length: number, fn: (fileOffset: number, phys: number, bytes: number) => boolean | void): void {
+    const end = Math.min(pos + length, this.size);
+    if (!(end > pos)) return;
+    const folioBytes = this.folioBytes;
+    const pagesPerFolio = 2 ** this.order;
+    const endIndex = Math.ceil(end / folioBytes);
+    let index = this.cache.nextPresent(Math.floor(pos / folioBytes), endIndex);
+    while (index >= 0) {
+      const pfn = this.cache.get(index);
+      let count = 1;
+      while (index + count < endIndex && this.cache.get(index + count) === pfn + count * pagesPerFolio) count++;
+      const runStart = Math.max(pos, index * folioBytes);
+      const runEnd = Math.min(end, (index + count) * folioBytes);
+      if (fn(runStart, pfn * PAGE_SIZE + (runStart - index * folioBytes), runEnd - runStart) === true) return;
+      index = this.cache.nextPresent(index + count, endIndex);
+    }
+  }
+
+  /** read(2) at pos: holes read as zeros; one zero fill per hole and one copy per resident run. */
   read(dst: Uint8Array, pos: number): number {
     if (pos >= this.size) return 0;
     const n = Math.min(dst.length, this.size - pos);
     const mem = this.kernel.machine.memory;
     let done = 0;
-    while (done < n) {
-      const off = pos + done;
-      const index = Math.floor(off / this.folioBytes);
-      const inFolio = off % this.folioBytes;
-      const chunk = Math.min(this.folioBytes - inFolio, n - done);
-      const pfn = this.cache.get(index);
-      if (pfn < 0) dst.fill(0, done, done + chunk);
-      else mem.readInto(pfn * PAGE_SIZE + inFolio, dst.subarray(done, done + chunk));
-      done += chunk;
-    }
+    this.forEachResidentRun(pos, n, (offset, phys, bytes) => {
+      const at = offset - pos;
+      if (at > done) dst.fill(0, done, at);
+      mem.readInto(phys, dst.subarray(at, at + bytes));
+      done = at + bytes;
+    });
+    if (done < n) dst.fill(0, done, n);
     return n;
   }
 

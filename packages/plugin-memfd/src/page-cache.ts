@@ -29,6 +29,19 @@ export class PageCache {
     return v === 0 ? -1 : v - 1;
   }
 
+  /** The first present index in [from, end), or -1. A chunk with no entry is skipped whole. */
+  nextPresent(from: number, end: number): number {
+    let i = from;
+    while (i < end) {
+      const key = Math.floor(i / CHUNK);
+      const stop = Math.min(end, (key + 1) * CHUNK);
+      const c = this.chunkOf(key);
+      if (c) for (let k = i - key * CHUNK; i < stop; i++, k++) if (c[k] !== 0) return i;
+      i = stop;
+    }
+    return -1;
+  }
+
   set(index: number, pfn: number): void {
     const key = Math.floor(index / CHUNK);
     let c = this.chunkOf(key);

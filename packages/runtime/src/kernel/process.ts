@@ -79,14 +79,31 @@ export class Process {
     }
   }
 
-  /** pread(2): up to `length` bytes at `offset`; f_pos is untouched. */
+  /**
+   * pread(2): up to `length` bytes at `offset`, in a new array; f_pos is untouched. The array
+   * is never larger than what the file holds past `offset` (when it reports a size), so a
+   * long read near the end of a file costs the bytes it returns.
+   */
   pread(fd: number, length: number, offset: number): Uint8Array {
     const file = this.file(fd, 'pread');
     if (!file.ops.read) throw new ErrnoError('EINVAL', 'pread');
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) throw new ErrnoError('EINVAL', 'pread');
-    const buf = new Uint8Array(length);
+    const size = file.ops.size?.(file);
+    const buf = new Uint8Array(size === undefined ? length : Math.max(0, Math.min(length, size - offset)));
     const n = file.ops.read(file, buf, offset);
     return buf.subarray(0, n);
+  }
+
+  /**
+   * pread(2) into the caller's buffer, the way C calls it: up to dst.length bytes at `offset`;
+   * returns how many were read (0 at end of file); bytes of dst past that count are left as
+   * they were; f_pos is untouched. A loop that reuses one buffer allocates nothing per call.
+   */
+  preadInto(fd: number, dst: Uint8Array, offset: number): number {
+    const file = this.file(fd, 'pread');
+    if (!file.ops.read) throw new ErrnoError('EINVAL', 'pread');
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new ErrnoError('EINVAL', 'pread');
+    return file.ops.read(file, dst, offset);
   }
 
   /** pwrite(2): returns the bytes written; f_pos is untouched. */

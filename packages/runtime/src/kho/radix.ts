@@ -5,7 +5,7 @@
  */
 import { PAGE_SIZE, type PhysMemory } from '@liveupdate/hw';
 import { KHO_BITMAP_SIZE_LOG2, KHO_ORDER_0_LOG2, KHO_TABLE_SIZE_LOG2, KHO_TREE_MAX_DEPTH } from '../abi/kho.js';
-import { POW2, popcount32 } from '../mm/bits.js';
+import { POW2, hashIndex, popcount32 } from '../mm/bits.js';
 
 const LEAF_BITS = 2 ** KHO_BITMAP_SIZE_LOG2;
 const TABLE_ENTRIES = 2 ** KHO_TABLE_SIZE_LOG2;
@@ -42,12 +42,21 @@ export interface TrackerPages {
 export type WalkResult = { ok: true; keys: number } | { ok: false; reason: string };
 
 /**
+ * Leaf views cached by leaf id: 2-way set-associative, the set chosen by a multiplicative hash
+ * of the whole id. A direct-mapped cache indexed by the low bits of the id thrashes on
+ * interleaved preserves whose leaves are a power of two apart, which is exactly what two NUMA
+ * nodes of a large machine give (node 1's leaves sit 2^k leaves above node 0's). Within a set
+ * the newest entry takes way 0 and the older moves to way 1, so two hot leaves in one set
+ * both stay cached.
+ */
+const LEAF_CACHE_SETS_LOG2 = 5;
+const LEAF_CACHE_WAYS = 2;
+const LEAF_CACHE = LEAF_CACHE_WAYS << LEAF_CACHE_SETS_LOG2;
+
+/**
  * The outgoing tracker, live in emulated memory. JavaScript keeps only views of node pages
  * (the kernel's phys_to_virt); the bytes in memory are the truth and the handover.
  */
-/** Direct-mapped cache of leaf views by leaf id: interleaved preserves (two nodes, two orders) stay cheap. */
-const LEAF_CACHE = 64;
-
 export class KhoRadixTree {
   readonly rootPfn: number;
   private readonly views = new Map<number, Uint32Array>(); // node pfn -> view
@@ -62,16 +71,24 @@ export class KhoRadixTree {
   /** The leaf holding `key`, creating the path when asked; undefined if absent (or on -ENOMEM when creating). */
   private leafFor(key: number, create: boolean): Uint32Array | undefined {
     const leafId = Math.floor(key / LEAF_BITS);
-    const slot = (leafId >>> 0) & (LEAF_CACHE - 1); // ToUint32 keeps the low bits of the integer
-    if (this.cacheIds[slot] === leafId) return this.cacheLeaves[slot];
+    const set = hashIndex(leafId, LEAF_CACHE_SETS_LOG2) * LEAF_CACHE_WAYS;
+    if (this.cacheIds[set] === leafId) return this.cacheLeaves[set];
+    if (this.cacheIds[set + 1] === leafId) return this.cacheLeaves[set + 1];
+    return this.leafMiss(key, leafId, set, create);
+  }
+
+  /** Out of line, so the hit path above stays small enough to inline into add/del/has. */
+  private leafMiss(key: number, leafId: number, set: number, create: boolean): Uint32Array | undefined {
     let leaf = this.leaves.get(leafId);
     if (!leaf) {
       leaf = this.descend(key, create);
       if (!leaf) return undefined;
       this.leaves.set(leafId, leaf);
     }
-    this.cacheIds[slot] = leafId;
-    this.cacheLeaves[slot] = leaf;
+    this.cacheIds[set + 1] = this.cacheIds[set] as number;
+    this.cacheLeaves[set + 1] = this.cacheLeaves[set];
+    this.cacheIds[set] = leafId;
+    this.cacheLeaves[set] = leaf;
     return leaf;
   }
 

@@ -18,3 +18,14 @@ export function popcount32(v: number): number {
 export function isAligned(pfn: number, order: number): boolean {
   return order < 32 ? ((pfn >>> 0) & ((POW2[order] as number) - 1)) === 0 : pfn % (POW2[order] as number) === 0;
 }
+
+/**
+ * A `bits`-bit hash (1..31) of a non-negative integer below 2^53, mixing both 32-bit halves:
+ * for caches indexed by ids that sit power-of-two strides apart (one per NUMA node), where
+ * the low bits alone would map them all to one slot.
+ */
+export function hashIndex(id: number, bits: number): number {
+  const lo = id >>> 0; // ToUint32 keeps the low 32 bits of an integer exactly
+  const hi = (id / 0x1_0000_0000) >>> 0;
+  return Math.imul(lo ^ Math.imul(hi, 0x85ebca6b), 0x9e3779b1) >>> (32 - bits);
+}

@@ -5,13 +5,18 @@
  * 10 million objects. A segment covers 32768 heads of one order, exactly the span of one
  * tracker leaf, so a whole leaf can be OR-ed in at once (setLeaf).
  */
-import { POW2, isAligned, popcount32 } from './bits.js';
+import { POW2, hashIndex, isAligned, popcount32 } from './bits.js';
 
 export const HEAD_SEG_BITS = 32768;
 const SEG_WORDS = HEAD_SEG_BITS / 32;
 const ORDERS = 64;
-/** Lookup cache entries per order (direct-mapped by segment index): interleaved nodes stay cached. */
-const WAYS = 16;
+/**
+ * Lookup cache per order: 2^SETS_LOG2 sets of 2 ways, the set a hash of the segment index. Restores
+ * alternate between NUMA nodes whose segments sit a power of two apart; indexing by the low
+ * bits of the segment index would put them all in one slot and miss on every lookup.
+ */
+const SETS_LOG2 = 3;
+const CACHE_PER_ORDER = 2 << SETS_LOG2;
 
 export class KhoHeadMap {
   /** Per order: segment index (head index / 32768) → bitmap of heads. */
@@ -20,9 +25,9 @@ export class KhoHeadMap {
   private orders: number[] = [];
   private readonly liveByOrder = new Float64Array(ORDERS);
   private live = 0;
-  /** Segment lookup cache, WAYS entries per order (a miss is cached too): restores come in address order. */
-  private readonly cacheIdx = new Float64Array(ORDERS * WAYS).fill(-1);
-  private readonly cacheSeg: Array<Uint32Array | undefined> = new Array<Uint32Array | undefined>(ORDERS * WAYS).fill(undefined);
+  /** Segment lookup cache, CACHE_PER_ORDER entries per order (a miss is cached too): restores come in address order. */
+  private readonly cacheIdx = new Float64Array(ORDERS * CACHE_PER_ORDER).fill(-1);
+  private readonly cacheSeg: Array<Uint32Array | undefined> = new Array<Uint32Array | undefined>(ORDERS * CACHE_PER_ORDER).fill(undefined);
 
   get count(): number { return this.live; }
 
@@ -34,11 +39,19 @@ export class KhoHeadMap {
   }
 
   private segment(order: number, segIdx: number, create: boolean): Uint32Array | undefined {
-    const slot = order * WAYS + ((segIdx >>> 0) & (WAYS - 1));
+    const slot = order * CACHE_PER_ORDER + hashIndex(segIdx, SETS_LOG2) * 2;
     if (this.cacheIdx[slot] === segIdx) {
       const cached = this.cacheSeg[slot];
       if (cached || !create) return cached;
+    } else if (this.cacheIdx[slot + 1] === segIdx) {
+      const cached = this.cacheSeg[slot + 1];
+      if (cached || !create) return cached;
     }
+    return this.segmentMiss(order, segIdx, create, slot);
+  }
+
+  /** Out of line, so the hit path stays small enough to inline. The newest entry takes way 0. */
+  private segmentMiss(order: number, segIdx: number, create: boolean, slot: number): Uint32Array | undefined {
     let map = this.segs[order];
     if (!map) {
       if (!create) return undefined;
@@ -51,6 +64,10 @@ export class KhoHeadMap {
     if (!seg && create) {
       seg = new Uint32Array(SEG_WORDS);
       map.set(segIdx, seg);
+    }
+    if (this.cacheIdx[slot] !== segIdx) {
+      this.cacheIdx[slot + 1] = this.cacheIdx[slot] as number;
+      this.cacheSeg[slot + 1] = this.cacheSeg[slot];
     }
     this.cacheIdx[slot] = segIdx;
     this.cacheSeg[slot] = seg;

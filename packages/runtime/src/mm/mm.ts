@@ -27,7 +27,12 @@ export class Mm {
 
   /** alloc_pages(order) on node nid: a pfn, or null (-ENOMEM). Falls back to memblock before the page allocator is up. */
   allocPages(order: number, nid = 0): number | null {
-    if (this.buddy) return this.buddy.alloc(order, nid);
+    // Kept tiny so callers inline it: a pfn above 2^31 returned through a call is boxed.
+    const buddy = this.buddy;
+    return buddy !== null ? buddy.alloc(order, nid) : this.earlyAllocPages(order);
+  }
+
+  private earlyAllocPages(order: number): number | null {
     return this.memblock.alloc(2 ** order, 2 ** order, { nid: -1 });
   }
 
