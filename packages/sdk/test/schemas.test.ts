@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
   defineFileHandler, definePlugin, lineOfPointer, parseScenario, SchemaError, validateManifest,
-  type FormatDeclaration, type PluginDefinition,
+  type FormatDeclaration, type PluginDefinition, type ScenarioVocabulary,
 } from '@liveupdate/sdk';
 
 const handler = (format: FormatDeclaration) => defineFileHandler({
@@ -88,11 +88,57 @@ const SCENARIO = `{
 /** The scenario with line `line` (1-based) replaced. */
 const withLine = (line: number, text: string): string => SCENARIO.split('\n').map((l, i) => (i === line - 1 ? text : l)).join('\n');
 
+/** A plugin's scenario vocabulary: two file kinds with the fields memfds have, and a 'pci' section. */
+const fileKind = (type: string): ScenarioVocabulary['objects'] extends ReadonlyArray<infer K> | undefined ? K : never => ({
+  type,
+  required: ['size', 'fill'],
+  properties: {
+    size: { type: 'string', format: 'size' },
+    fill: { type: 'string', enum: ['pattern', 'synthetic', 'zero'] },
+    touched: { type: 'number', minimum: 0, maximum: 1 },
+    seals: { type: 'array', items: { type: 'string' } },
+  },
+});
+const VOCAB: ScenarioVocabulary[] = [
+  { objects: [fileKind('memfd'), fileKind('hugetlb-memfd')] },
+  { sections: [{ key: 'pci', schema: { type: 'object', additionalProperties: false, properties: { devices: { type: 'integer', minimum: 1 } } } }] },
+];
+const parse = (text: string, file?: string) => parseScenario(text, file, VOCAB);
+
 describe('parseScenario', () => {
   it('parses a valid scenario into data', () => {
-    const s = parseScenario(SCENARIO);
-    expect(s.sessions[0]?.files.map((f) => [f.token, f.type, f.size, f.fill])).toEqual([[1, 'memfd', '1GiB', 'pattern'], [2, 'hugetlb-memfd', '2GiB', 'synthetic']]);
+    const s = parse(SCENARIO);
+    expect(s.sessions[0]?.files?.map((f) => [f.token, f.type, f.size, f.fill])).toEqual([[1, 'memfd', '1GiB', 'pattern'], [2, 'hugetlb-memfd', '2GiB', 'synthetic']]);
     expect(s.machine).toEqual({ memory: '64GiB', numaNodes: 2 });
+  });
+
+  it('without a vocabulary checks only the common fields: any object type, any field', () => {
+    const s = parseScenario(withLine(16, '          "fill": "random", "colour": "red", "type": "kvm-vm",'));
+    expect(s.sessions[0]?.files?.[1]).toMatchObject({ type: 'kvm-vm', colour: 'red' });
+  });
+
+  it('an object type no loaded plugin declares is named with the types that are', () => {
+    const e = schemaErrorOf(() => parse(withLine(11, '        { "token": 1, "type": "kvm-vm", "size": "1GiB", "fill": "pattern" },'), 'vm.json'));
+    expect(e.issues).toEqual([{ field: '/sessions/0/files/0/type', line: 11, message: 'must be one of "memfd", "hugetlb-memfd"' }]);
+  });
+
+  it('objects and files are the same list: a bad field under objects has its own pointer and line', () => {
+    const text = SCENARIO.replace('"files": [', '"objects": [');
+    expect(parse(text).sessions[0]?.objects).toHaveLength(2);
+    const e = schemaErrorOf(() => parse(text.replace('"fill": "synthetic"', '"fill": "random"'), 'vm.json'));
+    expect(e.issues).toEqual([{ field: '/sessions/0/objects/1/fill', line: 16, message: 'must be one of "pattern", "synthetic", "zero"' }]);
+  });
+
+  it('a plugin section is a top-level key validated by its schema, with field and line', () => {
+    const text = SCENARIO.replace('"broker": "luod",', '"broker": "luod",\n  "pci": { "devices": 0 },');
+    const e = schemaErrorOf(() => parse(text, 'vm.json'));
+    expect(e.issues).toEqual([{ field: '/pci/devices', line: 7, message: 'must be >= 1' }]);
+    expect(parse(text.replace('"devices": 0', '"devices": 2')).pci).toEqual({ devices: 2 });
+  });
+
+  it('a top-level key no plugin declares is not a known field', () => {
+    const e = schemaErrorOf(() => parse(SCENARIO.replace('"broker": "luod",', '"broker": "luod", "iommu": {},'), 'vm.json'));
+    expect(e.issues).toEqual([{ field: '/iommu', line: 6, message: 'is not a known field' }]);
   });
 
   it.each([
@@ -105,7 +151,7 @@ describe('parseScenario', () => {
     ['an unknown field', 8, '    { "colour": "red",', '/sessions/0/colour', 8, 'is not a known field'],
     ['a missing field (the line of its object)', 11, '        { "token": 1, "type": "memfd", "fill": "pattern" },', '/sessions/0/files/0/size', 11, 'is required'],
   ])('reports %s with its field pointer and line', (_what, line, text, field, wantLine, message) => {
-    const e = schemaErrorOf(() => parseScenario(withLine(line, text), 'vm.json'));
+    const e = schemaErrorOf(() => parse(withLine(line, text), 'vm.json'));
     expect(e.issues).toEqual([{ field, line: wantLine, message }]);
     expect(e.message).toBe(`vm.json: ${field} (line ${wantLine}): ${message}`);
   });
