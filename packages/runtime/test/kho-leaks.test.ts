@@ -1,5 +1,6 @@
 /**
- * Preserved memory nobody claims (kernel-abi.md §9.3): it stays reserved for the life of the
+ * Preserved memory nobody claims (kernel/liveupdate/kexec_handover.c: kho_mem_deserialize reserves every
+ * preserved page at boot): it stays reserved for the life of the
  * new kernel — a leak, reported by leaked(), never handed out by the allocator — and becomes
  * ordinary memory after the next kexec because nobody re-preserved it.
  */
