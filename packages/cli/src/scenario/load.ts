@@ -13,7 +13,7 @@ import {
   type ObjectKind, type Plugin, type PluginTools, type Scenario,
 } from '@liveupdate/sdk';
 import { UsageError } from '../exit.js';
-import { defaultPlugin, resolvePlugin, resolvePlugins, type ResolvedPlugin } from '../plugins.js';
+import { defaultPlugin, installedVersions, resolvePlugin, resolvePlugins, type ResolvedPlugin } from '../plugins.js';
 
 export interface LoadedScenario {
   readonly scenario: Scenario;
@@ -133,10 +133,20 @@ export async function loadScenarioFile(file: string, extra: readonly Plugin[] = 
   return { scenario: await checkScenario(data, file, text, extra), source: file };
 }
 
-/** A file, a named built-in scenario of the default plugin, or the default plugin's default. */
+/**
+ * A file, a scenario a plugin ships (`<name>` of the default plugin, or `<package>:<name>` of
+ * the newest installed release of any plugin), or the default plugin's default.
+ */
 export async function loadScenario(file: string | undefined, builtin?: string): Promise<LoadedScenario> {
   if (file !== undefined && builtin !== undefined) throw new UsageError('give a scenario file or --scenario <name>, not both');
   if (file !== undefined) return loadScenarioFile(file);
+  const at = builtin?.lastIndexOf(':') ?? -1;
+  if (builtin !== undefined && at > 0) {
+    const pkg = builtin.slice(0, at);
+    const newest = installedVersions(pkg).at(-1);
+    if (newest === undefined) throw new UsageError(`--scenario ${builtin}: plugin ${pkg} is not installed`);
+    return builtinScenario('run', builtin.slice(at + 1), await resolvePlugin(pkg, newest));
+  }
   return builtinScenario('run', builtin);
 }
 
