@@ -45,7 +45,7 @@ function dtcDecompile(blob: Uint8Array): string {
     writeFileSync(file, blob);
     return execFileSync('dtc', ['-I', 'dtb', '-O', 'dts', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {
-    throw new Error(`dtc (device-tree-compiler) must be installed and accept the blob: ${String(e)}`);
+    throw new Error(`dtc (device-tree-compiler) must be installed and accept the blob: ${String(e)}`, { cause: e });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -24,7 +24,7 @@ function dtc(args: string[], blob: Uint8Array): Buffer {
     try {
       execFileSync('dtc', [...args, '-o', outFile, file], { stdio: ['ignore', 'pipe', 'pipe'] });
     } catch (e) {
-      throw new Error(`dtc (device-tree-compiler, /usr/bin/dtc) must be installed and accept the blob: ${String(e)}`);
+      throw new Error(`dtc (device-tree-compiler, /usr/bin/dtc) must be installed and accept the blob: ${String(e)}`, { cause: e });
     }
     return readFileSync(outFile);
   } finally {

@@ -16,7 +16,7 @@ let run = { pfn: 0, pages: 13 };
 let restored: Folio | null = null;
 let leakedBeforeRestore = { blocks: 0, pages: 0 };
 let leakedAfterRestore = { blocks: 0, pages: 0 };
-let handedOut: number[] = [];
+const handedOut: number[] = [];
 
 const ranges = (blocks: ReadonlyArray<{ pfn: number; pages: number }>): PfnRanges => {
   const r = new PfnRanges();

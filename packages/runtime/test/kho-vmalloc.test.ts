@@ -21,7 +21,7 @@ let area: VmArea;
 let content: Uint8Array;
 let desc: KhoVmallocDesc;
 let descBytes: Uint8Array;
-let chunkChain: number[] = [];
+const chunkChain: number[] = [];
 let keysBefore = 0;
 let keysAfterPreserve = 0;
 

@@ -232,7 +232,7 @@ function validatorFor(tools: readonly ScenarioVocabulary[] | null): ReturnType<t
     try {
       v = ajv.compile<Scenario>(schema);
     } catch (e) {
-      throw new TypeError(`the plugins' scenario vocabulary does not compile: ${e instanceof Error ? e.message : String(e)}`);
+      throw new TypeError(`the plugins' scenario vocabulary does not compile: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
     composedCache.set(key, v);
   }
