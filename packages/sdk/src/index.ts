@@ -20,6 +20,7 @@ export { KhoXarray, type XarrayKey, type XarrayValue } from './xarray.js';
 export * as xarrayAbi from './abi/xarray.js';
 export { openLiveupdate, createSession, retrieveSession, preserveFd, retrieveFd, finishSession, getName } from './client.js';
 export { SDK_VERSION } from './version.js';
+export { parseSizeStrict, isSize, SizeFormatError, SIZE_UNITS_HELP, MAX_SIZE } from './size.js';
 export { checkSdkCopy, DuplicateSdkError, SDK_IDENTITY, type SdkIdentity } from './copies.js';
 /** The page size of the emulated machine: handlers size their allocations and headers in it. */
 export { PAGE_SIZE, PAGE_SHIFT } from '@liveupdate/hw';

@@ -5,6 +5,7 @@
  */
 import { Ajv, type ErrorObject, type JSONSchemaType } from 'ajv';
 import semver from 'semver';
+import { isSize, parseSizeStrict } from './size.js';
 import type { JsonSchema, ObjectKind, ScenarioSection } from './tools.js';
 
 export interface ManifestFormat {
@@ -29,10 +30,10 @@ export interface PluginManifest {
   requires: ManifestDependency[];
 }
 
-const ajv = new Ajv({ strict: true, allErrors: false });
+const ajv = new Ajv({ strict: true, allErrors: false, verbose: true });
 ajv.addFormat('semver', { type: 'string', validate: (s: string) => semver.valid(s) !== null && semver.valid(s) === s });
 ajv.addFormat('semver-range', { type: 'string', validate: (s: string) => semver.validRange(s) !== null });
-ajv.addFormat('size', { type: 'string', validate: (s: string) => /^\d+(\.\d+)?\s*([KMGT]i?B?|B)?$/i.test(s) });
+ajv.addFormat('size', { type: 'string', validate: isSize });
 
 const manifestSchema: JSONSchemaType<PluginManifest> = {
   $id: 'liveupdate:plugin-manifest',
@@ -257,6 +258,9 @@ export class SchemaError extends Error {
 const escapePointer = (token: string): string => token.replace(/~/g, '~0').replace(/\//g, '~1');
 
 function issuesOf(errors: readonly ErrorObject[] | null | undefined): SchemaIssue[] {
+  const sizeMessage = (data: unknown): string => {
+    try { parseSizeStrict(String(data)); return 'must match format "size"'; } catch (e) { return `must match format "size": ${(e as Error).message}`; }
+  };
   // A bad property name comes twice: the failing rule (with propertyName) and a generic
   // 'propertyNames' wrapper. Keep the rule, pointed at the offending key.
   return (errors ?? []).filter((e) => e.keyword !== 'propertyNames' && e.keyword !== 'if').map((e) => {
@@ -272,6 +276,8 @@ function issuesOf(errors: readonly ErrorObject[] | null | undefined): SchemaIssu
     } else if (e.keyword === 'required') {
       field = `${field}/${escapePointer((e.params as { missingProperty?: string }).missingProperty ?? '')}`;
       message = 'is required';
+    } else if (e.keyword === 'format' && (e.params as { format?: string }).format === 'size') {
+      message = sizeMessage(e.data);
     } else if (e.keyword === 'const') {
       message = `must be ${JSON.stringify((e.params as { allowedValue?: unknown }).allowedValue)}`;
     } else if (e.keyword === 'enum') {

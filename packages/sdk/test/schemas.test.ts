@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
   defineFileHandler, definePlugin, lineOfPointer, parseScenario, SchemaError, validateManifest,
-  type FormatDeclaration, type PluginDefinition, type ScenarioVocabulary,
+  parseSizeStrict, SIZE_UNITS_HELP, type FormatDeclaration, type PluginDefinition, type ScenarioVocabulary,
 } from '@liveupdate/sdk';
 
 const handler = (format: FormatDeclaration) => defineFileHandler({
@@ -143,7 +143,7 @@ describe('parseScenario', () => {
 
   it.each([
     ['a bad enum value', 16, '          "fill": "random",', '/sessions/0/files/1/fill', 16, 'must be one of "pattern", "synthetic", "zero"'],
-    ['a bad size', 11, '        { "token": 1, "type": "memfd", "size": "lots", "fill": "pattern" },', '/sessions/0/files/0/size', 11, 'must match format "size"'],
+    ['a bad size', 11, '        { "token": 1, "type": "memfd", "size": "lots", "fill": "pattern" },', '/sessions/0/files/0/size', 11, `must match format "size": 'lots' is not a size: use ${SIZE_UNITS_HELP}`],
     ['a negative token', 13, '          "token": -2,', '/sessions/0/files/1/token', 13, 'must be >= 0'],
     ['touched above 1', 17, '          "touched": 1.5', '/sessions/0/files/1/touched', 17, 'must be <= 1'],
     ['numaNodes 0', 3, '  "machine": { "memory": "64GiB", "numaNodes": 0 },', '/machine/numaNodes', 3, 'must be >= 1'],
@@ -212,5 +212,31 @@ describe('lineOfPointer', () => {
   it('is undefined for a pointer that is not in the document', () => {
     expect(lineOfPointer('{\n  "a": [1, 2]\n}', '/a/2')).toBeUndefined();
     expect(lineOfPointer('{\n  "a": [1, 2]\n}', '/b')).toBeUndefined();
+  });
+});
+
+describe('sizes in scenarios (parseSizeStrict, the schemas\' "size" format)', () => {
+  it.each([
+    ['4096', 4096], ['64GiB', 64 * 2 ** 30], ['64G', 64 * 2 ** 30], ['512M', 512 * 2 ** 20], ['1.5GiB', 1.5 * 2 ** 30],
+    ['1PiB', 2 ** 50], ['1024TiB', 2 ** 50], ['4PiB', 2 ** 52], ['2 MiB', 2 * 2 ** 20], ['3KiB', 3072],
+  ])('%s is %i bytes', (text, bytes) => {
+    expect(parseSizeStrict(text)).toBe(bytes);
+  });
+
+  it.each([
+    ['64GB', "'64GB': 'GB' is ambiguous (10^n or 2^n bytes?): use "],
+    ['1TB', "'1TB': 'TB' is ambiguous (10^n or 2^n bytes?): use "],
+    ['5PiB', "'5PiB' is larger than the largest machine this model addresses (4 PiB, 52-bit physical addresses)"],
+    ['100000TiB', "'100000TiB' is larger than the largest machine this model addresses"],
+    ['1.0001KiB', "'1.0001KiB' is not a whole number of bytes"],
+    ['12 parsecs', "'12 parsecs': unknown unit 'parsecs': use "], ['-1MiB', "'-1MiB' is not a size: use "],
+    ['2XiB', "'2XiB': unknown unit 'XiB': use "],
+  ])('%s is refused: %s', (text, message) => {
+    expect(() => parseSizeStrict(text)).toThrow(message);
+  });
+
+  it('a refused size in a scenario file names the field, the line and what is accepted', () => {
+    const e = schemaErrorOf(() => parse(withLine(3, '  "machine": { "memory": "64GB", "numaNodes": 2 },'), 'vm.json'));
+    expect(e.issues).toEqual([{ field: '/machine/memory', line: 3, message: `must match format "size": '64GB': 'GB' is ambiguous (10^n or 2^n bytes?): use ${SIZE_UNITS_HELP}` }]);
   });
 });

@@ -9,9 +9,10 @@
 import { readFile } from 'node:fs/promises';
 import { createMachine } from '@liveupdate/hw';
 import {
-  checkScenarioData, lineOfPointer, parseScenario, SchemaError, sessionObjects,
+  checkScenarioData, Kernel, lineOfPointer, parseScenario, parseSizeStrict, SchemaError, sessionObjects,
   type ObjectKind, type Plugin, type PluginTools, type Scenario,
 } from '@liveupdate/sdk';
+import { cmdlineOf } from '@liveupdate/sdk/testing';
 import { UsageError } from '../exit.js';
 import { defaultPlugin, installedVersions, resolvePlugin, resolvePlugins, type ResolvedPlugin } from '../plugins.js';
 
@@ -34,7 +35,14 @@ function usageFromIssues(file: string, issues: readonly Issue[]): UsageError {
 function semanticIssues(s: Scenario, plugins: readonly Plugin[]): Issue[] {
   const issues: Issue[] = [];
   try {
-    createMachine({ memory: s.machine.memory, ...(s.machine.numaNodes ? { numaNodes: s.machine.numaNodes } : {}) });
+    const memory = parseSizeStrict(s.machine.memory);
+    const machine = createMachine({ memory, ...(s.machine.numaNodes ? { numaNodes: s.machine.numaNodes } : {}) });
+    // A dry boot: a machine too small for the kernel and its KHO scratch areas has no live update at all.
+    const k = Kernel.boot(machine, { cmdline: cmdlineOf(s, plugins), release: s.from.release });
+    if (!k.luo.enabled) {
+      const why = k.dmesg.lines().find((l) => /KHO|scratch/.test(l)) ?? 'KHO is disabled';
+      issues.push({ field: '/machine/memory', message: `a ${s.machine.memory} machine is too small for the kernel and its KHO scratch areas (${why}): give it at least 256MiB` });
+    }
   } catch (e) {
     issues.push({ field: '/machine/memory', message: e instanceof Error ? e.message : String(e) });
   }

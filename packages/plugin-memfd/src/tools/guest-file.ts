@@ -4,8 +4,8 @@
  * holes, and files never written at all. Every byte is a pure function of (seed, offset), so
  * the incoming side checks the memory it got back without a copy of what was written.
  */
-import { PAGE_SIZE, parseSize } from '@liveupdate/hw';
-import type { ScenarioObjectSpec } from '@liveupdate/sdk';
+import { PAGE_SIZE } from '@liveupdate/hw';
+import { parseSizeStrict, type ScenarioObjectSpec } from '@liveupdate/sdk';
 import { F_SEAL_EXEC, F_SEAL_FUTURE_WRITE, F_SEAL_GROW, F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_WRITE } from '../abi/memfd.js';
 
 /** hugeTLB memfds in scenarios use 2 MiB pages (hugepagesz=2M). */
@@ -58,7 +58,7 @@ function seedOf(text: string): number {
 /** The file a spec describes; RangeError when its size is not whole folios. */
 export function guestFile(session: string, f: MemfdSpec): GuestFile {
   const folioBytes = f.type === 'hugetlb-memfd' ? HUGE_PAGE_BYTES : PAGE_SIZE;
-  const size = parseSize(f.size);
+  const size = parseSizeStrict(f.size);
   if (size % folioBytes !== 0) {
     throw new RangeError(`size ${f.size} is not a multiple of the ${f.type === 'hugetlb-memfd' ? '2 MiB huge page' : '4 KiB page'}`);
   }

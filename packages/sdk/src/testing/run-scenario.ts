@@ -15,6 +15,7 @@ import { createSession, finishSession, openLiveupdate, preserveFd, retrieveFd, r
 import type { Plugin } from '../plugin.js';
 import { sessionObjects, type Scenario, type ScenarioObject } from '../schemas.js';
 import type { MachineStepContext, ObjectCheck, ObjectKind, RestoredObject, ScenarioSection, SessionStepContext } from '../tools.js';
+import { parseSizeStrict } from '../size.js';
 import { preflight, type PreflightReport } from '../versions.js';
 import type { FaultSpec } from './faults.js';
 import { InvariantError, liveUpdate, UnexpectedOutcomeError, type Outcome, type PhaseTime } from './harness.js';
@@ -184,7 +185,7 @@ export function runScenario(scenario: Scenario, opts: ScenarioRunOptions): Scena
   const from = { plugins: opts.from, release: scenario.from.release, cmdline };
   const to = { plugins: opts.to, release: scenario.to.release, cmdline };
   const plan = preflight(from, to);
-  const machine = createMachine({ memory: scenario.machine.memory, ...(scenario.machine.numaNodes ? { numaNodes: scenario.machine.numaNodes } : {}) });
+  const machine = createMachine({ memory: parseSizeStrict(scenario.machine.memory), ...(scenario.machine.numaNodes ? { numaNodes: scenario.machine.numaNodes } : {}) });
   const sessions: SessionResult[] = scenario.sessions.map((s) => ({ name: s.name, preserved: false, restored: false, finished: false }));
   const objects: ObjectResult[] = scenario.sessions.flatMap((s, i) => sessionObjects(s, i).map(({ object }) => ({
     session: s.name, token: object.token, type: object.type, spec: object, createdBy: null, restoredBy: null,
