@@ -5,6 +5,7 @@
  */
 import { PAGE_SIZE } from '@liveupdate/hw';
 import { EXIT } from '../exit.js';
+import { regionPages } from '../report/memmap.js';
 import type { RunOutcome, RunResult } from '../scenario/runner.js';
 import { bytes, count, ms, plural, table } from './format.js';
 
@@ -130,9 +131,9 @@ export function summarize(r: RunResult, outputs: { dump?: string | null; report?
   const h = r.handover;
   let handover: RunSummary['handover'] = null;
   if (h?.tracker) {
-    // Guest memory is the data the files' decoders report; everything else preserved is the handover's own.
-    const dataPages = h.dataRuns.reduce((n, [a, b]) => n + (b - a), 0);
-    const metadataPages = h.tracker.pages + h.tracker.nodePfns.length - dataPages;
+    // Guest memory is the data the files' decoders report; every other handover page (preserved
+    // or a tracker node) is the handover's own: the same count the report's memory map paints.
+    const metadataPages = regionPages(r.machine.numaNodes, h).metadata;
     const structures: Record<string, number> = {};
     for (const st of h.structures.values()) structures[st] = (structures[st] ?? 0) + 1;
     handover = {

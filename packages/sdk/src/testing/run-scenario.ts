@@ -269,7 +269,8 @@ export function runScenario(scenario: Scenario, opts: ScenarioRunOptions): Scena
       (sessions[si] as SessionResult).preserved = true;
     });
     for (const [key, { section }] of activeSections) section.beforeKexec?.(mctx, scenario[key], sectionState.get(key));
-    progress.phase('kexec', objects.length + 2, 'steps');
+    // 'kexec' is the harness's 'freeze + serialize + jump': one step per frozen file, one for the jump.
+    progress.phase('kexec', objects.length + 1, 'steps');
     k1.luo.hooks.fileOpDone.tap('liveupdate-runner', (ev, err) => {
       if (ev.op !== 'freeze') return;
       freezes++;
@@ -281,6 +282,7 @@ export function runScenario(scenario: Scenario, opts: ScenarioRunOptions): Scena
   const afterJump = (m: Machine): void => {
     marks.jump = performance.now();
     progress.tick(1);
+    progress.done();
     opts.onJump?.(m);
   };
 
@@ -339,7 +341,6 @@ export function runScenario(scenario: Scenario, opts: ScenarioRunOptions): Scena
   const after = (k: Kernel, _state: void, t: { spawn(k: Kernel, name: string): Process }): void => {
     marks.afterStart = performance.now();
     k2 = k;
-    progress.tick(1);
     progress.phase('restore', objects.reduce((n, o) => { const b = B.kinds.get(o.type); return n + (b ? units(b.kind, o.spec) : 0); }, 0), 'pages');
     const luod = t.spawn(k, broker);
     const dev = timed(parts.after, 'RETRIEVE', () => openLiveupdate(luod));
