@@ -111,6 +111,21 @@ describe('found when trying it', () => {
       expect(dump.pages).toHaveLength(Object.values(s.handover.structures as Record<string, number>).reduce((a, b) => a + b, 0));
     });
 
+    it('inspect: a memfd@3.1.0 header whose CRC-32 does not match is a problem (exit 1), not "problems: none"', () => {
+      const d = structuredClone(dump) as { pages: Array<{ role: string; data: string }> };
+      const page = d.pages.find((p) => p.role === 'memfd header (session vm-web token 1)');
+      const bytes = Buffer.from(page?.data ?? '', 'base64');
+      bytes[48] = (bytes[48] as number) ^ 0xff; // the crc32 word
+      if (page) page.data = bytes.toString('base64');
+      const bad = path.join(dir, 'bad-crc.json');
+      writeFileSync(bad, JSON.stringify(d));
+      const r = cli(['inspect', bad]);
+      expect(r.code).toBe(1);
+      expect(r.stdout).toMatch(/^ {6}problem: crc32 0x[0-9a-f]+ does not match the header \(0x[0-9a-f]+\)$/m);
+      expect(r.stdout).toMatch(/^ {2}- session vm-web token 1: crc32 0x[0-9a-f]+ does not match the header/m);
+      expect(r.stdout).not.toContain('problems: none');
+    });
+
     it('progress counts what the summary counts: resident pages preserved and restored, the kexec as its phase', () => {
       const r = cli(['run']);
       const s = r.stdout;
