@@ -13,7 +13,7 @@ import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { checkSdkCopy, isPlugin, type Plugin } from '@liveupdate/sdk';
+import { checkSdkCopy, DuplicateSdkError, isPlugin, type Plugin } from '@liveupdate/sdk';
 import semver from 'semver';
 import { UsageError } from './exit.js';
 
@@ -132,7 +132,12 @@ async function load(pkg: InstalledPackage): Promise<ResolvedPlugin> {
     const p = factory();
     if (!isPlugin(p)) throw new UsageError(`${pkg.name}@${pkg.version} (${pkg.as}): its factory did not return a plugin made by definePlugin()`);
     // A plugin that bundles its own @liveupdate/sdk or runtime would not share errors or kernels with us.
-    checkSdkCopy(p, `${pkg.name}@${pkg.version} (${pkg.as})`);
+    try {
+      checkSdkCopy(p, `${pkg.name}@${pkg.version} (${pkg.as})`);
+    } catch (e) {
+      if (e instanceof DuplicateSdkError) throw new UsageError(e.message);
+      throw e;
+    }
     if (p.name !== pkg.name || p.version !== pkg.version) {
       throw new UsageError(`${pkg.as}: package ${pkg.name}@${pkg.version} made plugin ${p.name}@${p.version}; they must agree`);
     }

@@ -115,6 +115,23 @@ describe('a third-party plugin at two versions, installed under npm aliases', ()
     expect(r.code).toBe(0);
   });
 
+  it('a release that bundles its own copy of @liveupdate/sdk is refused by name when it loads (exit 2)', () => {
+    // A third release installed as a folder, with a nested second copy of the SDK (a plugin
+    // that listed the SDK in dependencies instead of peerDependencies).
+    const dup = path.join(project, 'node_modules', 'kv-1.2');
+    cpSync(KV, dup, { recursive: true });
+    writeFileSync(path.join(dup, 'package.json'), JSON.stringify({ ...JSON.parse(readFileSync(path.join(KV, 'package.json'), 'utf8')), version: '1.2.0' }, null, 2));
+    const nested = path.join(dup, 'node_modules', '@liveupdate', 'sdk');
+    cpSync(path.join(ROOT, 'packages/sdk/dist'), path.join(nested, 'dist'), { recursive: true });
+    cpSync(path.join(ROOT, 'packages/sdk/package.json'), path.join(nested, 'package.json'));
+    writeFileSync(path.join(project, 'kv-dup.json'), scenario('1.2.0', '1.1.0'));
+    const r = cli(['run', 'kv-dup.json'], project);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('/from/plugins/@example~1kv: @example/kv@1.2.0 (kv-1.2) was made by a second copy of @liveupdate/sdk (file://');
+    expect(r.stderr).toContain('Install @liveupdate/sdk once: plugins list it as a peerDependency, not a dependency');
+    rmSync(dup, { recursive: true, force: true });
+  });
+
   it('fuzz finds the wrong answers of format 1.0 (no checksum): a flipped value byte comes back as data', () => {
     const r = cli(['fuzz', 'kv-upgrade.json', '--runs', '40', '--seed', '1', '--json'], project);
     const f = JSON.parse(r.stdout);
