@@ -43,7 +43,7 @@ function dtcDecompile(blob: Uint8Array): string {
   try {
     const file = path.join(dir, 'tree.dtb');
     writeFileSync(file, blob);
-    return execFileSync('dtc', ['-I', 'dtb', '-O', 'dts', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    return execFileSync(dtc.command, ['-I', 'dtb', '-O', 'dts', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {
     throw new Error(`dtc (device-tree-compiler) must be installed and accept the blob: ${String(e)}`, { cause: e });
   } finally {

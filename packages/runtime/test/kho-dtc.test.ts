@@ -22,7 +22,7 @@ function dtc(args: string[], blob: Uint8Array): Buffer {
     writeFileSync(file, blob);
     const outFile = path.join(dir, 'out');
     try {
-      execFileSync('dtc', [...args, '-o', outFile, file], { stdio: ['ignore', 'pipe', 'pipe'] });
+      execFileSync(dtcTool.command, [...args, '-o', outFile, file], { stdio: ['ignore', 'pipe', 'pipe'] });
     } catch (e) {
       throw new Error(`dtc (device-tree-compiler, /usr/bin/dtc) must be installed and accept the blob: ${String(e)}`, { cause: e });
     }
