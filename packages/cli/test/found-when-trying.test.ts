@@ -126,6 +126,16 @@ describe('found when trying it', () => {
       expect(r.stdout).not.toContain('problems: none');
     });
 
+    it('inspect of a dump that does not name its plugins (an older dump): files listed, a note, no false problem', () => {
+      const { plugins: _plugins, ...old } = dump as { plugins?: unknown; pages: unknown[] };
+      const f = path.join(dir, 'old-dump.json');
+      writeFileSync(f, JSON.stringify(old));
+      const r = cli(['inspect', f]);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain('note: the dump does not name its plugins (an older dump): files are listed, not decoded');
+      expect(r.stdout).toContain('problems: none');
+    });
+
     it('progress counts what the summary counts: resident pages preserved and restored, the kexec as its phase', () => {
       const r = cli(['run']);
       const s = r.stdout;

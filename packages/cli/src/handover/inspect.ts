@@ -55,6 +55,8 @@ export interface InspectReport {
   readonly kexecMetadata: { readonly previousRelease: string; readonly kexecCount: number } | null;
   /** The plugins whose decoders read the files (kernel A's, as the dump records them). */
   readonly decoders: readonly string[];
+  /** What could not be decoded for want of a plugin (not a fault of the handover). */
+  readonly notes: readonly string[];
   readonly problems: readonly string[];
 }
 
@@ -62,26 +64,26 @@ const text = (fields: Readonly<Record<string, DecodedValue>>): Record<string, st
   Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, String(v)]));
 
 /** Kernel A's plugins (they wrote the handover), loaded for their decoders; each that is not installed is a problem. */
-async function decodersFor(d: HandoverDump): Promise<{ plugins: Plugin[]; problems: string[] }> {
+async function decodersFor(d: HandoverDump): Promise<{ plugins: Plugin[]; notes: string[] }> {
   const plugins: Plugin[] = [];
-  const problems: string[] = [];
+  const notes: string[] = [];
   for (const [name, version] of Object.entries(d.plugins?.from ?? {})) {
     try {
       plugins.push((await resolvePlugin(name, version)).create());
     } catch (e) {
       if (!(e instanceof UsageError)) throw e;
-      problems.push(`cannot decode ${name}'s files: ${e.message}`);
+      notes.push(`cannot decode ${name}'s files: ${e.message}`);
     }
   }
-  if (!d.plugins) problems.push('the dump does not name its plugins (an older dump): files are listed, not decoded');
-  return { plugins, problems };
+  if (!d.plugins) notes.push('the dump does not name its plugins (an older dump): files are listed, not decoded');
+  return { plugins, notes };
 }
 
 export async function inspectDump(d: HandoverDump, file: string): Promise<InspectReport> {
   const { memory, khoData } = dumpMemory(d);
-  const { plugins, problems: loadProblems } = await decodersFor(d);
+  const { plugins, notes } = await decodersFor(d);
   const v = decodeHandover(memory, khoData, plugins);
-  const problems = [...loadProblems, ...v.problems];
+  const problems = v.problems;
   const ok = problems.length === 0;
   const byStructure = (pages: ReadonlyArray<{ structure: string; count?: number }>): Record<string, number> => {
     const out: Record<string, number> = {};
@@ -122,6 +124,7 @@ export async function inspectDump(d: HandoverDump, file: string): Promise<Inspec
     } : null,
     kexecMetadata: v.metadata,
     decoders: plugins.map((p) => `${p.name}@${p.version}`),
+    notes,
     problems,
   };
 }
@@ -167,6 +170,7 @@ export function formatInspect(x: InspectReport): string {
     out.push(`  FLBs: ${x.luo.flbs.length ? x.luo.flbs.map((f) => `"${f.name}" data ${f.data}, ${plural(f.count, 'file')}${f.fields ? ` (${Object.entries(f.fields).map(([k, vv]) => `${k} ${vv}`).join(', ')})` : ''}`).join('; ') : 'none'}`);
   }
   if (x.kexecMetadata) out.push('', `kexec-metadata: previous release ${x.kexecMetadata.previousRelease}, kexec count ${x.kexecMetadata.kexecCount}`);
+  for (const n of x.notes) out.push('', `note: ${n}`);
   out.push('', x.problems.length ? `problems (a new kernel would not trust this handover):\n${x.problems.map((p) => `  - ${p}`).join('\n')}` : 'problems: none');
   return `${out.join('\n')}\n`;
 }
