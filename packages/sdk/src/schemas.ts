@@ -179,7 +179,8 @@ export function composeScenarioSchema(tools: readonly ScenarioVocabulary[] | nul
       type: 'object',
       required: ['type', 'token'],
       properties: { ...common, type: kinds.size > 0 ? { type: 'string', enum: [...kinds.keys()] } : { type: 'string', not: {} } },
-      allOf: [...kinds.values()].map((k) => ({
+      // (allOf must not be empty: a vocabulary of sections only has no kinds.)
+      ...(kinds.size === 0 ? {} : { allOf: [...kinds.values()].map((k) => ({
         if: { type: 'object', properties: { type: { const: k.type } }, required: ['type'] },
         then: {
           type: 'object',
@@ -187,7 +188,7 @@ export function composeScenarioSchema(tools: readonly ScenarioVocabulary[] | nul
           required: ['type', 'token', ...(k.required ?? [])],
           properties: { ...common, ...k.properties, type: { const: k.type } },
         },
-      })),
+      })) }),
     };
   const objects = { type: 'array', items: objectSchema };
   return {
