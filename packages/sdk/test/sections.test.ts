@@ -6,7 +6,7 @@
  * restored); the checks `after` returns decide the run like the objects' checks do.
  */
 import { describe, expect, it } from 'vitest';
-import { checkScenarioData, defineSection, definePlugin, type Plugin, type Scenario } from '@liveupdate/sdk';
+import { checkScenarioData, defineObjectKind, defineSection, definePlugin, type Plugin, type Scenario } from '@liveupdate/sdk';
 import { runScenario } from '@liveupdate/sdk/testing';
 import { note } from './fixtures/tools-example.js';
 
@@ -52,6 +52,35 @@ describe('scenario sections in the generic runner', () => {
   it('a section\'s failed check is reported as such', () => {
     const r = runScenario(scenario(1), { from: [note(), board([])], to: [note(), board([], false)] });
     expect(r.sectionChecks).toEqual([{ section: 'board', ok: false, summary: '1 devices still running', problems: ['device 0 lost its DMA mappings'] }]);
+  });
+
+  it('an object reaches an earlier object of its session (peer) and a section\'s state (section), in both kernels', () => {
+    const seen: string[] = [];
+    const linked = definePlugin({
+      name: '@example/linked', version: '1.0.0', sdk: '^0.1.0', handlers: [], tools: {
+        objects: [defineObjectKind<{ type: 'link'; token: number; to: number }, null>({
+          type: 'link', description: 'a link to an earlier object', properties: { to: { type: 'integer' } }, required: ['to'],
+          create(ctx, spec) {
+            const peer = ctx.peer(spec.to) as { fd: number } | undefined;
+            seen.push(`A: peer ${spec.to} fd ${peer?.fd ?? 'none'}, board ${JSON.stringify(ctx.section('board'))}`);
+            return { fd: peer?.fd ?? -1, expect: null };
+          },
+          restore(ctx, spec) {
+            const peer = ctx.peer(spec.to) as { fd: number } | undefined;
+            seen.push(`B: peer ${spec.to} fd ${peer?.fd ?? 'none'}`);
+            return { fd: peer?.fd ?? -1, check: { ok: peer !== undefined, summary: 'linked', problems: [] } };
+          },
+        })],
+      },
+    });
+    const s = checkScenarioData({
+      ...scenario(2),
+      sessions: [{ name: 'app', objects: [{ type: 'note', token: 1, text: 'x' }, { type: 'link', token: 2, to: 1 }] }],
+    }, 'linked', [note().tools, board([]).tools, linked.tools]);
+    const r = runScenario(s, { from: [note(), board([]), linked], to: [note(), board([]), linked] });
+    expect(r.outcome).toBe('updated');
+    expect(seen).toEqual([expect.stringMatching(/^A: peer 1 fd \d+, board \{"slots":\[0,1\]\}$/), expect.stringMatching(/^B: peer 1 fd \d+$/)]);
+    expect(r.objects.map((o) => o.check?.ok)).toEqual([true, true]);
   });
 
   it('its schema is the section\'s field in the scenario schema: a bad value is named', () => {
