@@ -65,6 +65,8 @@ function kvRows(x: RunSummary): Array<[string, string]> {
   rows.push(['data check', x.dataCheck.passed
     ? `passed: ${plural(x.dataCheck.objectsChecked, 'object')}; ${Object.entries(x.dataCheck.counts).map(([k, v]) => `${count(v)} ${k}`).join(', ')}`
     : x.outcome === 'updated' || x.dataCheck.objectsChecked > 0 ? `FAILED: ${x.dataCheck.problems.join('; ')}` : 'not run: no live update happened']);
+  for (const c of x.sectionChecks) rows.push([`section ${c.section}`, `${c.ok ? 'passed' : 'FAILED'}: ${c.summary}${c.problems.length ? ` (${c.problems.join('; ')})` : ''}`]);
+  if (x.unsupported) rows.push([`not supported by ${x.unsupported.side}`, x.unsupported.reasons.join('; ')]);
   rows.push(['liveupdate_num', `${x.liveupdateNum.before ?? '-'} → ${x.liveupdateNum.after ?? '-'}`]);
   for (const v of x.violations) rows.push(['invariant', v]);
   return rows;
