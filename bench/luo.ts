@@ -52,7 +52,7 @@ function run(sc: Scenario): Record<string, string> {
   const dev = openLuo(p1);
 
   // Only LUO's work is timed: making the testfiles is the file type's cost.
-  let t = performance.now();
+  let t: number;
   let tCreate = 0;
   let tPreserve = 0;
   const sfds: number[] = [];

@@ -19,6 +19,7 @@ import {
   LAYOUTS, RINGBUF_MAGIC_V1, RINGBUF_MAGIC_V2, ringbufSerV1_0, ringbufSerV1_1, ringbufSerV2, type RingbufLayout,
 } from './abi.js';
 import { isRingbuf, newRingbufFile, Ringbuf, RINGBUF_DEVICE, RINGBUF_MAX_ORDER } from './ringbuf.js';
+import { ringbufTools } from './tools.js';
 
 export const RINGBUF_PLUGIN = '@example/ringbuf';
 export const RINGBUF_FAMILY = 'ringbuf';
@@ -59,7 +60,7 @@ interface PreservedRing {
 }
 
 /** A handed-over ring as any header version describes it. */
-interface RingHandover {
+export interface RingHandover {
   readonly dataPhys: number;
   readonly order: number;
   readonly head: number;
@@ -94,7 +95,11 @@ function safe(v: bigint, what: string): number {
 
 /** Decode and check a header: hostile bytes get EINVAL, never a wrong ring. */
 export function decodeHeader(kernel: Kernel, phys: number, layout: RingbufLayout): RingHandover {
-  const mem = kernel.machine.memory;
+  return decodeHeaderIn(kernel.machine.memory, phys, layout);
+}
+
+/** decodeHeader from memory alone (what `liveupdate inspect` has: a dump, no kernel). */
+export function decodeHeaderIn(mem: Kernel['machine']['memory'], phys: number, layout: RingbufLayout): RingHandover {
   let h: RingHandover;
   if (layout === '2.0.0') {
     const s = ringbufSerV2.decode(mem.read(phys, ringbufSerV2.size));
@@ -242,5 +247,7 @@ export function ringbuf(options: RingbufOptions = {}): Plugin {
     setup(kernel) {
       kernel.registerDevice(RINGBUF_DEVICE, () => newRingbufFile(kernel, new Ringbuf(kernel)));
     },
+    // What `liveupdate` run, inspect, report, fuzz and matrix know about rings (tools.ts).
+    tools: ringbufTools(layouts),
   });
 }

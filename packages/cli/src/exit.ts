@@ -15,11 +15,15 @@ export const EXIT = {
 
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 
-export const EXIT_CODES_HELP = `Exit codes:
-  0  ok: the command succeeded; a live update kept every invariant
-  1  the live update failed an invariant (leak, data check, poisoned read) or was refused
-  2  bad usage, or a scenario/dump file that does not parse or validate (the message names the field and line)
-  3  internal error (a bug: please report it with the output)`;
+/** What each exit code means: the one text `--help`, every command's help footer and the README table share. */
+export const EXIT_CODE_MEANINGS: Readonly<Record<ExitCode, string>> = {
+  0: 'ok: the command succeeded; a live update kept every invariant',
+  1: 'the live update failed an invariant (leak, data check, poisoned read) or ended otherwise than the scenario expects (refused, rolled back); `inspect` found a handover a new kernel would not trust; a `matrix` cell failed (a refusal before freeze or a "not supported by A" cell is not a failure there); a `fuzz` run ended in a wrong answer, an uncaught exception or an unexpected outcome',
+  2: 'bad usage, a scenario or dump file that does not parse or validate (the message names the field and the line), a plugin version that is not installed, or an output path that cannot be written (checked before the run)',
+  3: 'internal error (a bug: please report it with the output)',
+};
+
+export const EXIT_CODES_HELP = `Exit codes:\n${Object.entries(EXIT_CODE_MEANINGS).map(([code, text]) => `  ${code}  ${text}`).join('\n')}`;
 
 /** An error the user can fix: reported without a stack trace, with exit code 2 unless told otherwise. */
 export class UsageError extends Error {

@@ -1,53 +1,168 @@
 /**
- * Which plugin build a scenario's `plugins: { name: version }` means. Version resolution is
- * this one function: the current @liveupdate/plugin-memfd answers for its own version, and
- * the other released versions come from @liveupdate/compat (loaded only when asked for).
+ * Which plugin build a scenario's `plugins: { "<package>": "<version>" }` means, resolved the
+ * npm way: among the packages installed in the node_modules folders above the working
+ * directory and above this CLI, a package whose package.json says that name and that version.
+ * So the package itself (`npm i @example/kv`), other versions side by side under npm aliases
+ * (`npm i kv-1.0@npm:@example/kv@1.0.0`), tarballs (`npm i kv-1.1@file:kv-1.1.0.tgz`) and
+ * folders (`npm i ../kv`) all resolve, and so does a folder named in LIVEUPDATE_PLUGIN_PATH
+ * (a package folder, or a folder of packages). This CLI holds no list of plugin names.
  *
- * A release's memfd syscalls only work on memfds of that same release (a file is a memfd when
- * its inode is that module's MemfdInode), so a resolved plugin carries its syscalls: the VMM in
- * a kernel uses the syscalls of the release that kernel booted with.
+ * A plugin package's default export is its factory (`() => Plugin`), or it exports `plugin`.
  */
-import type { MemfdSyscalls } from '@liveupdate/compat';
-import * as current from '@liveupdate/plugin-memfd';
-import type { Plugin } from '@liveupdate/sdk';
+import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { checkSdkCopy, DuplicateSdkError, isPlugin, type Plugin } from '@liveupdate/sdk';
+import semver from 'semver';
 import { UsageError } from './exit.js';
 
-export type { MemfdSyscalls };
+/** The plugin the default scenario uses (the CLI's one dependency on a plugin). */
+export const DEFAULT_PLUGIN = '@liveupdate/plugin-memfd';
 
-export const MEMFD_PLUGIN = '@liveupdate/plugin-memfd';
-/** Short names a scenario may use instead of the package name. */
-const ALIASES: Readonly<Record<string, string>> = { memfd: MEMFD_PLUGIN, 'plugin-memfd': MEMFD_PLUGIN };
-
-export interface ResolvedPlugin {
-  /** The package name (aliases resolved). */
+export interface InstalledPackage {
   readonly name: string;
   readonly version: string;
-  /** A fresh plugin instance (one per kernel). */
-  create(): Plugin;
-  /** The memfd syscalls of this release, for plugin-memfd. */
-  readonly memfd: MemfdSyscalls;
+  /** The package folder (symlinks resolved). */
+  readonly dir: string;
+  /** How it is installed: the folder name under node_modules (an alias shows here), or the path. */
+  readonly as: string;
 }
 
-/** `name@version` as a loadable build, or a UsageError naming what is available. */
-export async function resolvePlugin(name: string, version: string): Promise<ResolvedPlugin> {
-  const pkg = ALIASES[name] ?? name;
-  if (pkg !== MEMFD_PLUGIN) {
-    throw new UsageError(`unknown plugin '${name}': this CLI knows ${MEMFD_PLUGIN} (alias 'memfd')`);
-  }
-  if (version === current.PLUGIN_VERSION) return { name: pkg, version, create: () => current.default(), memfd: current };
-  let compat: typeof import('@liveupdate/compat');
+export interface ResolvedPlugin {
+  readonly name: string;
+  readonly version: string;
+  readonly dir: string;
+  /** A fresh plugin instance (one per kernel). */
+  create(): Plugin;
+}
+
+const readJson = (file: string): Record<string, unknown> | null => {
   try {
-    compat = await import('@liveupdate/compat');
+    const v: unknown = JSON.parse(readFileSync(file, 'utf8'));
+    return typeof v === 'object' && v !== null ? v as Record<string, unknown> : null;
+  } catch {
+    return null;
+  }
+};
+
+const isDir = (p: string): boolean => { try { return statSync(p).isDirectory(); } catch { return false; } };
+
+function packageAt(dir: string, as: string): InstalledPackage | null {
+  const pkg = readJson(path.join(dir, 'package.json'));
+  if (!pkg || typeof pkg.name !== 'string' || typeof pkg.version !== 'string') return null;
+  let real = dir;
+  try { real = realpathSync(dir); } catch { /* a dangling link: keep the path */ }
+  return { name: pkg.name, version: pkg.version, dir: real, as };
+}
+
+/** Every package in one node_modules folder (scoped ones included). */
+function packagesIn(nodeModules: string, out: InstalledPackage[]): void {
+  let entries: string[];
+  try { entries = readdirSync(nodeModules); } catch { return; }
+  for (const e of entries) {
+    if (e.startsWith('.')) continue;
+    const full = path.join(nodeModules, e);
+    if (e.startsWith('@')) {
+      let inner: string[];
+      try { inner = readdirSync(full); } catch { continue; }
+      for (const i of inner) { const p = packageAt(path.join(full, i), `${e}/${i}`); if (p) out.push(p); }
+    } else {
+      const p = packageAt(full, e);
+      if (p) out.push(p);
+    }
+  }
+}
+
+function ancestors(dir: string): string[] {
+  const out: string[] = [];
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    out.push(d);
+    if (path.dirname(d) === d) return out;
+  }
+}
+
+let index: InstalledPackage[] | null = null;
+
+/** Every installed package this CLI can see, first seen first (the working directory's own installs win). */
+export function installedPackages(): readonly InstalledPackage[] {
+  if (index) return index;
+  const found: InstalledPackage[] = [];
+  for (const extra of (process.env.LIVEUPDATE_PLUGIN_PATH ?? '').split(path.delimiter).filter(Boolean)) {
+    const p = packageAt(extra, extra);
+    if (p) found.push(p); else if (isDir(extra)) packagesIn(extra, found);
+  }
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const roots = [...new Set([...ancestors(process.cwd()), ...ancestors(here)])];
+  for (const r of roots) packagesIn(path.join(r, 'node_modules'), found);
+  const seen = new Set<string>();
+  index = found.filter((p) => {
+    const key = `${p.name}@${p.version}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+  return index;
+}
+
+/** The installed versions of one package, oldest first. */
+export function installedVersions(name: string): string[] {
+  return semver.sort(installedPackages().filter((p) => p.name === name && semver.valid(p.version)).map((p) => p.version));
+}
+
+const cache = new Map<string, Promise<ResolvedPlugin>>();
+
+async function load(pkg: InstalledPackage): Promise<ResolvedPlugin> {
+  // Self-reference: the package resolves its own name through its "exports", from its own folder.
+  let entry: string;
+  try {
+    entry = createRequire(path.join(pkg.dir, 'package.json')).resolve(pkg.name);
   } catch (e) {
-    throw new UsageError(`${MEMFD_PLUGIN}@${version} needs @liveupdate/compat, which does not load (${e instanceof Error ? e.message : String(e)})`);
+    throw new UsageError(`${pkg.name}@${pkg.version} (${pkg.as}) has no loadable entry point: ${e instanceof Error ? e.message : String(e)}`);
   }
-  const releases: Readonly<Record<string, ((options?: current.MemfdPluginOptions) => Plugin) | undefined>> = compat.memfdReleases;
-  const factory = releases[version];
-  const syscalls: MemfdSyscalls | undefined = (compat.memfdSyscalls as Readonly<Record<string, MemfdSyscalls | undefined>>)[version];
-  if (!factory || !syscalls) {
-    throw new UsageError(`${MEMFD_PLUGIN}@${version} is not available: this CLI can load ${Object.keys(releases).sort().join(', ')}`);
+  let mod: Record<string, unknown>;
+  try {
+    mod = await import(pathToFileURL(entry).href) as Record<string, unknown>;
+  } catch (e) {
+    throw new UsageError(`${pkg.name}@${pkg.version} (${pkg.as}) does not load: ${e instanceof Error ? e.message : String(e)}`);
   }
-  return { name: pkg, version, create: () => factory(), memfd: syscalls };
+  const factory = [mod.default, mod.plugin].find((f): f is () => unknown => typeof f === 'function');
+  if (!factory) throw new UsageError(`${pkg.name}@${pkg.version} (${pkg.as}) is not a liveupdate plugin: it exports no factory (default export or 'plugin')`);
+  const create = (): Plugin => {
+    const p = factory();
+    if (!isPlugin(p)) throw new UsageError(`${pkg.name}@${pkg.version} (${pkg.as}): its factory did not return a plugin made by definePlugin()`);
+    // A plugin that bundles its own @liveupdate/sdk or runtime would not share errors or kernels with us.
+    try {
+      checkSdkCopy(p, `${pkg.name}@${pkg.version} (${pkg.as})`);
+    } catch (e) {
+      if (e instanceof DuplicateSdkError) throw new UsageError(e.message);
+      throw e;
+    }
+    if (p.name !== pkg.name || p.version !== pkg.version) {
+      throw new UsageError(`${pkg.as}: package ${pkg.name}@${pkg.version} made plugin ${p.name}@${p.version}; they must agree`);
+    }
+    return p;
+  };
+  create();
+  return { name: pkg.name, version: pkg.version, dir: pkg.dir, create };
+}
+
+/** `name@version` as a loadable build, or a UsageError naming the versions that are installed. */
+export function resolvePlugin(name: string, version: string): Promise<ResolvedPlugin> {
+  const key = `${name}@${version}`;
+  let p = cache.get(key);
+  if (!p) {
+    const pkg = installedPackages().find((x) => x.name === name && x.version === version);
+    if (!pkg) {
+      const have = installedVersions(name);
+      return Promise.reject(new UsageError(have.length > 0
+        ? `${name}@${version} is not installed (installed: ${have.join(', ')}); install it beside the others, e.g. npm i ${name.replace(/^@[^/]+\//, '')}-${version}@npm:${name}@${version}`
+        : `plugin ${name} is not installed (npm i ${name}, or npm i <alias>@npm:${name}@${version} for a second version)`));
+    }
+    p = load(pkg);
+    cache.set(key, p);
+  }
+  return p;
 }
 
 /** Every plugin of one kernel side, in the scenario's order. */
@@ -57,7 +172,10 @@ export async function resolvePlugins(plugins: Readonly<Record<string, string>>):
   return out;
 }
 
-/** The memfd syscalls a VMM on a kernel with these plugins must use (the current release if it has none). */
-export function memfdSyscallsOf(plugins: readonly ResolvedPlugin[]): MemfdSyscalls {
-  return plugins.find((p) => p.name === MEMFD_PLUGIN)?.memfd ?? current;
+/** The default plugin as this CLI depends on it (its own dependency, whatever else is installed). */
+export async function defaultPlugin(): Promise<ResolvedPlugin> {
+  const pkgJson = createRequire(import.meta.url).resolve(`${DEFAULT_PLUGIN}/package.json`);
+  const pkg = packageAt(path.dirname(pkgJson), DEFAULT_PLUGIN);
+  if (!pkg) throw new UsageError(`${DEFAULT_PLUGIN} (the default scenario's plugin) is not installed`);
+  return resolvePlugin(pkg.name, pkg.version);
 }

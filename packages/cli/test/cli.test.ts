@@ -10,10 +10,11 @@ import { cli, removeDir, tempDir, type CliRun } from './support/cli.js';
 const PAGE = 4096;
 const MiB = 1 << 20;
 
-const scenarioText = (sessions: string, to = '{ "memfd": "3.1.0" }'): string => `{
+const MEMFD = '"@liveupdate/plugin-memfd"';
+const scenarioText = (sessions: string, to = `{ ${MEMFD}: "3.1.0" }`): string => `{
   "name": "small",
   "machine": { "memory": "8GiB", "numaNodes": 2 },
-  "from": { "release": "7.1.0", "plugins": { "memfd": "3.1.0" } },
+  "from": { "release": "7.1.0", "plugins": { ${MEMFD}: "3.1.0" } },
   "to": { "release": "7.2.0", "plugins": ${to} },
   "sessions": ${sessions}
 }
@@ -36,9 +37,9 @@ describe('liveupdate run (default scenario)', () => {
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(/^result\s+ok: kernel 7\.2\.0/m);
     expect(text.stdout).toMatch(/^leaks\s+0$/m);
-    expect(text.stdout).toMatch(/^data check\s+passed: 32 MiB compared byte for byte/m);
+    expect(text.stdout).toMatch(/^data check\s+passed: 6 objects; 8,192 pattern pages compared byte for byte, 532,480 synthetic pages checked by seed, 276,480 hole pages absent \(read zero\)$/m);
     expect(text.stdout).toMatch(/^liveupdate_num\s+1 -> 2$/m);
-    expect(text.stdout).toMatch(/^preserved\s+3 sessions, 6 files/m);
+    expect(text.stdout).toMatch(/^preserved\s+3 sessions, 6 objects/m);
     expect(text.stdout).toContain(`handover dump written to ${dump}`);
   });
 
@@ -55,10 +56,18 @@ describe('liveupdate run (default scenario)', () => {
     expect(s).toMatchObject({
       command: 'run', ok: true, exitCode: 0, outcome: 'updated', error: null,
       scenario: { name: 'three-vms', machine: { memoryBytes: 64 * 1024 * MiB, numaNodes: 2 }, broker: 'luod' },
-      preserved: { sessions: 3, files: 6, pages: 540_672, bytes: 540_672 * PAGE, fileBytes: (16 + 32 + 2048 + 8 + 1024 + 64) * MiB },
-      restored: { sessions: 3, files: 6, pages: 540_672, finishedSessions: 3 },
+      preserved: { sessions: 3, objects: 6, pages: 540_672, bytes: 540_672 * PAGE },
+      restored: { sessions: 3, objects: 6, pages: 540_672, finishedSessions: 3 },
       leaks: { blocks: 0, pages: 0, poisonReads: 0 },
-      dataCheck: { passed: true, filesChecked: 6, patternBytes: 32 * MiB, syntheticPages: 8192 + 524_288, problems: [] },
+      dataCheck: {
+        passed: true, objectsChecked: 6, problems: [],
+        counts: {
+          'pattern pages compared byte for byte': (32 * MiB) / PAGE,
+          'synthetic pages checked by seed': 8192 + 524_288,
+          // The sparse 1 GiB file's 260,096 holes and the never-written 64 MiB file's 16,384 pages.
+          'hole pages absent (read zero)': 260_096 + 16_384,
+        },
+      },
       liveupdateNum: { before: 1, after: 2 },
       violations: [],
     });
@@ -71,10 +80,16 @@ describe('liveupdate run (default scenario)', () => {
     ]);
     expect(s.phases.map((p: { phase: string }) => p.phase)).toEqual(['boot A', 'before', 'freeze + serialize + jump', 'boot B', 'after']);
     // The sparse file keeps its holes: 1 page in 128 of 1 GiB comes back, not 262,144.
-    const sparse = s.files.find((f: { session: string; token: number }) => f.session === 'vm-batch' && f.token === 1);
+    const sparse = s.objects.find((f: { session: string; token: number }) => f.session === 'vm-batch' && f.token === 1);
     expect(sparse).toMatchObject({ preservedPages: 2048, restoredPages: 2048, check: 'passed' });
     expect(s.handover.metadataPages).toBeGreaterThan(0);
-    expect(s.handover.metadataPages).toBe(s.handover.preservedPages + s.handover.trackerNodes - 540_672);
+    // Metadata: every handover page but the files' data, i.e. every preserved page, the tracker's
+    // nodes and the scratch array page, less the 540,672 data pages; exactly the pages by structure.
+    expect(s.handover.metadataPages).toBe(s.handover.preservedPages + s.handover.trackerNodes + 1 - 540_672);
+    expect(s.handover.metadataPages).toBe(Object.values(s.handover.structures as Record<string, number>).reduce((a, b) => a + b, 0));
+    // Every handover page by structure: the core's and the ones plugin-memfd's decoders own.
+    expect(s.handover.structures).toMatchObject({ 'root FDT': 1, 'LUO blob': 1, 'memfd header': 6, 'hugetlb FLB': 1 });
+    expect(s.handover.structures['memfd xarray node']).toBeGreaterThan(6 * 5);
   });
 
   it('inspect decodes the dump without the kernel: root FDT, tracker, LUO sessions and files', () => {
@@ -177,26 +192,43 @@ describe('liveupdate usage and bad input', () => {
     expect(s.error).toMatch(/@liveupdate\/plugin-memfd: format 'memfd' \(writes 1\.0\.0, 2\.0\.0, 3\.0\.0, 3\.1\.0\) is not read by kernel 7\.2\.0/);
   });
 
-  it('runs an upgrade from released plugin-memfd 2.0.0 (through @liveupdate/compat) in the negotiated memfd-v2', () => {
+  it('runs an upgrade from released plugin-memfd 2.0.0 (installed beside 3.1.0 under an npm alias) in the negotiated memfd-v2', () => {
     const file = path.join(dir, 'upgrade.json');
     writeFileSync(file, scenarioText(
       '[{ "name": "vm", "files": [{ "token": 1, "type": "memfd", "size": "8MiB", "fill": "pattern", "touched": 0.5, "seals": ["grow"] }] }]',
-    ).replace('"from": { "release": "7.1.0", "plugins": { "memfd": "3.1.0" } }', '"from": { "release": "7.1.0", "plugins": { "memfd": "2.0.0" } }'));
+    ).replace(`"from": { "release": "7.1.0", "plugins": { ${MEMFD}: "3.1.0" } }`, `"from": { "release": "7.1.0", "plugins": { ${MEMFD}: "2.0.0" } }`));
     const r = cli(['run', '--json', '--no-progress', file]);
     const s = JSON.parse(r.stdout);
-    expect(s).toMatchObject({ ok: true, outcome: 'updated', leaks: { blocks: 0 }, dataCheck: { passed: true, patternBytes: 4 * MiB } });
+    expect(s).toMatchObject({ ok: true, outcome: 'updated', leaks: { blocks: 0 }, dataCheck: { passed: true } });
+    // memfd-v2 materializes every hole at preserve: all 2,048 pages travel, the 1,024 never written read zero.
+    expect(s.dataCheck.counts).toEqual({ 'pattern pages compared byte for byte': 1024, 'unwritten resident pages read zero': 1024 });
     expect(s.formats.files).toEqual([{ family: 'memfd', version: '2.0.0', compatible: 'memfd-v2', files: 1 }]);
-    // memfd-v2 materializes every hole at preserve: all 2,048 pages travel.
-    expect(s.files[0]).toMatchObject({ preservedPages: 2048, restoredPages: 2048, check: 'passed' });
+    expect(s.objects[0]).toMatchObject({ preservedPages: 2048, restoredPages: 2048, check: 'passed', createdBy: '@liveupdate/plugin-memfd@2.0.0', restoredBy: '@liveupdate/plugin-memfd@3.1.0' });
     expect(r.code).toBe(0);
   });
 
-  it('a plugin version the CLI cannot load is a bad scenario (exit 2, field and line)', () => {
+  it('a plugin version that is not installed is a bad scenario (exit 2, field and line, the installed versions)', () => {
     const file = path.join(dir, 'unknown-version.json');
-    writeFileSync(file, scenarioText('[]', '{ "memfd": "9.9.9" }'));
+    writeFileSync(file, scenarioText('[]', `{ ${MEMFD}: "9.9.9" }`));
     const r = cli(['run', file]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/unknown-version\.json:5: \/to\/plugins\/memfd: @liveupdate\/plugin-memfd@9\.9\.9 is not available/);
+    expect(r.stderr).toContain('unknown-version.json:5: /to/plugins/@liveupdate~1plugin-memfd: @liveupdate/plugin-memfd@9.9.9 is not installed (installed: 1.0.0, 2.0.0, 3.0.0, 3.1.0)');
+  });
+
+  it('a plugin that is not installed at all is named, with how to install it', () => {
+    const file = path.join(dir, 'no-plugin.json');
+    writeFileSync(file, scenarioText('[]', '{ "@example/counter": "1.0.0" }'));
+    const r = cli(['run', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('no-plugin.json:5: /to/plugins/@example~1counter: plugin @example/counter is not installed (npm i @example/counter');
+  });
+
+  it('an object type no loaded plugin declares is a bad field (exit 2), naming the types the plugins declare', () => {
+    const file = path.join(dir, 'unknown-type.json');
+    writeFileSync(file, scenarioText('[\n    { "name": "vm", "objects": [\n      { "token": 1, "type": "kvm-vm", "vcpus": 2 }\n    ] }\n  ]'));
+    const r = cli(['run', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${file}:8: /sessions/0/objects/0/type: must be one of "memfd", "hugetlb-memfd"`);
   });
 
   it('inspect of a file that is not a dump exits 2', () => {

@@ -35,7 +35,7 @@ describe('liveupdate matrix', () => {
     expect(json.code).toBe(0);
     expect(json.stderr).toBe('');
     const m = JSON.parse(json.stdout) as Matrix;
-    expect(m).toMatchObject({ command: 'matrix', ok: true, exitCode: 0, versions: RELEASES, counts: { ok: 16, refused: 0, failed: 0 } });
+    expect(m).toMatchObject({ command: 'matrix', ok: true, exitCode: 0, versions: RELEASES, counts: { ok: 16, refused: 0, 'not-supported': 0, failed: 0 } });
     expect(m.rows.map((r) => r.from)).toEqual(RELEASES);
     expect(m.rows.map((r) => r.cells.map((c) => c.to))).toEqual([RELEASES, RELEASES, RELEASES, RELEASES]);
     expect(m.rows.map((r) => r.cells.map((c) => c.compatible))).toEqual(NEGOTIATED.map((row) => row.map((c) => [c])));
@@ -64,7 +64,7 @@ describe('liveupdate matrix with a scenario file and --versions', () => {
     const file = path.join(dir, 'hugetlb.json');
     writeFileSync(file, JSON.stringify({
       name: 'hugetlb', machine: { memory: '4GiB', numaNodes: 1 },
-      from: { release: '7.1.0', plugins: { memfd: '3.0.0' } }, to: { release: '7.2.0', plugins: { memfd: '3.0.0' } },
+      from: { release: '7.1.0', plugins: { '@liveupdate/plugin-memfd': '3.0.0' } }, to: { release: '7.2.0', plugins: { '@liveupdate/plugin-memfd': '3.0.0' } },
       sessions: [{ name: 'vm', files: [{ token: 1, type: 'hugetlb-memfd', size: '4MiB', fill: 'synthetic' }] }],
     }, null, 2));
     const r = cli(['matrix', file, '--versions', '3.0.0,2.0.0', '--json']);
@@ -76,17 +76,19 @@ describe('liveupdate matrix with a scenario file and --versions', () => {
       refusals: [{ family: 'hugetlb-memfd', owner: '@liveupdate/plugin-memfd', offered: ['1.0.0'], accepted: null }],
       leaks: { blocks: 0 }, dataCheck: 'not run',
     });
-    // Release 2.0.0 in kernel A cannot preserve a hugeTLB memfd at all: only those cells fail (exit 1).
-    expect(m.rows[1]?.cells.map((c) => c.outcome)).toEqual(['failed', 'failed']);
-    expect(m.counts).toEqual({ ok: 1, refused: 1, failed: 2 });
-    expect(m.rows[1]?.cells[0]?.reason).toMatch(/kernel A \(7\.1\.0\), before the jump: ENOENT/);
-    expect(r.code).toBe(1);
+    // Release 2.0.0 in kernel A cannot preserve a hugeTLB memfd at all: "not supported by A", nothing ran, not a failure.
+    expect(m.rows[1]?.cells.map((c) => [c.outcome, c.dataCheck])).toEqual([['not-supported', 'not run'], ['not-supported', 'not run']]);
+    expect(m.counts).toEqual({ ok: 1, refused: 1, 'not-supported': 2, failed: 0 });
+    expect(m.rows[1]?.cells[0]?.reason).toBe('not supported by A: session vm token 1: @liveupdate/plugin-memfd@2.0.0: this release does not preserve hugeTLB memfds');
+    expect(r.code).toBe(0);
+    const t = cli(['matrix', file, '--versions', '3.0.0,2.0.0']);
+    expect(t.stdout).toMatch(/^\s*2\.0\.0\s+not supported by A \[\d\]\s+not supported by A \[\d\]$/m);
   });
 
-  it('a release the CLI cannot load is a usage error (exit 2)', () => {
+  it('a release that is not installed is a usage error (exit 2) naming the installed ones', () => {
     const r = cli(['matrix', '--versions', '2.0.0,9.9.9']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/@liveupdate\/plugin-memfd@9\.9\.9 is not available: this CLI can load 1\.0\.0, 2\.0\.0, 3\.0\.0, 3\.1\.0/);
+    expect(r.stderr).toContain('@liveupdate/plugin-memfd@9.9.9 is not installed (installed: 1.0.0, 2.0.0, 3.0.0, 3.1.0)');
   });
 });
 

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { EXIT } from '../src/exit.js';
+import { EXIT, EXIT_CODE_MEANINGS, EXIT_CODES_HELP } from '../src/exit.js';
 
 const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
 const fixture = readFileSync(new URL('./fixtures/write-your-own-handler.ts', import.meta.url), 'utf8');
@@ -16,8 +16,11 @@ describe('README', () => {
     expect(blocks).toEqual(['npm ci && npm run demo', 'npm ci && npm test']);
   });
 
-  it('documents every exit code the CLI uses', () => {
-    for (const code of Object.values(EXIT)) expect(readme).toMatch(new RegExp(`^\\| ${code} \\| `, 'm'));
+  it('documents every exit code the CLI uses, in the very words of `liveupdate --help`', () => {
+    for (const code of Object.values(EXIT)) {
+      expect(readme).toContain(`| ${code} | ${EXIT_CODE_MEANINGS[code]} |`);
+      expect(EXIT_CODES_HELP).toContain(`  ${code}  ${EXIT_CODE_MEANINGS[code]}`);
+    }
   });
 
   it('shows the handler walkthrough exactly as the tested fixture has it', () => {

@@ -1,8 +1,10 @@
 /**
- * Released versions of @liveupdate/plugin-memfd side by side, for version-mixing tests and
- * examples (ecosystem.md §10). 1.0.0, 2.0.0 and 3.0.0 are the packed tarballs in fixtures/
- * (rebuilt by scripts/make-release.mjs), installed as the aliases plugin-memfd-v1,
- * plugin-memfd-v2 and plugin-memfd-v3; 3.1.0 is the workspace package. Each is its own module
+ * Released versions of @liveupdate/plugin-memfd side by side, for this repository's
+ * version-mixing tests and examples (a private test package: the `liveupdate` CLI does not use
+ * it; it resolves plugin versions from node_modules the npm way). 1.0.0, 2.0.0 and 3.0.0 are the
+ * packed tarballs in fixtures/ (rebuilt by scripts/make-plugin-memfd-release.mjs), installed as
+ * the root devDependencies plugin-memfd-v1, plugin-memfd-v2 and plugin-memfd-v3 (npm aliases of
+ * file: tarballs); 3.1.0 is the workspace package. Each is its own module
  * instance, all four share the one @liveupdate/sdk (a peer dependency).
  *
  *   release  writes                       reads            hugeTLB   as

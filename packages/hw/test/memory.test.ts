@@ -198,7 +198,7 @@ describe('PhysMemory: little-endian integers', () => {
     m.writeU64(17, 0x0102030405060708n);
     expect(m.readU64Number(0)).toBe(70368744177669);
     expect(m.readU64Number(8)).toBe(9007199254740991);
-    expect(m.readU64Number(17)).toBe(72623859790382856);
+    expect(m.readU64Number(17)).toBe(Number(72623859790382856n));
   });
 
   it('readU64Number rounds values above 2^53 (2^64 - 1 reads as 2^64)', () => {

@@ -15,6 +15,7 @@ import {
 import { finishMemfd, retrieveMemfd } from './retrieve.js';
 import { hugetlbInit } from './hugetlb-pool.js';
 import { inodeOf, isMemfd } from './memfd.js';
+import { memfdTools } from './tools/index.js';
 import { PLUGIN_VERSION } from './version.js';
 
 export interface MemfdPluginOptions {
@@ -131,6 +132,7 @@ export default function memfd(options: MemfdPluginOptions = {}): Plugin {
       const incoming = api.flbIncoming(HUGETLB_FLB_COMPATIBLE);
       hugetlbInit(kernel, incoming instanceof Map ? incoming as Map<number, number> : new Map());
     },
+    tools: memfdTools({ hugetlb: withHugetlb }),
   });
 }
 
@@ -155,3 +157,4 @@ export { hugetlbPools, parseHugepages, type HugetlbPool } from './hugetlb-pool.j
 export * as memfdAbi from './abi/memfd.js';
 export { PLUGIN_VERSION };
 export { crc32 } from './crc32.js';
+export { memfdTools, guestFile, touchedRuns, dataPages, patternBytes, HUGE_PAGE_BYTES, type GuestFile, type MemfdSpec } from './tools/index.js';

@@ -1,5 +1,6 @@
 /**
- * Hostile incoming bytes (kernel-abi.md §9.2, §27; DESIGN "Reliability model"): every bad
+ * Hostile incoming bytes (kernel/liveupdate/kexec_handover.c, kho_populate and
+ * kho_mem_deserialize): every bad
  * handover makes the new kernel log "disabling KHO revival" and boot as a normal, non-KHO
  * kernel with nothing of the preserved memory reserved, without throwing. The bytes are
  * corrupted in emulated memory (or in the boot parameters) just before or just after the jump.

@@ -1,5 +1,5 @@
 /**
- * kexec-metadata (kernel-abi.md §12): the 73-byte "kexec-metadata" subtree tells the next
+ * kexec-metadata (the kexec-metadata series: include/linux/kho/abi/kexec_metadata.h): the 73-byte "kexec-metadata" subtree tells the next
  * kernel which release it came from and how many kexecs happened since the cold boot.
  */
 import { describe, expect, it } from 'vitest';

@@ -1,7 +1,7 @@
 /**
  * Scale: a 64 TiB machine with 2 NUMA nodes boots with KHO, preserves folios near the top of
  * memory and restores them after a kexec, while the host backs only the pages actually
- * touched (DESIGN "Performance model": cost grows with what is preserved, not with the machine).
+ * touched (cost grows with what is preserved, not with the machine).
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { PAGE_SIZE, createMachine, type Machine } from '@liveupdate/hw';

@@ -1,5 +1,6 @@
 /**
- * Scratch areas and the KHO command line (kernel-abi.md §2, §8): kho_scratch= parsing, the
+ * Scratch areas and the KHO command line (kernel/liveupdate/kexec_handover.c:
+ * kho_reserve_scratch, kho_parse_scratch_size): kho_scratch= parsing, the
  * default sizing (nodes + 2 areas, 2 MiB aligned, lowmem below 4 GiB, per-node areas inside
  * their node), reuse of the very same areas after a KHO kexec, and kho=off.
  */

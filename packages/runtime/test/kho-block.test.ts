@@ -1,5 +1,6 @@
 /**
- * KHO serialization blocks (kernel-abi.md §13): a chain of preserved pages with a
+ * KHO serialization blocks (kernel/liveupdate/kho_block.c, include/linux/kho/abi/block.h): a
+ * chain of preserved pages with a
  * { next, count } header and fixed-size entries. Growth, LIFO shrink, restore after a kexec,
  * and the corruption checks of kho_block_set_restore.
  */

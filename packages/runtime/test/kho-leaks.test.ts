@@ -1,5 +1,6 @@
 /**
- * Preserved memory nobody claims (kernel-abi.md §9.3): it stays reserved for the life of the
+ * Preserved memory nobody claims (kernel/liveupdate/kexec_handover.c: kho_mem_deserialize reserves every
+ * preserved page at boot): it stays reserved for the life of the
  * new kernel — a leak, reported by leaked(), never handed out by the allocator — and becomes
  * ordinary memory after the next kexec because nobody re-preserved it.
  */
@@ -15,7 +16,7 @@ let run = { pfn: 0, pages: 13 };
 let restored: Folio | null = null;
 let leakedBeforeRestore = { blocks: 0, pages: 0 };
 let leakedAfterRestore = { blocks: 0, pages: 0 };
-let handedOut: number[] = [];
+const handedOut: number[] = [];
 
 const ranges = (blocks: ReadonlyArray<{ pfn: number; pages: number }>): PfnRanges => {
   const r = new PfnRanges();

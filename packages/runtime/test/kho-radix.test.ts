@@ -1,11 +1,12 @@
 /**
- * The tracker's key arithmetic against the published vectors: kernel-abi.md §5.4 (key
- * encoding and index split) and §4 (kho_preserve_pages block split).
+ * The tracker's key arithmetic against the published vectors: the key encoding and
+ * index split of kernel/liveupdate/kexec_handover.c (kho_radix_encode_key and the per-level
+ * index split) and kho_preserve_pages' block split.
  */
 import { describe, expect, it } from 'vitest';
 import { bitmapIndex, decodeKey, encodeKey, splitRun, tableIndex } from '@liveupdate/runtime';
 
-// phys, order, key, L5, L4, L3, L2, L1, bit — kernel-abi.md §5.4, verbatim.
+// phys, order, key, L5, L4, L3, L2, L1, bit — worked from kho_radix_encode_key by hand.
 const VECTORS: ReadonlyArray<readonly [phys: number, order: number, key: number, l5: number, l4: number, l3: number, l2: number, l1: number, bit: number]> = [
   [0x0, 0, 0x10000000000000, 2, 0, 0, 0, 0, 0],
   [0x10000000, 0, 0x10000000010000, 2, 0, 0, 0, 2, 0],
@@ -20,7 +21,7 @@ const VECTORS: ReadonlyArray<readonly [phys: number, order: number, key: number,
 
 const hex = (n: number): string => `0x${n.toString(16)}`;
 
-describe('KHO radix key encoding (kernel-abi.md §5.4)', () => {
+describe('KHO radix key encoding (kho_radix_encode_key)', () => {
   describe.each(VECTORS)('phys %s order %i', (phys, order, key, l5, l4, l3, l2, l1, bit) => {
     const pfn = phys / 4096;
 
@@ -64,7 +65,7 @@ describe('KHO radix key encoding (kernel-abi.md §5.4)', () => {
   });
 });
 
-describe('kho_preserve_pages block split (kernel-abi.md §4)', () => {
+describe('kho_preserve_pages block split', () => {
   it('splits (0x1003, 13) into (0x1003, 0), (0x1004, 2), (0x1008, 3)', () => {
     expect(splitRun(0x1003, 13)).toEqual([{ pfn: 0x1003, order: 0 }, { pfn: 0x1004, order: 2 }, { pfn: 0x1008, order: 3 }]);
   });

@@ -1,5 +1,6 @@
 /**
- * The outgoing preservation API and its tracker (kernel-abi.md §4, §5.5, §10, §29.1-2): a set
+ * The outgoing preservation API and its tracker (kernel/liveupdate/kexec_handover.c:
+ * kho_preserve_pages, kho_alloc_preserve, kho_add_subtree, kho_retrieve_subtree): a set
  * of (pfn, order) keys, rollback of a failed kho_preserve_pages, kho_alloc_preserve limits,
  * scratch protection, subtrees in the one-page root FDT, and kho_retrieve_subtree's checks.
  */

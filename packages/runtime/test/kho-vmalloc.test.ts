@@ -1,5 +1,6 @@
 /**
- * vmalloc preservation (kernel-abi.md §6): a vzalloc'd area handed over as a chain of one-page
+ * vmalloc preservation (kernel/liveupdate/kexec_handover.c: kho_preserve_vmalloc,
+ * kho_restore_vmalloc): a vzalloc'd area handed over as a chain of one-page
  * chunks of 511 run addresses, described by a 16-byte struct kho_vmalloc; restored in the new
  * kernel from the descriptor bytes alone.
  */
@@ -20,7 +21,7 @@ let area: VmArea;
 let content: Uint8Array;
 let desc: KhoVmallocDesc;
 let descBytes: Uint8Array;
-let chunkChain: number[] = [];
+const chunkChain: number[] = [];
 let keysBefore = 0;
 let keysAfterPreserve = 0;
 

@@ -10,14 +10,18 @@ export {
   type OwnedPages, type BuiltinScenario, type JsonSchema,
 } from './tools.js';
 export {
-  validateManifest, validateScenario, parseScenario, assertManifest, lineOfPointer, SchemaError, scenarioSchema,
-  type PluginManifest, type ManifestFormat, type Scenario, type ScenarioSession, type ScenarioFile, type ScenarioSide, type SchemaIssue,
+  validateManifest, validateScenario, parseScenario, checkScenarioData, composeScenarioSchema, sessionObjects, assertManifest, lineOfPointer,
+  SchemaError, scenarioSchema, SCENARIO_EXPECTATIONS,
+  type PluginManifest, type ManifestFormat, type Scenario, type ScenarioSession, type ScenarioObject, type ScenarioFile, type ScenarioSide,
+  type ScenarioExpectation, type ScenarioVocabulary, type SchemaIssue,
 } from './schemas.js';
 export { pickVersion, intersectRanges, preflight, assertPreflight, type PreflightReport, type PreflightEntry } from './versions.js';
 export { KhoXarray, type XarrayKey, type XarrayValue } from './xarray.js';
 export * as xarrayAbi from './abi/xarray.js';
 export { openLiveupdate, createSession, retrieveSession, preserveFd, retrieveFd, finishSession, getName } from './client.js';
 export { SDK_VERSION } from './version.js';
+export { parseSizeStrict, isSize, SizeFormatError, SIZE_UNITS_HELP, MAX_SIZE } from './size.js';
+export { checkSdkCopy, DuplicateSdkError, SDK_IDENTITY, type SdkIdentity } from './copies.js';
 /** The page size of the emulated machine: handlers size their allocations and headers in it. */
 export { PAGE_SIZE, PAGE_SHIFT } from '@liveupdate/hw';
 // Building blocks and kernel types re-exported so plugins need only the SDK.

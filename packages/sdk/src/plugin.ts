@@ -11,6 +11,7 @@ import {
 } from '@liveupdate/runtime';
 import { assertManifest, type PluginManifest } from './schemas.js';
 import type { PluginTools } from './tools.js';
+import { SDK_IDENTITY, type SdkIdentity } from './copies.js';
 
 /** A format family and the versions one handler writes and reads. */
 export interface FormatDeclaration {
@@ -136,6 +137,8 @@ export interface Plugin extends RuntimePlugin {
   readonly manifest: PluginManifest;
   /** The plugin surface for tools (empty when the plugin declares none). */
   readonly tools: PluginTools;
+  /** The copy of the SDK and runtime that made this plugin (see checkSdkCopy). */
+  readonly sdkIdentity: SdkIdentity;
   /** The LUO handler of a format family in a given kernel (for tests and cross-plugin lookups). */
   handlerIn(kernel: Kernel, family: string): LiveupdateFileHandler<Kernel> | undefined;
 }
@@ -244,6 +247,7 @@ export function definePlugin(def: PluginDefinition): Plugin {
     formats,
     manifest,
     tools: def.tools ?? {},
+    sdkIdentity: SDK_IDENTITY,
     handlerIn: (kernel, family) => perKernel.get(kernel)?.get(family),
     ...(def.init ? {
       init(kernel: Kernel): void {

@@ -5,6 +5,8 @@
  */
 import { Ajv, type ErrorObject, type JSONSchemaType } from 'ajv';
 import semver from 'semver';
+import { isSize, parseSizeStrict } from './size.js';
+import type { JsonSchema, ObjectKind, ScenarioSection } from './tools.js';
 
 export interface ManifestFormat {
   family: string;
@@ -28,10 +30,10 @@ export interface PluginManifest {
   requires: ManifestDependency[];
 }
 
-const ajv = new Ajv({ strict: true, allErrors: false });
+const ajv = new Ajv({ strict: true, allErrors: false, verbose: true });
 ajv.addFormat('semver', { type: 'string', validate: (s: string) => semver.valid(s) !== null && semver.valid(s) === s });
 ajv.addFormat('semver-range', { type: 'string', validate: (s: string) => semver.validRange(s) !== null });
-ajv.addFormat('size', { type: 'string', validate: (s: string) => /^\d+(\.\d+)?\s*([KMGT]i?B?|B)?$/i.test(s) });
+ajv.addFormat('size', { type: 'string', validate: isSize });
 
 const manifestSchema: JSONSchemaType<PluginManifest> = {
   $id: 'liveupdate:plugin-manifest',
@@ -73,20 +75,36 @@ const manifestSchema: JSONSchemaType<PluginManifest> = {
 
 export const validateManifest = ajv.compile(manifestSchema);
 
-/** One preserved file in a scenario. */
-export interface ScenarioFile {
-  token: number;
-  type: 'memfd' | 'hugetlb-memfd';
-  size: string;
+/**
+ * One object in a session (a file, a VM, a device): `type` names the object kind a loaded
+ * plugin declares (`plugin.tools.objects`), `token` is its LUO token; the other fields are the
+ * kind's, validated against the JSON-schema fragment the plugin ships.
+ */
+export interface ScenarioObject {
+  readonly type: string;
+  readonly token: number;
+  readonly [field: string]: unknown;
+}
+
+/**
+ * The memfd object of plugin-memfd's scenarios, as the first scenario files wrote it under
+ * `files` (still accepted: `files` is a synonym of `objects`).
+ */
+export interface ScenarioFile extends ScenarioObject {
+  readonly type: 'memfd' | 'hugetlb-memfd';
+  readonly size: string;
   /** 'pattern': real bytes; 'synthetic': generated per-page content; fraction of pages touched. */
-  fill: 'pattern' | 'synthetic' | 'zero';
-  touched?: number;
-  seals?: string[];
+  readonly fill: 'pattern' | 'synthetic' | 'zero';
+  readonly touched?: number;
+  readonly seals?: readonly string[];
 }
 
 export interface ScenarioSession {
   name: string;
-  files: ScenarioFile[];
+  /** The session's objects, each of a kind some loaded plugin declares. */
+  objects?: ScenarioObject[];
+  /** The same as `objects` (the name of the first scenario files, which held memfds only). */
+  files?: ScenarioObject[];
 }
 
 export interface ScenarioSide {
@@ -94,7 +112,11 @@ export interface ScenarioSide {
   plugins: Record<string, string>;
 }
 
-/** A live update to run: the machine, both kernels, and what is preserved. */
+/** The outcome a scenario expects; anything else fails it. */
+export const SCENARIO_EXPECTATIONS = ['updated', 'rolled-back', 'refused-incoming', 'file-error'] as const;
+export type ScenarioExpectation = (typeof SCENARIO_EXPECTATIONS)[number];
+
+/** A live update to run: the machine, both kernels, what is preserved, and the plugins' sections. */
 export interface Scenario {
   name: string;
   description?: string;
@@ -103,7 +125,19 @@ export interface Scenario {
   to: ScenarioSide;
   /** The process that holds /dev/liveupdate and the session fds through the kexec (luod). */
   broker?: string;
+  /** The outcome this scenario expects (default 'updated'). */
+  expect?: ScenarioExpectation;
   sessions: ScenarioSession[];
+  /** Machine-level sections of the loaded plugins (`plugin.tools.sections`), by key. */
+  [section: string]: unknown;
+}
+
+/** Every object of a session, `objects` then `files`, with the JSON pointer of each. */
+export function sessionObjects(s: ScenarioSession, index: number): Array<{ readonly object: ScenarioObject; readonly pointer: string }> {
+  return [
+    ...(s.objects ?? []).map((object, j) => ({ object, pointer: `/sessions/${index}/objects/${j}` })),
+    ...(s.files ?? []).map((object, j) => ({ object, pointer: `/sessions/${index}/files/${j}` })),
+  ];
 }
 
 const sideSchema = {
@@ -114,48 +148,98 @@ const sideSchema = {
   },
 } as const;
 
-export const scenarioSchema: JSONSchemaType<Scenario> = {
-  $id: 'liveupdate:scenario',
-  type: 'object',
-  additionalProperties: false,
-  required: ['name', 'machine', 'from', 'to', 'sessions'],
-  properties: {
-    name: { type: 'string', minLength: 1 },
-    description: { type: 'string', nullable: true },
-    machine: {
-      type: 'object', additionalProperties: false, required: ['memory'],
-      properties: { memory: { type: 'string', format: 'size' }, numaNodes: { type: 'integer', minimum: 1, maximum: 64, nullable: true } },
-    },
-    from: sideSchema as unknown as JSONSchemaType<ScenarioSide>,
-    to: sideSchema as unknown as JSONSchemaType<ScenarioSide>,
-    broker: { type: 'string', nullable: true, minLength: 1 },
-    sessions: {
-      type: 'array',
-      items: {
-        type: 'object', additionalProperties: false, required: ['name', 'files'],
-        properties: {
-          name: { type: 'string', minLength: 1, maxLength: 63 },
-          files: {
-            type: 'array',
-            items: {
-              type: 'object', additionalProperties: false, required: ['token', 'type', 'size', 'fill'],
-              properties: {
-                token: { type: 'integer', minimum: 0 },
-                type: { type: 'string', enum: ['memfd', 'hugetlb-memfd'] },
-                size: { type: 'string', format: 'size' },
-                fill: { type: 'string', enum: ['pattern', 'synthetic', 'zero'] },
-                touched: { type: 'number', minimum: 0, maximum: 1, nullable: true },
-                seals: { type: 'array', nullable: true, items: { type: 'string', enum: ['seal', 'shrink', 'grow', 'write', 'future_write', 'exec'] } },
-              },
-            },
-          },
+/** What the scenario schema is composed of: the loaded plugins' object kinds and sections. */
+export interface ScenarioVocabulary {
+  readonly objects?: ReadonlyArray<Pick<ObjectKind, 'type' | 'properties' | 'required'>>;
+  readonly sections?: ReadonlyArray<Pick<ScenarioSection, 'key' | 'schema'>>;
+}
+
+const BASE_KEYS = ['name', 'description', 'machine', 'from', 'to', 'broker', 'expect', 'sessions'];
+
+/**
+ * The scenario schema for a set of plugins' tools: sessions hold objects discriminated by
+ * `type` (one `if`/`then` per kind, so an error names the kind's own field), and each section
+ * is a top-level key with the plugin's schema. Without tools it is the open schema: any
+ * `type`, any fields (what a file is checked against before its plugins are loaded).
+ */
+export function composeScenarioSchema(tools: readonly ScenarioVocabulary[] | null): JsonSchema {
+  const kinds = new Map<string, Pick<ObjectKind, 'type' | 'properties' | 'required'>>();
+  const sections = new Map<string, JsonSchema>();
+  for (const t of tools ?? []) {
+    for (const k of t.objects ?? []) if (!kinds.has(k.type)) kinds.set(k.type, k);
+    for (const s of t.sections ?? []) {
+      if (BASE_KEYS.includes(s.key)) throw new TypeError(`scenario section '${s.key}': the key is a scenario field of its own`);
+      if (!sections.has(s.key)) sections.set(s.key, s.schema);
+    }
+  }
+  const common = { type: { type: 'string', minLength: 1 }, token: { type: 'integer', minimum: 0 } };
+  const objectSchema: JsonSchema = tools === null
+    ? { type: 'object', required: ['type', 'token'], properties: common }
+    : {
+      type: 'object',
+      required: ['type', 'token'],
+      properties: { ...common, type: kinds.size > 0 ? { type: 'string', enum: [...kinds.keys()] } : { type: 'string', not: {} } },
+      // (allOf must not be empty: a vocabulary of sections only has no kinds.)
+      ...(kinds.size === 0 ? {} : { allOf: [...kinds.values()].map((k) => ({
+        if: { type: 'object', properties: { type: { const: k.type } }, required: ['type'] },
+        then: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['type', 'token', ...(k.required ?? [])],
+          properties: { ...common, ...k.properties, type: { const: k.type } },
+        },
+      })) }),
+    };
+  const objects = { type: 'array', items: objectSchema };
+  return {
+    type: 'object',
+    additionalProperties: tools === null,
+    required: ['name', 'machine', 'from', 'to', 'sessions'],
+    properties: {
+      name: { type: 'string', minLength: 1 },
+      description: { type: 'string' },
+      machine: {
+        type: 'object', additionalProperties: false, required: ['memory'],
+        properties: { memory: { type: 'string', format: 'size' }, numaNodes: { type: 'integer', minimum: 1, maximum: 64 } },
+      },
+      from: sideSchema,
+      to: sideSchema,
+      broker: { type: 'string', minLength: 1 },
+      expect: { type: 'string', enum: [...SCENARIO_EXPECTATIONS] },
+      sessions: {
+        type: 'array',
+        items: {
+          type: 'object', additionalProperties: false, required: ['name'],
+          properties: { name: { type: 'string', minLength: 1, maxLength: 63 }, objects, files: objects },
         },
       },
+      ...Object.fromEntries(sections),
     },
-  },
-};
+  };
+}
 
-export const validateScenario = ajv.compile(scenarioSchema);
+/** The open scenario schema (no plugin vocabulary): kept for tools that only read the common fields. */
+export const scenarioSchema: JsonSchema = composeScenarioSchema(null);
+export const validateScenario = ajv.compile<Scenario>(scenarioSchema);
+
+/** Compiled composed schemas, by the identity of the tools list's members (a CLI run compiles one or two). */
+const composedCache = new Map<string, ReturnType<typeof ajv.compile<Scenario>>>();
+
+function validatorFor(tools: readonly ScenarioVocabulary[] | null): ReturnType<typeof ajv.compile<Scenario>> {
+  if (tools === null) return validateScenario;
+  const schema = composeScenarioSchema(tools);
+  const key = JSON.stringify(schema);
+  let v = composedCache.get(key);
+  if (!v) {
+    try {
+      v = ajv.compile<Scenario>(schema);
+    } catch (e) {
+      throw new TypeError(`the plugins' scenario vocabulary does not compile: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
+    composedCache.set(key, v);
+  }
+  return v;
+}
 
 /** A validation problem: the field as a JSON pointer, the line in the file when known, the message. */
 export interface SchemaIssue {
@@ -175,9 +259,12 @@ export class SchemaError extends Error {
 const escapePointer = (token: string): string => token.replace(/~/g, '~0').replace(/\//g, '~1');
 
 function issuesOf(errors: readonly ErrorObject[] | null | undefined): SchemaIssue[] {
+  const sizeMessage = (data: unknown): string => {
+    try { parseSizeStrict(String(data)); return 'must match format "size"'; } catch (e) { return `must match format "size": ${(e as Error).message}`; }
+  };
   // A bad property name comes twice: the failing rule (with propertyName) and a generic
   // 'propertyNames' wrapper. Keep the rule, pointed at the offending key.
-  return (errors ?? []).filter((e) => e.keyword !== 'propertyNames').map((e) => {
+  return (errors ?? []).filter((e) => e.keyword !== 'propertyNames' && e.keyword !== 'if').map((e) => {
     let field = e.instancePath;
     let message = e.message ?? 'is invalid';
     if (e.propertyName !== undefined) {
@@ -190,6 +277,10 @@ function issuesOf(errors: readonly ErrorObject[] | null | undefined): SchemaIssu
     } else if (e.keyword === 'required') {
       field = `${field}/${escapePointer((e.params as { missingProperty?: string }).missingProperty ?? '')}`;
       message = 'is required';
+    } else if (e.keyword === 'format' && (e.params as { format?: string }).format === 'size') {
+      message = sizeMessage(e.data);
+    } else if (e.keyword === 'const') {
+      message = `must be ${JSON.stringify((e.params as { allowedValue?: unknown }).allowedValue)}`;
     } else if (e.keyword === 'enum') {
       message = `must be one of ${((e.params as { allowedValues?: unknown[] }).allowedValues ?? []).map((v) => JSON.stringify(v)).join(', ')}`;
     }
@@ -360,8 +451,12 @@ function jsonErrorOffset(text: string): number {
   return Math.min(i, text.length);
 }
 
-/** Parse and validate a scenario file's text; SchemaError names each field and its line. */
-export function parseScenario(text: string, file = 'scenario'): Scenario {
+/**
+ * Parse and validate a scenario file's text; SchemaError names each field and its line.
+ * `tools`: the loaded plugins' tools, whose object kinds and sections make up the schema;
+ * null checks only the common fields (objects of any type, any top-level section).
+ */
+export function parseScenario(text: string, file = 'scenario', tools: readonly ScenarioVocabulary[] | null = null): Scenario {
   let data: unknown;
   try {
     data = JSON.parse(text);
@@ -371,12 +466,19 @@ export function parseScenario(text: string, file = 'scenario'): Scenario {
     const line = text.slice(0, jsonErrorOffset(text)).split('\n').length;
     throw new SchemaError(file, [{ field: '', line, message: `is not valid JSON (${e instanceof Error ? e.message : String(e)})` }]);
   }
-  if (!validateScenario(data)) {
-    const issues = issuesOf(validateScenario.errors).map((iss) => {
+  return checkScenarioData(data, file, tools, text);
+}
+
+/** Validate scenario data (parsed, or built in code); `text` lets the issues name their lines. */
+export function checkScenarioData(data: unknown, file: string, tools: readonly ScenarioVocabulary[] | null, text?: string): Scenario {
+  const validate = validatorFor(tools);
+  if (!validate(data)) {
+    const issues = issuesOf(validate.errors).map((iss) => {
+      if (text === undefined) return iss;
       const line = lineOfPointer(text, iss.field) ?? lineOfPointer(text, iss.field.split('/').slice(0, -1).join('/'));
       return line ? { ...iss, line } : iss;
     });
     throw new SchemaError(file, issues);
   }
-  return data;
+  return data as Scenario;
 }

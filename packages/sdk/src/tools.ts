@@ -85,6 +85,11 @@ export interface ObjectKind<Spec extends ScenarioObjectSpec = ScenarioObjectSpec
   /** JSON-schema `properties` of this kind besides `type` and `token`. */
   readonly properties: Readonly<Record<string, JsonSchema>>;
   readonly required?: readonly string[];
+  /**
+   * Checks the schema cannot express (a size in whole huge pages), run when the scenario is
+   * loaded: each problem names the field (relative to the object, '' for the object itself).
+   */
+  validate?(spec: Spec): ReadonlyArray<{ readonly field: string; readonly message: string }>;
   /** Kernel command-line words the scenario's objects of this kind need (e.g. 'hugepagesz=2M hugepages=8'). */
   cmdline?(specs: readonly Spec[]): string;
   /** Host memory (bytes) creating this object costs the tool, so the runner can refuse up front. */
@@ -184,12 +189,16 @@ export interface BuiltinScenario {
   readonly description: string;
   /** The scenario document (validated like a file). */
   readonly scenario: Readonly<Record<string, unknown>>;
+  /** The commands that run it when given no scenario ('run': `liveupdate run`; 'matrix', 'fuzz'). */
+  readonly defaultFor?: ReadonlyArray<'run' | 'matrix' | 'fuzz'>;
 }
 
 /** The plugin surface for tools. */
 export interface PluginTools {
-  readonly objects?: ReadonlyArray<ObjectKind<never, never>>;
-  readonly sections?: ReadonlyArray<ScenarioSection<never, never>>;
+  // <never, unknown>: any kind's spec (its steps are methods, so their parameters are bivariant)
+  // and any expectation or state it returns (a return type must be a supertype: unknown).
+  readonly objects?: ReadonlyArray<ObjectKind<never, unknown>>;
+  readonly sections?: ReadonlyArray<ScenarioSection<never, unknown>>;
   readonly decoders?: readonly FormatDecoder[];
   readonly scenarios?: readonly BuiltinScenario[];
 }

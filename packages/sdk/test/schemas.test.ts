@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
   defineFileHandler, definePlugin, lineOfPointer, parseScenario, SchemaError, validateManifest,
-  type FormatDeclaration, type PluginDefinition,
+  parseSizeStrict, SIZE_UNITS_HELP, type FormatDeclaration, type PluginDefinition, type ScenarioVocabulary,
 } from '@liveupdate/sdk';
 
 const handler = (format: FormatDeclaration) => defineFileHandler({
@@ -88,16 +88,62 @@ const SCENARIO = `{
 /** The scenario with line `line` (1-based) replaced. */
 const withLine = (line: number, text: string): string => SCENARIO.split('\n').map((l, i) => (i === line - 1 ? text : l)).join('\n');
 
+/** A plugin's scenario vocabulary: two file kinds with the fields memfds have, and a 'pci' section. */
+const fileKind = (type: string): ScenarioVocabulary['objects'] extends ReadonlyArray<infer K> | undefined ? K : never => ({
+  type,
+  required: ['size', 'fill'],
+  properties: {
+    size: { type: 'string', format: 'size' },
+    fill: { type: 'string', enum: ['pattern', 'synthetic', 'zero'] },
+    touched: { type: 'number', minimum: 0, maximum: 1 },
+    seals: { type: 'array', items: { type: 'string' } },
+  },
+});
+const VOCAB: ScenarioVocabulary[] = [
+  { objects: [fileKind('memfd'), fileKind('hugetlb-memfd')] },
+  { sections: [{ key: 'pci', schema: { type: 'object', additionalProperties: false, properties: { devices: { type: 'integer', minimum: 1 } } } }] },
+];
+const parse = (text: string, file?: string) => parseScenario(text, file, VOCAB);
+
 describe('parseScenario', () => {
   it('parses a valid scenario into data', () => {
-    const s = parseScenario(SCENARIO);
-    expect(s.sessions[0]?.files.map((f) => [f.token, f.type, f.size, f.fill])).toEqual([[1, 'memfd', '1GiB', 'pattern'], [2, 'hugetlb-memfd', '2GiB', 'synthetic']]);
+    const s = parse(SCENARIO);
+    expect(s.sessions[0]?.files?.map((f) => [f.token, f.type, f.size, f.fill])).toEqual([[1, 'memfd', '1GiB', 'pattern'], [2, 'hugetlb-memfd', '2GiB', 'synthetic']]);
     expect(s.machine).toEqual({ memory: '64GiB', numaNodes: 2 });
+  });
+
+  it('without a vocabulary checks only the common fields: any object type, any field', () => {
+    const s = parseScenario(withLine(16, '          "fill": "random", "colour": "red", "type": "kvm-vm",'));
+    expect(s.sessions[0]?.files?.[1]).toMatchObject({ type: 'kvm-vm', colour: 'red' });
+  });
+
+  it('an object type no loaded plugin declares is named with the types that are', () => {
+    const e = schemaErrorOf(() => parse(withLine(11, '        { "token": 1, "type": "kvm-vm", "size": "1GiB", "fill": "pattern" },'), 'vm.json'));
+    expect(e.issues).toEqual([{ field: '/sessions/0/files/0/type', line: 11, message: 'must be one of "memfd", "hugetlb-memfd"' }]);
+  });
+
+  it('objects and files are the same list: a bad field under objects has its own pointer and line', () => {
+    const text = SCENARIO.replace('"files": [', '"objects": [');
+    expect(parse(text).sessions[0]?.objects).toHaveLength(2);
+    const e = schemaErrorOf(() => parse(text.replace('"fill": "synthetic"', '"fill": "random"'), 'vm.json'));
+    expect(e.issues).toEqual([{ field: '/sessions/0/objects/1/fill', line: 16, message: 'must be one of "pattern", "synthetic", "zero"' }]);
+  });
+
+  it('a plugin section is a top-level key validated by its schema, with field and line', () => {
+    const text = SCENARIO.replace('"broker": "luod",', '"broker": "luod",\n  "pci": { "devices": 0 },');
+    const e = schemaErrorOf(() => parse(text, 'vm.json'));
+    expect(e.issues).toEqual([{ field: '/pci/devices', line: 7, message: 'must be >= 1' }]);
+    expect(parse(text.replace('"devices": 0', '"devices": 2')).pci).toEqual({ devices: 2 });
+  });
+
+  it('a top-level key no plugin declares is not a known field', () => {
+    const e = schemaErrorOf(() => parse(SCENARIO.replace('"broker": "luod",', '"broker": "luod", "iommu": {},'), 'vm.json'));
+    expect(e.issues).toEqual([{ field: '/iommu', line: 6, message: 'is not a known field' }]);
   });
 
   it.each([
     ['a bad enum value', 16, '          "fill": "random",', '/sessions/0/files/1/fill', 16, 'must be one of "pattern", "synthetic", "zero"'],
-    ['a bad size', 11, '        { "token": 1, "type": "memfd", "size": "lots", "fill": "pattern" },', '/sessions/0/files/0/size', 11, 'must match format "size"'],
+    ['a bad size', 11, '        { "token": 1, "type": "memfd", "size": "lots", "fill": "pattern" },', '/sessions/0/files/0/size', 11, `must match format "size": 'lots' is not a size: use ${SIZE_UNITS_HELP}`],
     ['a negative token', 13, '          "token": -2,', '/sessions/0/files/1/token', 13, 'must be >= 0'],
     ['touched above 1', 17, '          "touched": 1.5', '/sessions/0/files/1/touched', 17, 'must be <= 1'],
     ['numaNodes 0', 3, '  "machine": { "memory": "64GiB", "numaNodes": 0 },', '/machine/numaNodes', 3, 'must be >= 1'],
@@ -105,7 +151,7 @@ describe('parseScenario', () => {
     ['an unknown field', 8, '    { "colour": "red",', '/sessions/0/colour', 8, 'is not a known field'],
     ['a missing field (the line of its object)', 11, '        { "token": 1, "type": "memfd", "fill": "pattern" },', '/sessions/0/files/0/size', 11, 'is required'],
   ])('reports %s with its field pointer and line', (_what, line, text, field, wantLine, message) => {
-    const e = schemaErrorOf(() => parseScenario(withLine(line, text), 'vm.json'));
+    const e = schemaErrorOf(() => parse(withLine(line, text), 'vm.json'));
     expect(e.issues).toEqual([{ field, line: wantLine, message }]);
     expect(e.message).toBe(`vm.json: ${field} (line ${wantLine}): ${message}`);
   });
@@ -166,5 +212,31 @@ describe('lineOfPointer', () => {
   it('is undefined for a pointer that is not in the document', () => {
     expect(lineOfPointer('{\n  "a": [1, 2]\n}', '/a/2')).toBeUndefined();
     expect(lineOfPointer('{\n  "a": [1, 2]\n}', '/b')).toBeUndefined();
+  });
+});
+
+describe('sizes in scenarios (parseSizeStrict, the schemas\' "size" format)', () => {
+  it.each([
+    ['4096', 4096], ['64GiB', 64 * 2 ** 30], ['64G', 64 * 2 ** 30], ['512M', 512 * 2 ** 20], ['1.5GiB', 1.5 * 2 ** 30],
+    ['1PiB', 2 ** 50], ['1024TiB', 2 ** 50], ['4PiB', 2 ** 52], ['2 MiB', 2 * 2 ** 20], ['3KiB', 3072],
+  ])('%s is %i bytes', (text, bytes) => {
+    expect(parseSizeStrict(text)).toBe(bytes);
+  });
+
+  it.each([
+    ['64GB', "'64GB': 'GB' is ambiguous (10^n or 2^n bytes?): use "],
+    ['1TB', "'1TB': 'TB' is ambiguous (10^n or 2^n bytes?): use "],
+    ['5PiB', "'5PiB' is larger than the largest machine this model addresses (4 PiB, 52-bit physical addresses)"],
+    ['100000TiB', "'100000TiB' is larger than the largest machine this model addresses"],
+    ['1.0001KiB', "'1.0001KiB' is not a whole number of bytes"],
+    ['12 parsecs', "'12 parsecs': unknown unit 'parsecs': use "], ['-1MiB', "'-1MiB' is not a size: use "],
+    ['2XiB', "'2XiB': unknown unit 'XiB': use "],
+  ])('%s is refused: %s', (text, message) => {
+    expect(() => parseSizeStrict(text)).toThrow(message);
+  });
+
+  it('a refused size in a scenario file names the field, the line and what is accepted', () => {
+    const e = schemaErrorOf(() => parse(withLine(3, '  "machine": { "memory": "64GB", "numaNodes": 2 },'), 'vm.json'));
+    expect(e.issues).toEqual([{ field: '/machine/memory', line: 3, message: `must match format "size": '64GB': 'GB' is ambiguous (10^n or 2^n bytes?): use ${SIZE_UNITS_HELP}` }]);
   });
 });

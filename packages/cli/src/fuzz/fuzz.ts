@@ -22,10 +22,12 @@ import { hex, ms, plural, table } from '../output/format.js';
 import { noProgress } from '../output/progress.js';
 import { summarize } from '../output/summary.js';
 import type { CliIo } from '../program.js';
-import { checkScenario } from '../scenario/load.js';
+import type { Scenario } from '@liveupdate/sdk';
+import { builtinScenario, loadScenarioFile } from '../scenario/load.js';
 import { runScenario, type RunResult } from '../scenario/runner.js';
-import { SMALL_SCENARIO } from '../scenario/small-scenario.js';
-import { fuzzTargets, STRUCTURES, type FuzzTarget, type Structure } from './targets.js';
+import { fuzzTargets, structuresOf, type FuzzTarget } from './targets.js';
+
+type Structure = string;
 
 export const FUZZ_CLASSES = ['updated', 'file-error', 'refused-incoming', 'wrong-answer', 'uncaught', 'unexpected'] as const;
 export type FuzzClass = (typeof FUZZ_CLASSES)[number];
@@ -64,7 +66,7 @@ export interface Corruption {
  */
 export function chooseCorruption(seed: number, targets: readonly FuzzTarget[]): Corruption {
   const rng = prng(Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) ^ seed);
-  const present = STRUCTURES.filter((s) => targets.some((t) => t.structure === s));
+  const present = structuresOf(targets);
   const structure = present[rng.int(present.length)] as Structure;
   const pages = targets.filter((t) => t.structure === structure);
   const target = pages[rng.int(pages.length)] as FuzzTarget;
@@ -111,36 +113,47 @@ export interface FuzzReport {
 
 const messageOf = (e: unknown): string => (e instanceof Error ? `${e.name}: ${e.message}` : String(e));
 
-/** The harness's outcome class, plus the checks only the scenario can make. */
-function classify(r: RunResult): { outcome: FuzzClass; detail: string | null } {
+/**
+ * The harness's outcome class, plus the checks only the scenario can make. A wrong byte in any
+ * object (or a failed section check) is a wrong answer whatever else happened in the run: a
+ * file error on one file does not excuse another file that came back with another's page.
+ */
+export function classify(r: RunResult): { outcome: FuzzClass; detail: string | null } {
   const firstLine = (s: string | null): string | null => s?.split('\n')[0] ?? null;
+  if (r.harnessOutcome === 'updated' || r.harnessOutcome === 'file-error') {
+    const wrong = r.objects.find((o) => o.check !== null && !o.check.ok);
+    if (wrong) return { outcome: 'wrong-answer', detail: (wrong.check?.problems ?? []).join('; ') || `session ${wrong.session} token ${wrong.token}: check failed` };
+    const section = r.sectionChecks.find((c) => !c.ok);
+    if (section) return { outcome: 'wrong-answer', detail: `section ${section.section}: ${section.problems.join('; ')}` };
+  }
   switch (r.harnessOutcome) {
     case 'refused-incoming': return { outcome: 'refused-incoming', detail: firstLine(r.error) };
     case 'file-error': return { outcome: 'file-error', detail: firstLine(r.error) };
     case 'rolled-back': return { outcome: 'unexpected', detail: `rolled back: ${r.error ?? ''}` };
-    case null: return { outcome: 'uncaught', detail: firstLine(r.error) ?? 'the harness threw' };
+    case null: return { outcome: r.outcome === 'not-supported' ? 'unexpected' : 'uncaught', detail: firstLine(r.error) ?? 'the harness threw' };
     case 'updated': {
-      // The runner keeps going past a file whose RETRIEVE_FD failed: that is the file-error class.
-      const failed = r.files.find((f) => f.error !== null);
+      // The runner keeps going past an object whose RETRIEVE_FD failed: that is the file-error class.
+      const failed = r.objects.find((o) => o.error !== null);
       if (failed) return { outcome: 'file-error', detail: failed.error };
-      const wrong = r.files.find((f) => !f.check?.ok);
-      if (wrong) {
-        const where = `session ${wrong.file.session} token ${wrong.file.token}`;
-        return { outcome: 'wrong-answer', detail: wrong.check ? wrong.check.problems.join('; ') : `${where}: not checked` };
-      }
+      const unchecked = r.objects.find((o) => o.check === null);
+      if (unchecked) return { outcome: 'wrong-answer', detail: `session ${unchecked.session} token ${unchecked.token}: not checked` };
       return { outcome: 'updated', detail: null };
     }
   }
 }
 
 export interface FuzzOptions {
+  /** The scenario (default: the default plugin's scenario for fuzzing). */
+  readonly scenario?: Scenario;
+  /** The scenario's file, for the reproduce line. */
+  readonly scenarioFile?: string;
   readonly seed: number;
   readonly runs: number;
   readonly onRun?: ((run: FuzzRun, ms: number) => void) | undefined;
 }
 
 export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport & { readonly slowestMs: number }> {
-  const scenario = checkScenario(SMALL_SCENARIO, 'small scenario');
+  const scenario = opts.scenario ?? (await builtinScenario('fuzz')).scenario;
   // The uncorrupted run: it must keep every invariant, and it shows where each structure lives.
   let targets: FuzzTarget[] = [];
   const probe = await runScenario(scenario, { progress: noProgress, onHandover: (m, view) => { targets = fuzzTargets(m.memory, view); } });
@@ -189,7 +202,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport & { readonl
   const outcomes = zero();
   const byStructure: Record<string, Record<FuzzClass | 'runs', number>> = {};
   const targetCounts: Record<string, number> = {};
-  for (const s of STRUCTURES) {
+  for (const s of structuresOf(targets)) {
     const n = targets.filter((t) => t.structure === s).length;
     if (n > 0) { targetCounts[s] = n; byStructure[s] = { runs: 0, ...zero() }; }
   }
@@ -200,6 +213,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport & { readonl
     row[r.outcome]++;
   }
   const firstFailing = results.find((r) => !ACCEPTED.has(r.outcome));
+  const fileArg = opts.scenarioFile ? ` ${opts.scenarioFile}` : '';
   const ok = firstFailing === undefined;
   const from = scenario.from.plugins;
   const to = scenario.to.plugins;
@@ -212,7 +226,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport & { readonl
     seed: opts.seed, runs: results.length, targets: targetCounts, outcomes, byStructure,
     updatedWithViolations: results.filter((r) => r.violations.length > 0).length,
     firstFailingSeed: firstFailing?.seed ?? null,
-    reproduce: firstFailing ? `liveupdate fuzz --seed ${firstFailing.seed} --runs 1` : null,
+    reproduce: firstFailing ? `liveupdate fuzz${fileArg} --seed ${firstFailing.seed} --runs 1` : null,
     results, slowestMs,
   };
 }
@@ -268,11 +282,12 @@ export interface FuzzFlags {
   readonly progress?: boolean;
 }
 
-export async function fuzzCommand(io: CliIo, flags: FuzzFlags): Promise<number> {
+export async function fuzzCommand(io: CliIo, file: string | undefined, flags: FuzzFlags): Promise<number> {
   const lines = !flags.json && flags.progress !== false;
+  const scenario = file === undefined ? undefined : (await loadScenarioFile(file)).scenario;
   const t0 = performance.now();
   const report = await runFuzz({
-    seed: flags.seed, runs: flags.runs,
+    ...(scenario && file ? { scenario, scenarioFile: file } : {}), seed: flags.seed, runs: flags.runs,
     onRun: lines ? (r, t) => { io.stderr.write(`[fuzz] seed ${r.seed}: ${corruptionText(r)} -> ${r.outcome} (${ms(t)})\n`); } : undefined,
   });
   const { slowestMs, ...data } = report;
@@ -284,10 +299,11 @@ export async function fuzzCommand(io: CliIo, flags: FuzzFlags): Promise<number> 
 export function addFuzzCommand(program: Command, io: CliIo, exit: { code: number }): void {
   program.command('fuzz')
     .description('corrupt random bytes of the handover between the jump and the new kernel\'s boot, seeded and bounded, and check every run ends in a defined outcome')
+    .argument('[scenario]', 'scenario JSON file (default: the default plugin\'s small scenario); every page its plugins\' decoders own is a target')
     .option('--seed <n>', 'seed of the first run; run i uses seed n+i (--seed S --runs 1 reproduces run S)', intOption('--seed', 0, 0xffff_ffff), DEFAULT_SEED)
     .option('--runs <n>', 'number of runs', intOption('--runs', 1, MAX_RUNS), DEFAULT_RUNS)
     .option('--json', 'print one JSON object (every run, no timings: the same seed gives the same bytes)')
     .option('--no-progress', 'no per-run lines on stderr')
     .addHelpText('after', `\nEvery run must end updated (with the data check passed), file-error or refused-incoming;\na wrong answer, an uncaught exception or an unexpected outcome fails the command (exit 1).\n\n${EXIT_CODES_HELP}\n`)
-    .action(async (flags: FuzzFlags) => { exit.code = await fuzzCommand(io, flags); });
+    .action(async (file: string | undefined, flags: FuzzFlags) => { exit.code = await fuzzCommand(io, file, flags); });
 }

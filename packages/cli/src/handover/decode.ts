@@ -8,8 +8,9 @@
  */
 import { PAGE_SIZE, PfnRanges, type PhysMemory } from '@liveupdate/hw';
 import {
-  abi, fdtCheckHeader, fdtParse, fdtToDts, fdtTotalSize, readPropString, readPropU64LE, walkTracker, type FdtNode,
+  abi, fdtCheckHeader, fdtParse, fdtToDts, fdtTotalSize, readPropString, readPropU64LE, versionOf, walkTracker, type FdtNode,
 } from '@liveupdate/runtime';
+import type { Decoded, DecodedValue, FormatDecoder, OwnedPages, Plugin } from '@liveupdate/sdk';
 
 const { kho, luo, block, kexecMetadata } = abi;
 
@@ -56,10 +57,24 @@ export interface SubtreeView {
   readonly size: number;
 }
 
+/** What a plugin's decoder made of a file's or an FLB's bytes. */
+export interface DecodedView {
+  readonly family: string | null;
+  readonly version: string | null;
+  /** The plugin that declares the format (null when no loaded plugin does). */
+  readonly owner: string | null;
+  readonly fields: Readonly<Record<string, DecodedValue>>;
+  readonly problems: readonly string[];
+  readonly pages: readonly OwnedPages[];
+  readonly dataRuns: ReadonlyArray<readonly [number, number]>;
+}
+
 export interface LuoFileView {
   readonly compatible: string;
   readonly data: bigint;
   readonly token: bigint;
+  /** Null until decodeHandover ran the plugins' decoders (or when none was asked for). */
+  decoded?: DecodedView | null;
 }
 
 export interface LuoSessionView {
@@ -73,6 +88,7 @@ export interface LuoFlbView {
   readonly name: string;
   readonly data: bigint;
   readonly count: number;
+  decoded?: DecodedView | null;
 }
 
 export interface LuoView {
@@ -101,15 +117,35 @@ export interface HandoverView {
   readonly metadata: KexecMetadataView | null;
   /** Every page a handover structure occupies (pfn → what it holds), guest data excluded. */
   readonly pages: ReadonlyMap<number, string>;
+  /** Per page of `pages`: the structure it belongs to (core ones, and the plugins' OwnedPages.structure). */
+  readonly structures: ReadonlyMap<number, string>;
+  /** The pages plugins' decoders say their files and FLBs own (pointer words included, for the fuzzer). */
+  readonly owned: readonly OwnedPages[];
+  /** Guest data (folios) the files hand over, as [startPfn, endPfn) runs. */
+  readonly dataRuns: ReadonlyArray<readonly [number, number]>;
   /** Why a part could not be decoded; empty for a sound handover. */
   readonly problems: readonly string[];
 }
 
 const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
 
+/** The core structures, by the role the decoder gives their pages. */
+const CORE_STRUCTURES: ReadonlyArray<[RegExp, string]> = [
+  [/^kho root fdt$/, 'root FDT'], [/^kho tracker node$/, 'tracker node'], [/^luo_ser$/, 'LUO blob'], [/^luo session block$/, 'session block'],
+  [/^luo file block$/, 'file block'], [/^luo flb page$/, 'FLB page'], [/^kho scratch array$/, 'scratch array'], [/^kexec-metadata$/, 'kexec-metadata'],
+  [/^file data/, 'file data'], [/^flb data/, 'FLB data'], [/^subtree /, 'subtree'],
+];
+
+export function structureOfRole(role: string): string {
+  return CORE_STRUCTURES.find(([re]) => re.test(role))?.[1] ?? role;
+}
+
 class Reader {
   readonly problems: string[] = [];
   readonly pages = new Map<number, string>();
+  readonly structures = new Map<number, string>();
+  readonly owned: OwnedPages[] = [];
+  readonly dataRuns: Array<readonly [number, number]> = [];
   constructor(readonly memory: PhysMemory) {}
 
   inRam(phys: number, length: number): boolean {
@@ -129,8 +165,60 @@ class Reader {
     if (!this.inRam(phys, Math.max(length, 1))) return;
     const first = Math.floor(phys / PAGE_SIZE);
     const last = Math.floor((phys + Math.max(length, 1) - 1) / PAGE_SIZE);
-    for (let p = first; p <= last; p++) if (!this.pages.has(p)) this.pages.set(p, role);
+    for (let p = first; p <= last; p++) {
+      if (this.pages.has(p)) continue;
+      this.pages.set(p, role);
+      this.structures.set(p, structureOfRole(role));
+    }
   }
+
+  /** A plugin's pages: its role and structure replace the generic 'file data' label. */
+  own(o: OwnedPages): void {
+    this.owned.push(o);
+    for (let k = 0; k < (o.count ?? 1); k++) {
+      const p = o.pfn + k;
+      if (p < 0 || (p + 1) * PAGE_SIZE > this.memory.size) continue;
+      this.pages.set(p, o.role);
+      this.structures.set(p, o.structure);
+    }
+  }
+}
+
+/** Run the decoder of the plugin that declares `compatible`'s format (files) or the FLB. */
+function runDecoder(r: Reader, plugins: readonly Plugin[], target: { file: string } | { flb: string }, data: bigint, label: string): DecodedView | null {
+  let family: string | null = null;
+  let version: string | null = null;
+  let owner: string | null = null;
+  let decoder: FormatDecoder | undefined;
+  if ('file' in target) {
+    for (const p of plugins) {
+      for (const spec of p.formats ?? []) {
+        const v = versionOf(spec, target.file);
+        if (v === null) continue;
+        family = spec.family; version = v; owner = p.name;
+        decoder = (p.tools.decoders ?? []).find((d) => d.target.kind === 'file' && d.target.family === spec.family);
+        break;
+      }
+      if (owner) break;
+    }
+  } else {
+    for (const p of plugins) {
+      decoder = (p.tools.decoders ?? []).find((d) => d.target.kind === 'flb' && d.target.compatible === target.flb);
+      if (decoder) { owner = p.name; break; }
+    }
+  }
+  if (!decoder) return owner ? { family, version, owner, fields: {}, problems: [], pages: [], dataRuns: [] } : null;
+  let d: Decoded;
+  try {
+    d = decoder.decode(r.memory, data, version, { label });
+  } catch (e) {
+    r.problems.push(`${label}: ${owner ?? '?'}'s decoder threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
+    return { family, version, owner, fields: {}, problems: [], pages: [], dataRuns: [] };
+  }
+  for (const o of d.pages) r.own(o);
+  for (const run of d.dataRuns ?? []) r.dataRuns.push(run);
+  for (const p of d.problems) r.problems.push(`${label}: ${p}`);
+  return { family, version, owner, fields: d.fields, problems: d.problems, pages: d.pages, dataRuns: d.dataRuns ?? [] };
 }
 
 function decodeKhoData(r: Reader, bytes: Uint8Array | undefined): KhoDataView | null {
@@ -261,7 +349,7 @@ function decodeLuo(r: Reader, sub: SubtreeView, tracker: TrackerView | null): Lu
     const files = blockEntries(r, Number(s.files), luo.luoFileSer.size, 'luo file block').map((fe) => {
       const f = luo.luoFileSer.decode(fe);
       markPointee(r, tracker, f.data, `file data (${f.compatible})`);
-      return { compatible: f.compatible, data: f.data, token: f.token };
+      return { compatible: f.compatible, data: f.data, token: f.token } as LuoFileView;
     });
     if (BigInt(files.length) !== s.count) r.problems.push(`session ${s.name}: ${files.length} files in its blocks, ${s.count} in luo_session_ser`);
     sessions.push({ name: s.name, filesPa: Number(s.files), count: Number(s.count), files });
@@ -278,7 +366,7 @@ function decodeLuo(r: Reader, sub: SubtreeView, tracker: TrackerView | null): Lu
       for (let i = 0; i < Math.min(count, luo.LUO_FLB_MAX); i++) {
         const f = luo.luoFlbSer.decode(page, luo.luoFlbHeaderSer.size + i * luo.luoFlbSer.size);
         markPointee(r, tracker, f.data, `flb data (${f.name})`);
-        flbs.push({ name: f.name, data: f.data, count: Number(f.count) });
+        flbs.push({ name: f.name, data: f.data, count: Number(f.count) } as LuoFlbView);
       }
     }
   }
@@ -299,14 +387,15 @@ function decodeMetadata(r: Reader, sub: SubtreeView): KexecMetadataView | null {
 }
 
 /** Decode everything the boot parameters lead to. Never throws on bad bytes: see `problems`. */
-export function decodeHandover(memory: PhysMemory, khoDataBytes: Uint8Array | undefined): HandoverView {
+export function decodeHandover(memory: PhysMemory, khoDataBytes: Uint8Array | undefined, plugins: readonly Plugin[] = []): HandoverView {
   const r = new Reader(memory);
   const khoData = decodeKhoData(r, khoDataBytes);
   const empty = { memorySize: memory.size, khoData, scratch: [], fdt: null, tracker: null, subtrees: [], luo: null, metadata: null };
-  if (!khoData) return { ...empty, pages: r.pages, problems: r.problems };
+  const rest = () => ({ pages: r.pages, structures: r.structures, owned: r.owned, dataRuns: r.dataRuns, problems: r.problems });
+  if (!khoData) return { ...empty, ...rest() };
   const scratch = decodeScratch(r, khoData);
   const fdt = decodeFdt(r, khoData);
-  if (!fdt) return { ...empty, scratch, pages: r.pages, problems: r.problems };
+  if (!fdt) return { ...empty, scratch, ...rest() };
   const tracker = decodeTracker(r, fdt.root);
   const subtrees = decodeSubtrees(r, fdt.root);
   const luoSub = subtrees.find((s) => s.name === luo.LUO_KHO_ENTRY_NAME);
@@ -314,5 +403,11 @@ export function decodeHandover(memory: PhysMemory, khoDataBytes: Uint8Array | un
   const luoView = luoSub ? decodeLuo(r, luoSub, tracker) : null;
   const metadata = metaSub ? decodeMetadata(r, metaSub) : null;
   for (const s of subtrees) if (s !== luoSub && s !== metaSub) r.mark(s.phys, s.size, `subtree ${s.name}`);
-  return { memorySize: memory.size, khoData, scratch, fdt, tracker, subtrees, luo: luoView, metadata, pages: r.pages, problems: r.problems };
+  if (luoView && plugins.length > 0) {
+    for (const s of luoView.sessions) {
+      for (const f of s.files) f.decoded = runDecoder(r, plugins, { file: f.compatible }, f.data, `session ${s.name} token ${f.token}`);
+    }
+    for (const f of luoView.flbs) f.decoded = runDecoder(r, plugins, { flb: f.name }, f.data, `FLB ${f.name}`);
+  }
+  return { memorySize: memory.size, khoData, scratch, fdt, tracker, subtrees, luo: luoView, metadata, ...rest() };
 }

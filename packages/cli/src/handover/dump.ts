@@ -1,11 +1,13 @@
 /**
  * The handover dump: the raw pages of a handover as they stood right after the old kernel's
- * jump (root FDT, tracker nodes, LUO blob, session/file blocks, FLB page, file headers,
- * kexec-metadata, scratch array) plus the kexec boot parameters. Guest memory is left out:
+ * jump (root FDT, tracker nodes, LUO blob, session/file blocks, FLB page, kexec-metadata,
+ * scratch array, and every page the plugins' decoders say their files and FLBs own: headers,
+ * xarray nodes, vmalloc chunks, folio arrays) plus the kexec boot parameters. Guest memory is left out:
  * the dump is the metadata a new kernel parses, small enough to attach to a bug report.
  *
  * Format (JSON, version 1):
  *   { format: "liveupdate-handover-dump", version: 1, createdBy, scenario, from, to,
+ *     plugins: { from: { name: version }, to: { name: version } }   (optional: older dumps lack it)
  *     machine: { memoryBytes, numaNodes: [{ id, startPfn, endPfn }] },
  *     bootParams: { cmdline, khoData: base64 | null },
  *     pages: [{ phys: "0x…" (page aligned), role, data: base64 of 4096 bytes }] }
@@ -31,6 +33,8 @@ export interface HandoverDump {
   readonly scenario: string;
   readonly from: string;
   readonly to: string;
+  /** The plugins (name → version) of kernel A and B: `inspect` loads kernel A's to decode the files. */
+  readonly plugins?: { readonly from: Readonly<Record<string, string>>; readonly to: Readonly<Record<string, string>> };
   readonly machine: { readonly memoryBytes: number; readonly numaNodes: readonly NumaNode[] };
   readonly bootParams: { readonly cmdline: string; readonly khoData: string | null };
   readonly pages: readonly DumpPage[];
@@ -39,7 +43,10 @@ export interface HandoverDump {
 const b64 = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('base64');
 
 /** Copy the handover's pages out of a machine that has just crossed the kexec. */
-export function captureDump(machine: Machine, view: HandoverView, meta: { createdBy: string; scenario: string; from: string; to: string }): HandoverDump {
+export function captureDump(
+  machine: Machine, view: HandoverView,
+  meta: { createdBy: string; scenario: string; from: string; to: string; plugins: NonNullable<HandoverDump['plugins']> },
+): HandoverDump {
   const params = machine.bootParams;
   const pages = [...view.pages].sort((a, b) => a[0] - b[0]).map(([pfn, role]) => ({
     phys: `0x${(pfn * PAGE_SIZE).toString(16)}`, role, data: b64(machine.memory.read(pfn * PAGE_SIZE, PAGE_SIZE)),
@@ -84,6 +91,14 @@ export function parseDump(text: string, file: string): HandoverDump {
   if (typeof params.cmdline !== 'string') bad('/bootParams/cmdline', 'must be a string');
   if (params.khoData !== null && typeof params.khoData !== 'string') bad('/bootParams/khoData', 'must be base64 or null');
   for (const k of ['createdBy', 'scenario', 'from', 'to']) if (typeof data[k] !== 'string') bad(`/${k}`, 'must be a string');
+  if (data.plugins !== undefined) {
+    const pl = data.plugins;
+    if (!isRecord(pl)) return bad('/plugins', 'must be an object');
+    for (const side of ['from', 'to']) {
+      const m = pl[side];
+      if (!isRecord(m) || !Object.values(m).every((v) => typeof v === 'string')) bad(`/plugins/${side}`, 'must map plugin names to versions');
+    }
+  }
   if (!Array.isArray(data.pages)) return bad('/pages', 'must be an array');
   data.pages.forEach((p: unknown, i: number) => {
     if (!isRecord(p)) return bad(`/pages/${i}`, 'is not an object');

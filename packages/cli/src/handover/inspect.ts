@@ -4,11 +4,12 @@
  * the LUO sessions and files with their compatible strings and format versions.
  */
 import { PAGE_SIZE } from '@liveupdate/hw';
-import { EXIT } from '../exit.js';
+import type { DecodedValue, Plugin } from '@liveupdate/sdk';
+import { EXIT, UsageError } from '../exit.js';
 import { bytes, count, hex, plural } from '../output/format.js';
 import { decodeHandover } from './decode.js';
 import { dumpMemory, type HandoverDump } from './dump.js';
-import { describeFile } from './file-formats.js';
+import { resolvePlugin } from '../plugins.js';
 
 export interface InspectRange {
   readonly start: string;
@@ -42,19 +43,53 @@ export interface InspectReport {
       readonly files: ReadonlyArray<{
         readonly token: string; readonly compatible: string; readonly family: string | null; readonly version: string | null;
         readonly owner: string | null; readonly data: string; readonly header: Readonly<Record<string, string>> | null;
+        readonly problems: readonly string[];
+        /** Handover pages the file owns, by structure (header, xarray nodes, folio arrays...). */
+        readonly pages: Readonly<Record<string, number>>;
+        /** Guest data pages the file hands over. */
+        readonly dataPages: number;
       }>;
     }>;
-    readonly flbs: ReadonlyArray<{ readonly name: string; readonly data: string; readonly count: number }>;
+    readonly flbs: ReadonlyArray<{ readonly name: string; readonly data: string; readonly count: number; readonly owner: string | null; readonly fields: Readonly<Record<string, string>> | null }>;
   } | null;
   readonly kexecMetadata: { readonly previousRelease: string; readonly kexecCount: number } | null;
+  /** The plugins whose decoders read the files (kernel A's, as the dump records them). */
+  readonly decoders: readonly string[];
+  /** What could not be decoded for want of a plugin (not a fault of the handover). */
+  readonly notes: readonly string[];
   readonly problems: readonly string[];
 }
 
-export function inspectDump(d: HandoverDump, file: string): InspectReport {
+const text = (fields: Readonly<Record<string, DecodedValue>>): Record<string, string> =>
+  Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, String(v)]));
+
+/** Kernel A's plugins (they wrote the handover), loaded for their decoders; each that is not installed is a problem. */
+async function decodersFor(d: HandoverDump): Promise<{ plugins: Plugin[]; notes: string[] }> {
+  const plugins: Plugin[] = [];
+  const notes: string[] = [];
+  for (const [name, version] of Object.entries(d.plugins?.from ?? {})) {
+    try {
+      plugins.push((await resolvePlugin(name, version)).create());
+    } catch (e) {
+      if (!(e instanceof UsageError)) throw e;
+      notes.push(`cannot decode ${name}'s files: ${e.message}`);
+    }
+  }
+  if (!d.plugins) notes.push('the dump does not name its plugins (an older dump): files are listed, not decoded');
+  return { plugins, notes };
+}
+
+export async function inspectDump(d: HandoverDump, file: string): Promise<InspectReport> {
   const { memory, khoData } = dumpMemory(d);
-  const present = new Set(d.pages.map((p) => Number.parseInt(p.phys.slice(2), 16) / PAGE_SIZE));
-  const v = decodeHandover(memory, khoData);
-  const ok = v.problems.length === 0;
+  const { plugins, notes } = await decodersFor(d);
+  const v = decodeHandover(memory, khoData, plugins);
+  const problems = v.problems;
+  const ok = problems.length === 0;
+  const byStructure = (pages: ReadonlyArray<{ structure: string; count?: number }>): Record<string, number> => {
+    const out: Record<string, number> = {};
+    for (const p of pages) out[p.structure] = (out[p.structure] ?? 0) + (p.count ?? 1);
+    return out;
+  };
   return {
     command: 'inspect', ok, exitCode: ok ? EXIT.ok : EXIT.failed,
     dump: { file, createdBy: d.createdBy, scenario: d.scenario, from: d.from, to: d.to, memoryBytes: d.machine.memoryBytes, pages: d.pages.length },
@@ -77,14 +112,20 @@ export function inspectDump(d: HandoverDump, file: string): InspectReport {
       sessions: v.luo.sessions.map((s) => ({
         name: s.name, count: s.count,
         files: s.files.map((f) => {
-          const fmt = describeFile(memory, f, (pfn) => present.has(pfn));
-          return { token: f.token.toString(), compatible: f.compatible, family: fmt.family, version: fmt.version, owner: fmt.owner, data: hex(f.data), header: fmt.header };
+          const dec = f.decoded ?? null;
+          return {
+            token: f.token.toString(), compatible: f.compatible, family: dec?.family ?? null, version: dec?.version ?? null, owner: dec?.owner ?? null,
+            data: hex(f.data), header: dec ? text(dec.fields) : null, problems: dec?.problems ?? [],
+            pages: byStructure(dec?.pages ?? []), dataPages: (dec?.dataRuns ?? []).reduce((n, [a, b]) => n + (b - a), 0),
+          };
         }),
       })),
-      flbs: v.luo.flbs.map((f) => ({ name: f.name, data: hex(f.data), count: f.count })),
+      flbs: v.luo.flbs.map((f) => ({ name: f.name, data: hex(f.data), count: f.count, owner: f.decoded?.owner ?? null, fields: f.decoded ? text(f.decoded.fields) : null })),
     } : null,
     kexecMetadata: v.metadata,
-    problems: v.problems,
+    decoders: plugins.map((p) => `${p.name}@${p.version}`),
+    notes,
+    problems,
   };
 }
 
@@ -121,11 +162,15 @@ export function formatInspect(x: InspectReport): string {
         const fmt = f.family ? `${f.family} ${f.version}` : 'unknown format';
         const hdr = f.header ? `  ${Object.entries(f.header).map(([kk, vv]) => `${kk} ${vv}`).join(', ')}` : '';
         out.push(`    token ${f.token}: compatible "${f.compatible}" (${fmt}), data ${f.data}${hdr}`);
+        const owned = Object.entries(f.pages).map(([st, n]) => `${st} ${n}`).join(', ');
+        if (owned) out.push(`      pages: ${owned}; ${count(f.dataPages)} data pages`);
+        for (const p of f.problems) out.push(`      problem: ${p}`);
       }
     }
-    out.push(`  FLBs: ${x.luo.flbs.length ? x.luo.flbs.map((f) => `"${f.name}" data ${f.data}, ${plural(f.count, 'file')}`).join('; ') : 'none'}`);
+    out.push(`  FLBs: ${x.luo.flbs.length ? x.luo.flbs.map((f) => `"${f.name}" data ${f.data}, ${plural(f.count, 'file')}${f.fields ? ` (${Object.entries(f.fields).map(([k, vv]) => `${k} ${vv}`).join(', ')})` : ''}`).join('; ') : 'none'}`);
   }
   if (x.kexecMetadata) out.push('', `kexec-metadata: previous release ${x.kexecMetadata.previousRelease}, kexec count ${x.kexecMetadata.kexecCount}`);
+  for (const n of x.notes) out.push('', `note: ${n}`);
   out.push('', x.problems.length ? `problems (a new kernel would not trust this handover):\n${x.problems.map((p) => `  - ${p}`).join('\n')}` : 'problems: none');
   return `${out.join('\n')}\n`;
 }

@@ -1,25 +1,26 @@
 /**
- * `liveupdate matrix`: the same scenario live updated from kernel A running plugin-memfd
- * release X to kernel B running release Y, for every (X, Y) of the chosen releases, through
- * the scenario runner. Each cell is the outcome of one update: the compatible strings the
- * files were handed over in and 'ok' (every invariant kept, every byte checked), 'refused'
- * (format negotiation refused the kexec before anything froze and kernel A still runs: a
- * correct outcome), or FAILED with why.
+ * `liveupdate matrix`: the same scenario live updated from kernel A running release X of a
+ * plugin to kernel B running release Y, for every (X, Y) of the chosen releases, through the
+ * scenario runner. Any plugin: `--plugin @example/kv --versions 1.0.0,1.1.0` qualifies a
+ * user's own releases installed side by side (npm aliases, tarballs). Each cell is the outcome
+ * of one update: the compatible strings the objects were handed over in and 'ok' (every
+ * invariant kept, every byte checked), 'refused' (format negotiation refused the kexec before
+ * anything froze and kernel A still runs: a correct outcome), 'not supported by A/B' (that
+ * release cannot handle the scenario's objects at all, e.g. an old release without hugeTLB:
+ * nothing ran), or FAILED with why.
  */
-import { parseSize } from '@liveupdate/hw';
-import type { Scenario } from '@liveupdate/sdk';
+import { sessionObjects, type Scenario } from '@liveupdate/sdk';
 import type { Command } from 'commander';
 import { EXIT, EXIT_CODES_HELP, UsageError } from '../exit.js';
 import { count, ms, plural, table } from '../output/format.js';
 import { noProgress } from '../output/progress.js';
 import { summarize, type RunSummary } from '../output/summary.js';
-import { MEMFD_PLUGIN, resolvePlugin } from '../plugins.js';
+import { DEFAULT_PLUGIN, installedVersions, resolvePlugin } from '../plugins.js';
 import type { CliIo } from '../program.js';
-import { loadScenario, checkScenario } from '../scenario/load.js';
+import { builtinScenario, loadScenarioFile } from '../scenario/load.js';
 import { runScenario, type RunResult } from '../scenario/runner.js';
-import { SMALL_SCENARIO } from '../scenario/small-scenario.js';
 
-export type MatrixOutcome = 'ok' | 'refused' | 'failed';
+export type MatrixOutcome = 'ok' | 'refused' | 'not-supported' | 'failed';
 
 export interface MatrixCell {
   readonly from: string;
@@ -34,13 +35,15 @@ export interface MatrixCell {
   readonly leaks: RunSummary['leaks'];
   readonly dataCheck: 'passed' | 'failed' | 'not run';
   readonly violations: readonly string[];
+  /** For 'not-supported': which kernel's release cannot handle the objects. */
+  readonly unsupportedBy: 'A' | 'B' | null;
 }
 
 export interface MatrixReport {
   readonly command: 'matrix';
   readonly ok: boolean;
   readonly exitCode: number;
-  readonly scenario: { readonly name: string; readonly from: string; readonly to: string; readonly files: number; readonly fileBytes: number };
+  readonly scenario: { readonly name: string; readonly source: string; readonly from: string; readonly to: string; readonly objects: number };
   readonly plugin: string;
   readonly versions: readonly string[];
   /** One row per release in kernel A; its cells are the releases in kernel B, in `versions` order. */
@@ -48,27 +51,17 @@ export interface MatrixReport {
   readonly counts: Readonly<Record<MatrixOutcome, number>>;
 }
 
-/** The releases the CLI can load (from @liveupdate/compat), oldest first. */
-async function availableReleases(): Promise<string[]> {
-  try {
-    const compat = await import('@liveupdate/compat');
-    return [...compat.MEMFD_RELEASES];
-  } catch (e) {
-    throw new UsageError(`the release list needs @liveupdate/compat, which does not load (${e instanceof Error ? e.message : String(e)}); name the releases with --versions`);
-  }
-}
-
-/** `--versions 1.0.0,2.0.0`: each one loadable (a UsageError names what is available otherwise). */
-export async function parseVersions(list: string | undefined): Promise<string[]> {
-  const versions = list === undefined ? await availableReleases() : [...new Set(list.split(',').map((v) => v.trim()).filter((v) => v !== ''))];
-  if (versions.length === 0) throw new UsageError('--versions needs at least one release, e.g. --versions 2.0.0,3.0.0');
-  for (const v of versions) await resolvePlugin(MEMFD_PLUGIN, v);
+/** `--versions 1.0.0,2.0.0` (default: every installed version of the plugin): each one installed, or a UsageError. */
+export async function parseVersions(plugin: string, list: string | undefined): Promise<string[]> {
+  const versions = list === undefined ? installedVersions(plugin) : [...new Set(list.split(',').map((v) => v.trim()).filter((v) => v !== ''))];
+  if (versions.length === 0) throw new UsageError(list === undefined ? `plugin ${plugin} is not installed` : '--versions needs at least one release, e.g. --versions 2.0.0,3.0.0');
+  for (const v of versions) await resolvePlugin(plugin, v);
   return versions;
 }
 
-/** The scenario with plugin-memfd release `a` in kernel A and `b` in kernel B (the only plugin the CLI knows). */
-export function withMemfdReleases(s: Scenario, a: string, b: string): Scenario {
-  return { ...s, from: { ...s.from, plugins: { [MEMFD_PLUGIN]: a } }, to: { ...s.to, plugins: { [MEMFD_PLUGIN]: b } } };
+/** The scenario with release `a` of `plugin` in kernel A and `b` in kernel B (its other plugins unchanged). */
+export function withReleases(s: Scenario, plugin: string, a: string, b: string): Scenario {
+  return { ...s, from: { ...s.from, plugins: { ...s.from.plugins, [plugin]: a } }, to: { ...s.to, plugins: { ...s.to.plugins, [plugin]: b } } };
 }
 
 /** Why a run that is not ok failed, in one line (the summary's reasons, most telling first). */
@@ -96,14 +89,20 @@ function failureReason(r: RunResult, s: RunSummary): string {
 
 export function classify(from: string, to: string, r: RunResult): MatrixCell {
   const s = summarize(r);
-  const compatible = [...new Set(r.files.map((f) => f.compatible).filter((c): c is string => c !== null))];
+  const compatible = [...new Set(r.objects.map((f) => f.compatible).filter((c): c is string => c !== null))];
+  if (r.outcome === 'not-supported') {
+    return {
+      from, to, outcome: 'not-supported', compatible: [], refusals: [], reason: r.error, leaks: s.leaks, dataCheck: 'not run', violations: [],
+      unsupportedBy: r.unsupported?.side ?? null,
+    };
+  }
   const refusals = (r.refusal?.refusals ?? []).map((x) => ({ family: x.family, owner: x.owner, offered: [...x.offered], accepted: x.accepted }));
   // A refusal is a correct outcome only when it came before any freeze, kernel A still runs and nothing leaked in it.
   const refusedCleanly = r.refusal !== null && r.refusal.freezes === 0 && r.refusal.fromAlive && r.violations.length === 0;
   const outcome: MatrixOutcome = s.ok ? 'ok' : refusedCleanly ? 'refused' : 'failed';
-  const dataCheck = s.dataCheck.filesChecked === 0 && s.outcome !== 'updated' ? 'not run' : s.dataCheck.passed ? 'passed' : 'failed';
+  const dataCheck = s.dataCheck.objectsChecked === 0 && s.outcome !== 'updated' ? 'not run' : s.dataCheck.passed ? 'passed' : 'failed';
   return {
-    from, to, outcome, compatible, refusals,
+    from, to, outcome, compatible, refusals, unsupportedBy: null,
     reason: outcome === 'ok' ? null : outcome === 'refused' ? r.error : failureReason(r, s),
     leaks: s.leaks, dataCheck, violations: s.violations,
   };
@@ -114,20 +113,20 @@ export interface MatrixOptions {
   readonly onCell?: ((cell: MatrixCell, ms: number) => void) | undefined;
 }
 
-export async function runMatrix(scenario: Scenario, versions: readonly string[], opts: MatrixOptions = {}): Promise<MatrixReport> {
+export async function runMatrix(scenario: Scenario, plugin: string, versions: readonly string[], opts: MatrixOptions & { source?: string } = {}): Promise<MatrixReport> {
   const rows: Array<{ from: string; cells: MatrixCell[] }> = [];
-  const counts: Record<MatrixOutcome, number> = { ok: 0, refused: 0, failed: 0 };
+  const counts: Record<MatrixOutcome, number> = { ok: 0, refused: 0, 'not-supported': 0, failed: 0 };
   for (const a of versions) {
     const cells: MatrixCell[] = [];
     for (const b of versions) {
       const t0 = performance.now();
       let cell: MatrixCell;
       try {
-        cell = classify(a, b, await runScenario(withMemfdReleases(scenario, a, b), { progress: noProgress }));
+        cell = classify(a, b, await runScenario(withReleases(scenario, plugin, a, b), { progress: noProgress }));
       } catch (e) {
         // An exception the runner does not classify is a failed cell (with its message), not the end of the table.
         cell = {
-          from: a, to: b, outcome: 'failed', compatible: [], refusals: [], dataCheck: 'not run', violations: [],
+          from: a, to: b, outcome: 'failed', compatible: [], refusals: [], dataCheck: 'not run', violations: [], unsupportedBy: null,
           reason: `uncaught ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`,
           leaks: { blocks: 0, pages: 0, poisonReads: 0 },
         };
@@ -138,27 +137,27 @@ export async function runMatrix(scenario: Scenario, versions: readonly string[],
     }
     rows.push({ from: a, cells });
   }
-  const files = scenario.sessions.flatMap((s) => s.files);
+  const objects = scenario.sessions.flatMap((s, i) => sessionObjects(s, i));
   const ok = counts.failed === 0;
   return {
     command: 'matrix', ok, exitCode: ok ? EXIT.ok : EXIT.failed,
-    scenario: {
-      name: scenario.name, from: scenario.from.release, to: scenario.to.release, files: files.length,
-      fileBytes: files.reduce((n, f) => n + parseSize(f.size), 0),
-    },
-    plugin: MEMFD_PLUGIN, versions: [...versions], rows, counts,
+    scenario: { name: scenario.name, source: opts.source ?? scenario.name, from: scenario.from.release, to: scenario.to.release, objects: objects.length },
+    plugin, versions: [...versions], rows, counts,
   };
 }
 
 export const cellText = (c: MatrixCell): string =>
-  c.outcome === 'ok' ? `${c.compatible.join(', ') || '(no files)'} ok` : c.outcome === 'refused' ? 'refused' : 'FAILED';
+  c.outcome === 'ok' ? `${c.compatible.join(', ') || '(no files)'} ok`
+    : c.outcome === 'refused' ? 'refused'
+      : c.outcome === 'not-supported' ? `not supported by ${c.unsupportedBy ?? '?'}` : 'FAILED';
 
 /** The text table: rows = release in kernel A, columns = release in kernel B; reasons as numbered notes. */
 export function formatMatrix(x: MatrixReport, elapsedMs?: number): string {
   const notes: string[] = [];
   const mark = (c: MatrixCell): string => {
     if (c.outcome === 'ok') return cellText(c);
-    notes.push(`[${notes.length + 1}] ${c.from} -> ${c.to}: ${c.outcome === 'refused' ? 'refused before freeze, kernel A still runs' : 'FAILED'}: ${c.reason ?? ''}`);
+    const what = c.outcome === 'refused' ? 'refused before freeze, kernel A still runs' : c.outcome === 'not-supported' ? 'nothing ran' : 'FAILED';
+    notes.push(`[${notes.length + 1}] ${c.from} -> ${c.to}: ${what}: ${c.reason ?? ''}`);
     return `${cellText(c)} [${notes.length}]`;
   };
   const lines: string[] = [];
@@ -172,23 +171,37 @@ export function formatMatrix(x: MatrixReport, elapsedMs?: number): string {
   const n = x.versions.length ** 2;
   const when = elapsedMs === undefined ? '' : ` in ${ms(elapsedMs)}`;
   lines.push(x.ok
-    ? `result: ok: ${plural(x.counts.ok, 'update')} kept every invariant, ${plural(x.counts.refused, 'refusal')} before freeze${when}`
+    ? `result: ok: ${plural(x.counts.ok, 'update')} kept every invariant, ${plural(x.counts.refused, 'refusal')} before freeze, ${plural(x.counts['not-supported'], 'cell')} not supported${when}`
     : `result: FAILED: ${x.counts.failed} of ${n} updates broke an invariant or lost data${when}`);
   return `${lines.join('\n')}\n`;
 }
 
 export interface MatrixFlags {
+  readonly plugin?: string;
   readonly versions?: string;
   readonly json?: boolean;
   readonly progress?: boolean;
 }
 
 export async function matrixCommand(io: CliIo, file: string | undefined, flags: MatrixFlags): Promise<number> {
-  const scenario = file === undefined ? checkScenario(SMALL_SCENARIO, 'small scenario') : await loadScenario(file);
-  const versions = await parseVersions(flags.versions);
+  let loaded: { scenario: Scenario; source: string };
+  let plugin: string;
+  if (file !== undefined) {
+    loaded = await loadScenarioFile(file);
+    plugin = flags.plugin ?? Object.keys(loaded.scenario.from.plugins)[0] ?? DEFAULT_PLUGIN;
+  } else {
+    plugin = flags.plugin ?? DEFAULT_PLUGIN;
+    const newest = installedVersions(plugin).at(-1);
+    if (newest === undefined) throw new UsageError(`plugin ${plugin} is not installed`);
+    loaded = await builtinScenario('matrix', undefined, await resolvePlugin(plugin, newest));
+  }
+  const named = [...Object.keys(loaded.scenario.from.plugins), ...Object.keys(loaded.scenario.to.plugins)];
+  if (!named.includes(plugin)) throw new UsageError(`--plugin ${plugin}: scenario ${loaded.source} does not use it (it uses ${[...new Set(named)].join(', ') || 'no plugin'})`);
+  const versions = await parseVersions(plugin, flags.versions);
   const lines = !flags.json && flags.progress !== false;
   const t0 = performance.now();
-  const report = await runMatrix(scenario, versions, {
+  const report = await runMatrix(loaded.scenario, plugin, versions, {
+    source: loaded.source,
     onCell: lines ? (c, t) => { io.stderr.write(`[matrix] ${c.from} -> ${c.to}: ${cellText(c)} (${ms(t)})\n`); } : undefined,
   });
   io.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : formatMatrix(report, performance.now() - t0));
@@ -198,11 +211,12 @@ export async function matrixCommand(io: CliIo, file: string | undefined, flags: 
 /** `program.command('matrix')`, so it inherits the program's output and exit handling. */
 export function addMatrixCommand(program: Command, io: CliIo, exit: { code: number }): void {
   program.command('matrix')
-    .description('run a scenario from every plugin-memfd release to every other (kernel A release X -> kernel B release Y) and print the outcome table')
-    .argument('[scenario]', 'scenario JSON file (default: a small built-in one, two memfds of a few MiB); its plugin versions are replaced per cell')
-    .option('--versions <list>', 'comma-separated @liveupdate/plugin-memfd releases (default: every release @liveupdate/compat has)')
+    .description('run a scenario from every release of a plugin to every other (kernel A release X -> kernel B release Y) and print the outcome table')
+    .argument('[scenario]', 'scenario JSON file (default: the plugin\'s own matrix scenario); the plugin\'s version is replaced per cell')
+    .option('--plugin <name>', `the plugin whose releases are mixed (default: the scenario's first plugin, or ${DEFAULT_PLUGIN})`)
+    .option('--versions <list>', 'comma-separated releases, each installed (e.g. npm i kv-1.0@npm:@example/kv@1.0.0); default: every installed release')
     .option('--json', 'print the matrix as one JSON object')
     .option('--no-progress', 'no per-cell lines on stderr')
-    .addHelpText('after', `\nA refusal by format negotiation before freeze, with kernel A still running, is a correct outcome (exit 0).\n\n${EXIT_CODES_HELP}\n`)
+    .addHelpText('after', `\nA refusal by format negotiation before freeze, with kernel A still running, is a correct outcome;\nso is a release that cannot handle the scenario's objects at all ("not supported by A/B": nothing ran).\nOnly FAILED cells fail the command (exit 1).\n\n${EXIT_CODES_HELP}\n`)
     .action(async (file: string | undefined, flags: MatrixFlags) => { exit.code = await matrixCommand(io, file, flags); });
 }

@@ -65,7 +65,9 @@ function barProgress(out: NodeJS.WritableStream): Progress {
         format: `${name.padEnd(8)} {bar} {percentage}% | {value}/{total} ${unit} | {duration_formatted}`,
         barCompleteChar: '\u2588',
         barIncompleteChar: '\u2591',
-        hideCursor: true,
+        // The cursor stays visible: the update runs synchronously, so a Ctrl-C kills the process
+        // before any handler could show a hidden cursor again.
+        hideCursor: false,
         synchronousUpdate: true,
         fps: 20,
         formatValue: (v, _o, type) => (type === 'value' || type === 'total' ? fmt(v) : String(v)),

@@ -5,7 +5,7 @@
  */
 import { PAGE_SIZE } from '@liveupdate/hw';
 import { EXIT } from '../exit.js';
-import { describeFile } from '../handover/file-formats.js';
+import { regionPages } from '../report/memmap.js';
 import type { RunOutcome, RunResult } from '../scenario/runner.js';
 import { bytes, count, ms, plural, table } from './format.js';
 
@@ -22,23 +22,28 @@ export interface FormatUse {
   readonly files: number;
 }
 
-export interface FileSummary {
+/** One scenario object (a file, a VM, a device) as the summary shows it. */
+export interface ObjectSummary {
   readonly session: string;
   readonly token: number;
   readonly type: string;
-  readonly fill: string;
-  readonly size: number;
-  readonly touched: number;
-  readonly seals: readonly string[];
+  /** The object's own fields from the scenario (type and token aside), as "key value" text. */
+  readonly what: string;
+  readonly spec: Readonly<Record<string, unknown>>;
+  readonly createdBy: string | null;
+  readonly restoredBy: string | null;
   readonly preservedPages: number;
   readonly restoredPages: number | null;
   readonly compatible: string | null;
   readonly check: 'passed' | 'failed' | 'not retrieved' | 'not run';
+  /** The plugin's one-line account of what it checked. */
+  readonly checked: string | null;
+  readonly counts: Readonly<Record<string, number>>;
   readonly problems: readonly string[];
 }
 
 export interface RunSummary {
-  readonly command: 'run';
+  readonly command: 'run' | 'report';
   readonly ok: boolean;
   readonly exitCode: number;
   readonly scenario: {
@@ -49,11 +54,15 @@ export interface RunSummary {
     readonly to: { readonly release: string; readonly plugins: Readonly<Record<string, string>> };
     readonly broker: string;
     readonly cmdline: string;
+    /** The outcome the scenario expects (its `expect`, default 'updated'). */
+    readonly expect: string;
   };
   readonly outcome: RunOutcome;
   readonly error: string | null;
-  readonly preserved: { readonly sessions: number; readonly files: number; readonly fileBytes: number; readonly pages: number; readonly bytes: number };
-  readonly restored: { readonly sessions: number; readonly files: number; readonly pages: number; readonly bytes: number; readonly finishedSessions: number };
+  /** Set when the outcome is 'not-supported': which kernel cannot handle which object. */
+  readonly unsupported: { readonly side: 'A' | 'B'; readonly reasons: readonly string[] } | null;
+  readonly preserved: { readonly sessions: number; readonly objects: number; readonly pages: number; readonly bytes: number };
+  readonly restored: { readonly sessions: number; readonly objects: number; readonly pages: number; readonly bytes: number; readonly finishedSessions: number };
   readonly formats: {
     readonly files: readonly FormatUse[];
     readonly kho: string | null;
@@ -69,88 +78,95 @@ export interface RunSummary {
     readonly trackerNodes: number;
     readonly preservedBlocks: number;
     readonly preservedPages: number;
-    /** Pages of the structures the CLI decodes, by what they hold (format-specific indexes are the rest). */
+    /** Handover pages by structure (the core's, and the plugins' decoders' OwnedPages.structure). */
     readonly structures: Readonly<Record<string, number>>;
   } | null;
   readonly leaks: { readonly blocks: number; readonly pages: number; readonly poisonReads: number };
   readonly dataCheck: {
     readonly passed: boolean;
-    readonly filesChecked: number;
-    readonly patternBytes: number;
-    readonly syntheticPages: number;
-    readonly holeBytes: number;
+    readonly objectsChecked: number;
+    /** The plugins' check counters (ObjectCheck.counts), summed over the objects. */
+    readonly counts: Readonly<Record<string, number>>;
     readonly problems: readonly string[];
   };
+  /** What the plugins' scenario sections checked in kernel B. */
+  readonly sectionChecks: ReadonlyArray<{ readonly section: string; readonly ok: boolean; readonly summary: string; readonly problems: readonly string[] }>;
   readonly liveupdateNum: { readonly before: number | null; readonly after: number | null };
   readonly violations: readonly string[];
-  readonly files: readonly FileSummary[];
+  readonly objects: readonly ObjectSummary[];
   readonly dump: string | null;
   readonly report: string | null;
 }
 
 const round1 = (n: number): number => Math.round(n * 10) / 10;
 
-function roleGroup(role: string): string {
-  if (role.startsWith('file data')) return 'file headers';
-  if (role.startsWith('flb data')) return 'FLB data';
-  return role;
-}
+const whatOf = (spec: Readonly<Record<string, unknown>>): string => Object.entries(spec)
+  .filter(([k]) => k !== 'type' && k !== 'token')
+  .map(([k, v]) => `${k} ${Array.isArray(v) ? v.join('+') : String(v)}`).join(', ');
 
 export function summarize(r: RunResult, outputs: { dump?: string | null; report?: string | null } = {}): RunSummary {
   const s = r.scenario;
-  const files: FileSummary[] = r.files.map((f) => ({
-    session: f.file.session, token: f.file.token, type: f.file.type, fill: f.file.fill, size: f.file.size, touched: f.file.touched,
-    seals: f.file.sealNames, preservedPages: f.preservedPages, restoredPages: f.restoredPages, compatible: f.compatible,
-    check: f.check ? (f.check.ok ? 'passed' : 'failed') : f.error ? 'not retrieved' : 'not run',
-    problems: [...(f.error ? [f.error] : []), ...(f.check?.problems ?? [])],
+  const objects: ObjectSummary[] = r.objects.map((o) => ({
+    session: o.session, token: o.token, type: o.type, what: whatOf(o.spec), spec: o.spec, createdBy: o.createdBy, restoredBy: o.restoredBy,
+    preservedPages: o.preservedPages, restoredPages: o.restoredPages, compatible: o.compatible,
+    check: o.check ? (o.check.ok ? 'passed' : 'failed') : o.error ? 'not retrieved' : 'not run',
+    checked: o.check?.summary ?? null, counts: o.check?.counts ?? {},
+    problems: [...(o.error ? [o.error] : []), ...(o.check?.problems ?? [])],
   }));
-  const preservedFiles = r.files.filter((f) => f.preserved);
-  const restoredFiles = r.files.filter((f) => f.check !== null);
-  const restoredPages = restoredFiles.reduce((n, f) => n + (f.restoredPages ?? 0), 0);
-  const preservedPages = r.files.reduce((n, f) => n + f.preservedPages, 0);
+  const preserved = r.objects.filter((o) => o.preserved);
+  const restored = r.objects.filter((o) => o.check !== null);
+  const restoredPages = restored.reduce((n, o) => n + (o.restoredPages ?? 0), 0);
+  const preservedPages = r.objects.reduce((n, o) => n + o.preservedPages, 0);
 
   const uses = new Map<string, FormatUse>();
-  for (const f of r.files) {
-    if (!f.compatible || !r.handover) continue;
-    const d = describeFile(r.machine.memory, { compatible: f.compatible, data: 0n, token: BigInt(f.file.token) }, () => false);
-    const key = f.compatible;
-    const u = uses.get(key);
-    uses.set(key, { family: d.family ?? '?', version: d.version, compatible: f.compatible, files: (u?.files ?? 0) + 1 });
+  const decodedOf = new Map<string, { family: string | null; version: string | null }>();
+  for (const sess of r.handover?.luo?.sessions ?? []) for (const f of sess.files) if (f.decoded) decodedOf.set(f.compatible, f.decoded);
+  for (const o of r.objects) {
+    if (!o.compatible) continue;
+    const d = decodedOf.get(o.compatible);
+    const u = uses.get(o.compatible);
+    uses.set(o.compatible, { family: d?.family ?? '?', version: d?.version ?? null, compatible: o.compatible, files: (u?.files ?? 0) + 1 });
   }
 
   const h = r.handover;
   let handover: RunSummary['handover'] = null;
   if (h?.tracker) {
-    // Guest memory is what came back as file pages; everything else preserved is the handover's own.
-    const guestPages = r.files.reduce((n, f) => n + (f.restoredPages ?? f.preservedPages), 0);
-    const metadataPages = h.tracker.pages + h.tracker.nodePfns.length - guestPages;
+    // Guest memory is the data the files' decoders report; every other handover page (preserved
+    // or a tracker node) is the handover's own: the same count the report's memory map paints.
+    const metadataPages = regionPages(r.machine.numaNodes, h).metadata;
     const structures: Record<string, number> = {};
-    for (const role of h.pages.values()) structures[roleGroup(role)] = (structures[roleGroup(role)] ?? 0) + 1;
+    for (const st of h.structures.values()) structures[st] = (structures[st] ?? 0) + 1;
     handover = {
       metadataPages, metadataBytes: metadataPages * PAGE_SIZE, trackerNodes: h.tracker.nodePfns.length,
       preservedBlocks: h.tracker.blocks, preservedPages: h.tracker.pages, structures,
     };
   }
-  const checks = r.files.map((f) => f.check).filter((c) => c !== null);
-  const problems = files.flatMap((f) => f.problems);
+  const checks = r.objects.map((o) => o.check).filter((c) => c !== null);
+  const counts: Record<string, number> = {};
+  for (const c of checks) for (const [k, v] of Object.entries(c.counts ?? {})) counts[k] = (counts[k] ?? 0) + v;
+  const problems = [...objects.flatMap((o) => o.problems), ...r.sectionChecks.flatMap((c) => c.problems)];
   const leaks = { blocks: r.leaks?.blocks ?? 0, pages: r.leaks?.pages ?? 0, poisonReads: r.poisonReads };
-  const dataPassed = r.outcome === 'updated' && files.every((f) => f.check === 'passed');
-  const ok = r.outcome === 'updated' && r.violations.length === 0 && leaks.blocks === 0 && leaks.poisonReads === 0
-    && dataPassed && r.sessions.every((x) => x.finished);
+  const dataPassed = r.outcome === 'updated' && objects.every((o) => o.check === 'passed') && r.sectionChecks.every((c) => c.ok);
+  const expected = s.expect ?? 'updated';
+  const outcomeOk = expected === 'updated'
+    ? r.outcome === 'updated' && dataPassed
+    : (expected === 'rolled-back' && r.outcome === 'rolled-back') || (expected === 'refused-incoming' && r.outcome === 'refused-incoming')
+      || (expected === 'file-error' && r.harnessOutcome === 'file-error');
+  const ok = outcomeOk && r.violations.length === 0 && leaks.blocks === 0 && leaks.poisonReads === 0
+    && (r.outcome !== 'updated' || r.sessions.every((x) => x.finished));
   return {
     command: 'run', ok, exitCode: ok ? EXIT.ok : EXIT.failed,
     scenario: {
       name: s.name, description: s.description ?? null,
       machine: { memory: s.machine.memory, memoryBytes: r.machine.memory.size, numaNodes: r.machine.numaNodes.length },
-      from: s.from, to: s.to, broker: r.broker, cmdline: r.cmdline,
+      from: s.from, to: s.to, broker: r.broker, cmdline: r.cmdline, expect: expected,
     },
-    outcome: r.outcome, error: r.error,
+    outcome: r.outcome, error: r.error, unsupported: r.unsupported,
     preserved: {
-      sessions: r.sessions.filter((x) => x.preserved).length, files: preservedFiles.length,
-      fileBytes: preservedFiles.reduce((n, f) => n + f.file.size, 0), pages: preservedPages, bytes: preservedPages * PAGE_SIZE,
+      sessions: r.sessions.filter((x) => x.preserved).length, objects: preserved.length, pages: preservedPages, bytes: preservedPages * PAGE_SIZE,
     },
     restored: {
-      sessions: r.sessions.filter((x) => x.restored).length, files: restoredFiles.length, pages: restoredPages,
+      sessions: r.sessions.filter((x) => x.restored).length, objects: restored.length, pages: restoredPages,
       bytes: restoredPages * PAGE_SIZE, finishedSessions: r.sessions.filter((x) => x.finished).length,
     },
     formats: {
@@ -161,16 +177,11 @@ export function summarize(r: RunResult, outputs: { dump?: string | null; report?
     phases: r.phases.map((p) => ({ phase: p.phase, ms: round1(p.ms), ...(p.parts ? { parts: p.parts.map((q) => ({ phase: q.phase, ms: round1(q.ms) })) } : {}) })),
     handover,
     leaks,
-    dataCheck: {
-      passed: dataPassed, filesChecked: checks.length,
-      patternBytes: checks.reduce((n, c) => n + c.patternBytes, 0),
-      syntheticPages: checks.reduce((n, c) => n + c.syntheticPages, 0),
-      holeBytes: checks.reduce((n, c) => n + c.holeBytes, 0),
-      problems,
-    },
+    dataCheck: { passed: dataPassed, objectsChecked: checks.length, counts, problems },
+    sectionChecks: r.sectionChecks.map((c) => ({ section: c.section, ok: c.ok, summary: c.summary, problems: c.problems })),
     liveupdateNum: r.liveupdateNum,
     violations: r.violations,
-    files,
+    objects,
     dump: outputs.dump ?? null,
     report: outputs.report ?? null,
   };
@@ -181,6 +192,7 @@ const OUTCOME_TEXT: Record<RunOutcome, string> = {
   'rolled-back': 'ROLLED BACK: the kexec was refused or failed before the jump; the old kernel keeps running',
   'refused-incoming': 'REFUSED by the new kernel: the handover was not usable',
   failed: 'FAILED',
+  'not-supported': 'NOT SUPPORTED: a kernel\'s plugins cannot handle the scenario\'s objects; nothing ran',
 };
 
 /** Why a run is not ok, in one line. */
@@ -207,9 +219,12 @@ export function formatSummary(x: RunSummary): string {
   lines.push('');
   const rows: string[][] = [];
   const row = (k: string, v: string): void => { rows.push([k, v]); };
-  row('result', x.ok ? `ok: kernel ${sc.to.release} runs every VM's memory from bytes alone` : failure(x));
-  row('preserved', `${plural(x.preserved.sessions, 'session')}, ${plural(x.preserved.files, 'file')}: ${bytes(x.preserved.fileBytes)} of guest RAM, ${count(x.preserved.pages)} pages (${bytes(x.preserved.bytes)}) resident`);
-  row('restored', `${plural(x.restored.sessions, 'session')}, ${plural(x.restored.files, 'file')}: ${count(x.restored.pages)} pages (${bytes(x.restored.bytes)}); ${plural(x.restored.finishedSessions, 'session')} finished`);
+  const expected = sc.expect ?? 'updated';
+  row('result', x.ok
+    ? expected === 'updated' ? `ok: kernel ${sc.to.release} runs every object from bytes alone` : `ok: ${x.outcome}, as the scenario expects${x.error ? ` (${x.error})` : ''}`
+    : failure(x));
+  row('preserved', `${plural(x.preserved.sessions, 'session')}, ${plural(x.preserved.objects, 'object')}: ${count(x.preserved.pages)} pages (${bytes(x.preserved.bytes)}) resident`);
+  row('restored', `${plural(x.restored.sessions, 'session')}, ${plural(x.restored.objects, 'object')}: ${count(x.restored.pages)} pages (${bytes(x.restored.bytes)}); ${plural(x.restored.finishedSessions, 'session')} finished`);
   const fmts = x.formats.files.map((u) => `${u.family} ${u.version ?? '?'} as "${u.compatible}" (${plural(u.files, 'file')})`);
   const core = [x.formats.kho && `KHO "${x.formats.kho}"`, x.formats.luo && `LUO "${x.formats.luo}"`, ...x.formats.flbs.map((f) => `FLB "${f}"`)].filter(Boolean);
   row('formats', [...fmts, ...core].join(', ') || 'none handed over');
@@ -219,8 +234,8 @@ export function formatSummary(x: RunSummary): string {
   row('leaks', `${count(x.leaks.blocks)}${x.leaks.blocks === 0 ? '' : ` preserved blocks (${count(x.leaks.pages)} pages) never claimed`}${x.leaks.poisonReads ? `; ${count(x.leaks.poisonReads)} reads of poisoned memory` : ''}`);
   const dc = x.dataCheck;
   row('data check', dc.passed
-    ? `passed: ${bytes(dc.patternBytes)} compared byte for byte, ${count(dc.syntheticPages)} synthetic pages by seed, ${bytes(dc.holeBytes)} of holes read as zero`
-    : x.outcome === 'updated' || dc.filesChecked > 0
+    ? `passed: ${plural(dc.objectsChecked, 'object')}; ${Object.entries(dc.counts).map(([k, v]) => `${count(v)} ${k}`).join(', ') || 'nothing to compare'}`
+    : x.outcome === 'updated' || dc.objectsChecked > 0
       ? `FAILED${dc.problems.length ? `: ${dc.problems.slice(0, 3).join('; ')}` : ''}`
       : 'not run: no live update happened');
   row('liveupdate_num', `${x.liveupdateNum.before ?? '-'} -> ${x.liveupdateNum.after ?? '-'}`);
@@ -230,12 +245,14 @@ export function formatSummary(x: RunSummary): string {
   lines.push('', 'time');
   lines.push(table(x.phases.map((p) => [p.phase, ms(p.ms).padStart(9), (p.parts ?? []).map((q) => `${q.phase} ${ms(q.ms)}`).join(', ')])));
 
-  lines.push('', 'files');
+  for (const c of x.sectionChecks) lines.push(`section ${c.section}: ${c.ok ? 'passed' : 'FAILED'}: ${c.summary}${c.problems.length ? ` (${c.problems.slice(0, 3).join('; ')})` : ''}`);
+  for (const why of x.unsupported?.reasons ?? []) lines.push(`not supported by ${x.unsupported?.side ?? '?'}: ${why}`);
+
+  lines.push('', 'objects');
   lines.push(table([
-    ['session', 'token', 'type', 'size', 'fill', 'preserved', 'restored', 'format', 'check'],
-    ...x.files.map((f) => [
-      f.session, String(f.token), f.type, bytes(f.size), f.fill === 'zero' || f.touched >= 1 ? f.fill : `${f.fill} ${+(f.touched * 100).toFixed(2)}%`,
-      count(f.preservedPages), f.restoredPages === null ? '-' : count(f.restoredPages), f.compatible ?? '-', f.check,
+    ['session', 'token', 'type', 'object', 'preserved', 'restored', 'format', 'check'],
+    ...x.objects.map((o) => [
+      o.session, String(o.token), o.type, o.what, count(o.preservedPages), o.restoredPages === null ? '-' : count(o.restoredPages), o.compatible ?? '-', o.check,
     ]),
   ]));
   if (x.dump) lines.push('', `handover dump written to ${x.dump} (liveupdate inspect ${x.dump})`);

@@ -55,16 +55,18 @@ function kvRows(x: RunSummary): Array<[string, string]> {
     ['kernels', `${x.scenario.from.release} → ${x.scenario.to.release} (cmdline "${x.scenario.cmdline}")`],
     ['broker', x.scenario.broker],
     ['outcome', `${x.outcome}${x.error ? `: ${x.error}` : ''}`],
-    ['preserved', `${plural(x.preserved.sessions, 'session')}, ${plural(x.preserved.files, 'file')}, ${bytes(x.preserved.fileBytes)} of guest RAM, ${count(x.preserved.pages)} pages resident`],
-    ['restored', `${plural(x.restored.sessions, 'session')}, ${plural(x.restored.files, 'file')}, ${count(x.restored.pages)} pages; ${plural(x.restored.finishedSessions, 'session')} finished`],
+    ['preserved', `${plural(x.preserved.sessions, 'session')}, ${plural(x.preserved.objects, 'object')}, ${count(x.preserved.pages)} pages resident`],
+    ['restored', `${plural(x.restored.sessions, 'session')}, ${plural(x.restored.objects, 'object')}, ${count(x.restored.pages)} pages; ${plural(x.restored.finishedSessions, 'session')} finished`],
     ['formats', [...x.formats.files.map((u) => `${u.family} ${u.version ?? '?'} ("${u.compatible}", ${plural(u.files, 'file')})`),
       ...(x.formats.kho ? [`KHO "${x.formats.kho}"`] : []), ...(x.formats.luo ? [`LUO "${x.formats.luo}"`] : []), ...x.formats.flbs.map((f) => `FLB "${f}"`)].join(', ')],
   ];
   if (x.handover) rows.push(['handover', `${count(x.handover.metadataPages)} metadata pages (${bytes(x.handover.metadataBytes)}), ${count(x.handover.preservedBlocks)} preserved blocks, ${count(x.handover.trackerNodes)} tracker nodes`]);
   rows.push(['leaks', `${x.leaks.blocks} preserved blocks unclaimed, ${x.leaks.poisonReads} poisoned reads`]);
   rows.push(['data check', x.dataCheck.passed
-    ? `passed: ${bytes(x.dataCheck.patternBytes)} byte for byte, ${count(x.dataCheck.syntheticPages)} synthetic pages by seed, ${bytes(x.dataCheck.holeBytes)} of holes`
-    : `FAILED: ${x.dataCheck.problems.join('; ')}`]);
+    ? `passed: ${plural(x.dataCheck.objectsChecked, 'object')}; ${Object.entries(x.dataCheck.counts).map(([k, v]) => `${count(v)} ${k}`).join(', ')}`
+    : x.outcome === 'updated' || x.dataCheck.objectsChecked > 0 ? `FAILED: ${x.dataCheck.problems.join('; ')}` : 'not run: no live update happened']);
+  for (const c of x.sectionChecks) rows.push([`section ${c.section}`, `${c.ok ? 'passed' : 'FAILED'}: ${c.summary}${c.problems.length ? ` (${c.problems.join('; ')})` : ''}`]);
+  if (x.unsupported) rows.push([`not supported by ${x.unsupported.side}`, x.unsupported.reasons.join('; ')]);
   rows.push(['liveupdate_num', `${x.liveupdateNum.before ?? '-'} → ${x.liveupdateNum.after ?? '-'}`]);
   for (const v of x.violations) rows.push(['invariant', v]);
   return rows;
@@ -72,10 +74,17 @@ function kvRows(x: RunSummary): Array<[string, string]> {
 
 export function renderReport(x: RunSummary, numaNodes: readonly NumaNode[], view: HandoverView | null): string {
   const kv = kvRows(x).map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(v)}</td></tr>`).join('\n');
-  const files = x.files.map((f) => `<tr><td>${esc(f.session)}</td><td class="num">${f.token}</td><td>${esc(f.type)}</td><td class="num">${esc(bytes(f.size))}</td>`
-    + `<td>${esc(f.fill)}${f.touched > 0 && f.touched < 1 ? ` (${+(f.touched * 100).toFixed(2)}%)` : ''}</td><td class="num">${count(f.preservedPages)}</td>`
+  const files = x.objects.map((f) => `<tr><td>${esc(f.session)}</td><td class="num">${f.token}</td><td>${esc(f.type)}</td><td>${esc(f.what)}</td>`
+    + `<td class="num">${count(f.preservedPages)}</td>`
     + `<td class="num">${f.restoredPages === null ? '-' : count(f.restoredPages)}</td><td>${esc(f.compatible ?? '-')}</td>`
-    + `<td class="${f.check === 'passed' ? 'pass' : 'fail'}">${esc(f.check)}</td></tr>`).join('\n');
+    + `<td class="${f.check === 'passed' ? 'pass' : f.check === 'not run' ? '' : 'fail'}">${esc(f.check)}</td></tr>`).join('\n');
+  const verdict = x.ok ? 'OK' : x.outcome === 'rolled-back' ? 'ROLLED BACK' : x.outcome === 'refused-incoming' ? 'REFUSED' : x.outcome === 'not-supported' ? 'NOT SUPPORTED' : 'FAILED';
+  const because = x.ok
+    ? (x.scenario.expect === 'updated' ? 'every invariant held: nothing leaked, every byte came back' : `${x.outcome}, as the scenario expects`)
+    : x.outcome === 'rolled-back' ? `the update was refused before the jump and rolled back; kernel ${x.scenario.from.release} keeps running${x.error ? `: ${x.error}` : ''}`
+      : x.outcome === 'refused-incoming' ? `kernel ${x.scenario.to.release} refused the handover${x.error ? `: ${x.error}` : ''}`
+        : x.outcome === 'not-supported' ? (x.error ?? 'a kernel cannot handle the scenario\'s objects')
+          : 'the live update did not keep every invariant';
   const phases = x.phases.map((p) => `<tr><td>${esc(p.phase)}</td><td class="num">${esc(ms(p.ms))}</td><td>${esc((p.parts ?? []).map((q) => `${q.phase} ${ms(q.ms)}`).join(', '))}</td></tr>`).join('\n');
   const dts = view?.fdt ? `<h2>Handover root FDT</h2>\n<pre id="dts">${esc(view.fdt.dts)}</pre>` : '';
   return `<!doctype html>
@@ -88,8 +97,8 @@ export function renderReport(x: RunSummary, numaNodes: readonly NumaNode[], view
 </head>
 <body>
 <h1>Live update ${esc(x.scenario.from.release)} → ${esc(x.scenario.to.release)}: ${esc(x.scenario.name)}</h1>
-<p class="sub"><span class="verdict ${x.ok ? 'ok' : 'failed'}" id="verdict">${x.ok ? 'OK' : 'FAILED'}</span>
- ${esc(x.ok ? 'every invariant held: nothing leaked, every byte came back' : 'the live update did not keep every invariant')}</p>
+<p class="sub"><span class="verdict ${x.ok ? 'ok' : 'failed'}" id="verdict">${verdict}</span>
+ ${esc(because)}</p>
 <h2>Summary</h2>
 <table class="kv" id="summary">
 ${kv}
@@ -102,8 +111,8 @@ ${phases}
 <h2>Physical memory at the kexec</h2>
 ${memmapSvg(numaNodes, view)}
 <div id="hover"></div>
-<h2>Files</h2>
-<table id="files"><tr><th>session</th><th>token</th><th>type</th><th>size</th><th>fill</th><th>preserved pages</th><th>restored pages</th><th>handed over as</th><th>data check</th></tr>
+<h2>Objects</h2>
+<table id="files"><tr><th>session</th><th>token</th><th>type</th><th>object</th><th>preserved pages</th><th>restored pages</th><th>handed over as</th><th>data check</th></tr>
 ${files}
 </table>
 ${dts}

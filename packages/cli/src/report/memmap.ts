@@ -18,8 +18,12 @@ export interface Region {
   readonly kind: RegionKind;
 }
 
-/** Higher wins where kinds overlap (a metadata page is preserved too). */
-const PRIORITY: Readonly<Record<RegionKind, number>> = { free: 0, scratch: 1, preserved: 2, metadata: 3 };
+/**
+ * Higher wins where kinds overlap. Every preserved page is metadata unless a plugin's decoder
+ * says its file hands it over as data (Decoded.dataRuns): guest memory is what the files own,
+ * the rest of what the tracker preserves is the handover's own cost.
+ */
+const PRIORITY: Readonly<Record<RegionKind, number>> = { free: 0, scratch: 1, metadata: 2, preserved: 3 };
 
 export const REGION_COLORS: Readonly<Record<RegionKind, string>> = {
   metadata: '#d62728',
@@ -29,8 +33,8 @@ export const REGION_COLORS: Readonly<Record<RegionKind, string>> = {
 };
 
 export const REGION_LABELS: Readonly<Record<RegionKind, string>> = {
-  metadata: 'handover metadata (FDT, tracker, LUO, headers)',
-  preserved: 'preserved guest memory',
+  metadata: 'handover metadata (FDT, tracker, LUO, headers, xarray nodes, folio arrays)',
+  preserved: 'preserved data (guest memory the files hand over)',
   scratch: 'scratch (the next kernel boots here)',
   free: 'free (scrubbed at the kexec)',
 };
@@ -44,7 +48,8 @@ export function nodeRegions(node: NumaNode, view: HandoverView): Region[] {
     if (b > a) spans.push({ start: a, end: b, kind });
   };
   for (const a of view.scratch) clip(a.addr / PAGE_SIZE, (a.addr + a.size) / PAGE_SIZE, 'scratch');
-  for (const o of view.tracker?.orders ?? []) for (const [s, e] of o.runs) clip(s, e, 'preserved');
+  for (const o of view.tracker?.orders ?? []) for (const [s, e] of o.runs) clip(s, e, 'metadata');
+  for (const [s, e] of view.dataRuns) clip(s, e, 'preserved');
   const meta = [...view.pages.keys()].sort((a, b) => a - b);
   for (let i = 0; i < meta.length;) {
     let j = i + 1;
@@ -113,6 +118,13 @@ function nodeGroup(node: NumaNode, regions: readonly Region[], y0: number): stri
   return el('g', { class: 'numa-node', 'data-node': node.id, 'data-regions': regions.length }, parts.join(''));
 }
 
+/** Pages of each kind over every node (the summary's handover metadata is the same count). */
+export function regionPages(nodes: readonly NumaNode[], view: HandoverView): Record<RegionKind, number> {
+  const out: Record<RegionKind, number> = { metadata: 0, preserved: 0, scratch: 0, free: 0 };
+  for (const n of nodes) for (const r of nodeRegions(n, view)) out[r.kind] += r.end - r.start;
+  return out;
+}
+
 export function memmapSvg(nodes: readonly NumaNode[], view: HandoverView | null): string {
   if (!view) {
     return el('svg', { id: 'memmap', xmlns: 'http://www.w3.org/2000/svg', viewBox: `0 0 ${WIDTH + 60} 40`, width: WIDTH + 60, height: 40, 'data-nodes': 0 },
@@ -129,8 +141,10 @@ export function memmapSvg(nodes: readonly NumaNode[], view: HandoverView | null)
   const legend = kinds.map((k, i) => el('g', { class: 'legend-item', transform: `translate(${(i % 2) * 480},${legendY + Math.floor(i / 2) * 20})` },
     el('rect', { x: 0, y: 0, width: 14, height: 14, fill: REGION_COLORS[k] }) + el('text', { x: 20, y: 12, class: 'legend-label' }, esc(REGION_LABELS[k])))).join('');
   const height = legendY + 42;
+  const pages = regionPages(nodes, view);
   return el('svg', {
     id: 'memmap', xmlns: 'http://www.w3.org/2000/svg', viewBox: `0 0 ${WIDTH + 60} ${height}`, width: WIDTH + 60, height,
     role: 'img', 'aria-label': 'physical memory at the kexec', 'data-nodes': nodes.length,
+    'data-metadata-pages': pages.metadata, 'data-data-pages': pages.preserved,
   }, groups.join('') + legend);
 }

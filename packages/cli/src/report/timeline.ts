@@ -1,15 +1,17 @@
 /**
- * The phases of a live update as an SVG timeline: boot A, before (fill + preserve), freeze +
+ * The phases of a live update as an SVG timeline: boot A, before (create + preserve), freeze +
  * serialize + jump, boot B, after (retrieve + verify + finish), with the kexec boundary
- * marked. Widths follow time, with a floor so a 20 ms boot is still a visible, labelled box.
+ * marked. To scale: widths are times, and an axis under the bar says how many ms a pixel is.
  */
 import { ms } from '../output/format.js';
 import type { PhaseSummary } from '../output/summary.js';
 import { el, esc, leaf } from './svg.js';
 
 const WIDTH = 960;
-const MIN_BOX = 84;
 const ROW = 44;
+/** Rows of labels above the bar, so labels of narrow phases do not collide. */
+const LABEL_ROWS = 2;
+const TOP = 14 * LABEL_ROWS + 10;
 
 const PHASE_COLORS: Readonly<Record<string, string>> = {
   'boot A': '#8aa4c8',
@@ -21,62 +23,77 @@ const PHASE_COLORS: Readonly<Record<string, string>> = {
 
 const slug = (s: string): string => s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
 
-/** Roughly the width of a 12px label: boxes are never narrower than their name. */
+/** Roughly the width of a 12px label. */
 const labelWidth = (text: string): number => text.length * 6.6 + 12;
 
-/** x and width per item: proportional to ms, every box at least `min` (or its label) wide. */
-function layout(items: readonly { ms: number; phase?: string }[], width: number, min: number): Array<{ x: number; w: number }> {
-  const mins = items.map((p) => Math.max(min, p.phase !== undefined && min >= MIN_BOX ? labelWidth(p.phase) : 0));
-  const total = items.reduce((n, p) => n + Math.max(p.ms, 0), 0) || 1;
-  const free = Math.max(0, width - mins.reduce((a, b) => a + b, 0));
-  let x = 0;
-  return items.map((p, i) => {
-    const w = (mins[i] as number) + (free * Math.max(p.ms, 0)) / total;
-    const out = { x, w };
-    x += w;
-    return out;
-  });
+/** A tick step of 1, 2 or 5 times a power of ten giving 4 to 10 ticks over `total` ms. */
+export function tickStep(total: number): number {
+  if (!(total > 0)) return 1;
+  const raw = total / 8;
+  const pow = 10 ** Math.floor(Math.log10(raw));
+  for (const m of [1, 2, 5, 10]) if (m * pow >= raw) return m * pow;
+  return 10 * pow;
 }
 
+/**
+ * The phases to scale: every box's width is its time (one pixel per `total / WIDTH` ms, a
+ * hairline at least), with a time axis under it. A label that does not fit its box goes above
+ * it, on alternating rows.
+ */
 export function timelineSvg(phases: readonly PhaseSummary[]): string {
-  const boxes = layout(phases, WIDTH, MIN_BOX);
+  const total = phases.reduce((n, p) => n + Math.max(p.ms, 0), 0) || 1;
+  const scale = WIDTH / total;
   const parts: string[] = [];
   let boundary = -1;
-  phases.forEach((p, i) => {
-    const b = boxes[i] as { x: number; w: number };
+  let t = 0;
+  let narrow = 0;
+  phases.forEach((p) => {
+    const x = t * scale;
+    const w = Math.max(Math.max(p.ms, 0) * scale, 1);
+    t += Math.max(p.ms, 0);
     const color = PHASE_COLORS[p.phase] ?? '#999';
+    const fits = w >= labelWidth(p.phase);
+    const labelY = fits ? TOP - 4 : TOP - 4 - 14 * (narrow++ % LABEL_ROWS);
     parts.push(el('g', { class: 'phase-group' }, [
       el('rect', {
         id: `phase-${slug(p.phase)}`, class: 'phase', 'data-phase': p.phase, 'data-ms': p.ms.toFixed(1),
-        x: b.x + 1, y: 24, width: b.w - 2, height: ROW, rx: 4, fill: color,
+        x, y: TOP, width: w, height: ROW, fill: color,
       }, el('title', {}, esc(`${p.phase}: ${ms(p.ms)}`))),
-      el('text', { x: b.x + b.w / 2, y: 18, 'text-anchor': 'middle', class: 'phase-label' }, esc(p.phase)),
-      el('text', { x: b.x + b.w / 2, y: 24 + ROW / 2 + 5, 'text-anchor': 'middle', class: 'phase-ms' }, esc(ms(p.ms))),
+      el('text', { x: fits ? x + w / 2 : x, y: labelY, 'text-anchor': fits ? 'middle' : 'start', class: 'phase-label' }, esc(`${p.phase}${fits ? '' : ` ${ms(p.ms)}`}`)),
+      fits ? el('text', { x: x + w / 2, y: TOP + ROW / 2 + 5, 'text-anchor': 'middle', class: 'phase-ms' }, esc(ms(p.ms))) : '',
     ].join('')));
-    // Sub-steps of the long phases, in a second row under their phase.
-    const sub = p.parts ?? [];
-    if (sub.length) {
-      const subBoxes = layout(sub, b.w - 2, Math.min(60, (b.w - 2) / sub.length));
-      sub.forEach((q, j) => {
-        const s = subBoxes[j] as { x: number; w: number };
-        parts.push(el('g', { class: 'part-group' }, [
-          el('rect', {
-            class: 'part', 'data-phase': `${p.phase} / ${q.phase}`, 'data-ms': q.ms.toFixed(1),
-            x: b.x + 1 + s.x + 1, y: 24 + ROW + 8, width: Math.max(s.w - 2, 1), height: 22, rx: 3, fill: color, 'fill-opacity': 0.45,
-          }, el('title', {}, esc(`${q.phase}: ${ms(q.ms)}`))),
-          el('text', { x: b.x + 1 + s.x + s.w / 2, y: 24 + ROW + 23, 'text-anchor': 'middle', class: 'part-label' }, esc(s.w > 50 ? q.phase : '')),
-        ].join('')));
-      });
+    // Sub-steps of the long phases, to the same scale, in a second row under their phase.
+    let q0 = x;
+    for (const q of p.parts ?? []) {
+      const qw = Math.max(Math.max(q.ms, 0) * scale, 1);
+      parts.push(el('g', { class: 'part-group' }, [
+        el('rect', {
+          class: 'part', 'data-phase': `${p.phase} / ${q.phase}`, 'data-ms': q.ms.toFixed(1),
+          x: q0, y: TOP + ROW + 8, width: qw, height: 22, fill: color, 'fill-opacity': 0.45,
+        }, el('title', {}, esc(`${q.phase}: ${ms(q.ms)}`))),
+        el('text', { x: q0 + qw / 2, y: TOP + ROW + 23, 'text-anchor': 'middle', class: 'part-label' }, esc(qw > labelWidth(q.phase) ? q.phase : '')),
+      ].join('')));
+      q0 += qw;
     }
-    if (p.phase === 'boot B') boundary = b.x;
+    if (p.phase === 'boot B') boundary = x;
   });
-  if (boundary >= 0) {
-    parts.push(leaf('line', { id: 'kexec-boundary', x1: boundary, x2: boundary, y1: 4, y2: 24 + ROW + 40, stroke: '#222', 'stroke-dasharray': '4 3', 'stroke-width': 1.5 }));
-    parts.push(el('text', { x: boundary + 4, y: 24 + ROW + 52, class: 'boundary-label' }, 'kexec: only memory and boot params cross'));
+  // The axis: a tick every 1, 2 or 5 x 10^k ms.
+  const axisY = TOP + ROW + 40;
+  const step = tickStep(total);
+  const ticks: string[] = [leaf('line', { class: 'axis', x1: 0, x2: WIDTH, y1: axisY, y2: axisY, stroke: '#444', 'stroke-width': 1 })];
+  for (let v = 0; v <= total + 1e-9; v += step) {
+    const x = Math.min(v * scale, WIDTH - 0.5);
+    ticks.push(leaf('line', { class: 'tick', x1: x, x2: x, y1: axisY, y2: axisY + 5, stroke: '#444' }));
+    ticks.push(el('text', { x, y: axisY + 17, 'text-anchor': v === 0 ? 'start' : 'middle', class: 'tick-label', 'data-ms': v }, esc(ms(v))));
   }
-  const height = 24 + ROW + 60;
+  parts.push(el('g', { id: 'time-axis', 'data-step-ms': step, 'data-total-ms': total.toFixed(1), 'data-px-per-ms': scale.toFixed(4) }, ticks.join('')));
+  if (boundary >= 0) {
+    parts.push(leaf('line', { id: 'kexec-boundary', x1: boundary, x2: boundary, y1: 4, y2: axisY, stroke: '#222', 'stroke-dasharray': '4 3', 'stroke-width': 1.5 }));
+    parts.push(el('text', { x: Math.min(boundary + 4, WIDTH - 250), y: axisY + 34, class: 'boundary-label' }, 'kexec: only memory and boot params cross'));
+  }
+  const height = axisY + 44;
   return el('svg', {
-    id: 'timeline', xmlns: 'http://www.w3.org/2000/svg', viewBox: `0 0 ${WIDTH} ${height}`, width: WIDTH, height, role: 'img',
-    'aria-label': 'phases of the live update', 'data-phases': phases.length,
+    id: 'timeline', xmlns: 'http://www.w3.org/2000/svg', viewBox: `0 -2 ${WIDTH + 10} ${height}`, width: WIDTH + 10, height, role: 'img',
+    'aria-label': 'phases of the live update, to scale', 'data-phases': phases.length,
   }, parts.join(''));
 }

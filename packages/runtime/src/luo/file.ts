@@ -245,7 +245,7 @@ export class LuoFileSet<K> {
     for (const f of this.files) {
       const canFinish = f.handler.ops.canFinish;
       if (!canFinish) continue;
-      let ok = false;
+      let ok: boolean;
       try { ok = this.call(f, 'canFinish', (a) => canFinish(a)); } catch { ok = false; }
       if (!ok) throw new ErrnoError('EBUSY', 'LIVEUPDATE_SESSION_FINISH', `${f.handler.compatible} token ${f.token} cannot finish yet`);
     }

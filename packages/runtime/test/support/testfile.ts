@@ -200,7 +200,7 @@ export class TestFileHandler implements LiveupdateFileHandler<Kernel> {
     if (!out || !a.file) throw new ErrnoError('EINVAL', 'testfile_preserve', 'KHO is off');
     const tf = a.file.privateData as TestFile;
     const done: number[] = [];
-    let header = 0;
+    let header: number;
     try {
       for (const pfn of tf.pfns) { out.preserveFolio(pfn, 0); done.push(pfn); }
       header = out.allocPreserve(testfileSer.size + 8 * tf.pfns.length);

@@ -10,6 +10,7 @@ import {
   ErrnoError, FormatNegotiationError, Kernel, KernelPanic,
   type CoreAbiRanges, type Process, type RuntimePlugin,
 } from '@liveupdate/runtime';
+import { checkSdkCopy, type SdkIdentity } from '../copies.js';
 import { applyCorruptions, armHookFaults, resolveCorruptions, type FaultRecord, type FaultSpec } from './faults.js';
 
 export interface KernelSide {
@@ -38,6 +39,12 @@ export interface LiveUpdateScenario<S> {
    */
   afterJump?(machine: Machine): void;
   readonly faults?: readonly FaultSpec[];
+  /**
+   * The outcome(s) this scenario expects. Any other outcome throws UnexpectedOutcomeError, so a
+   * test copied from an example cannot pass green on an update that did not happen. Default:
+   * 'updated' without faults; 'any' (return every class) with faults, where classifying is the point.
+   */
+  readonly expect?: Outcome['kind'] | readonly Outcome['kind'][] | 'any';
 }
 
 export type Outcome =
@@ -62,6 +69,18 @@ export interface LiveUpdateResult<S> {
   readonly violations: readonly string[];
   readonly timeline: readonly PhaseTime[];
   readonly faults: readonly FaultRecord[];
+  /** Per format family of kernel A's plugins: the version negotiated for the kexec (empty when it did not happen). */
+  readonly formats: Readonly<Record<string, string>>;
+}
+
+/** The update ended in an outcome the scenario did not declare in `expect`. */
+export class UnexpectedOutcomeError extends Error {
+  override readonly name = 'UnexpectedOutcomeError';
+  constructor(readonly result: LiveUpdateResult<unknown>, readonly expected: readonly Outcome['kind'][]) {
+    const o = result.outcome;
+    const why = o.kind === 'updated' ? '' : o.kind === 'refused-incoming' ? `: ${o.reason}` : `: ${o.error.message}`;
+    super(`live update ended ${o.kind}${why} (the scenario expects ${expected.join(' or ')}; declare expect: '${o.kind}' if that is what it tests)`);
+  }
 }
 
 export class InvariantError extends Error {
@@ -83,6 +102,27 @@ function isRefusal(reason: string): boolean {
  * no-leak invariant is checked for that class.
  */
 export function liveUpdate<S>(sides: { from: KernelSide; to: KernelSide }, scenario: LiveUpdateScenario<S>): LiveUpdateResult<S> {
+  for (const p of [...sides.from.plugins, ...sides.to.plugins]) checkSdkCopy(p as { sdkIdentity?: SdkIdentity }, `${p.name}@${p.version}`);
+  const result = run(sides, scenario);
+  const expect = scenario.expect ?? ((scenario.faults ?? []).length > 0 ? 'any' : 'updated');
+  if (expect === 'any') return result;
+  const expected: readonly Outcome['kind'][] = typeof expect === 'string' ? [expect] : expect;
+  if (!expected.includes(result.outcome.kind)) throw new UnexpectedOutcomeError(result as LiveUpdateResult<unknown>, expected);
+  return result;
+}
+
+function negotiated(k: Kernel, side: KernelSide): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const p of side.plugins) {
+    for (const f of p.formats ?? []) {
+      const v = k.formats.chosen(f.family);
+      if (v !== undefined) out[f.family] = v;
+    }
+  }
+  return out;
+}
+
+function run<S>(sides: { from: KernelSide; to: KernelSide }, scenario: LiveUpdateScenario<S>): LiveUpdateResult<S> {
   const timeline: PhaseTime[] = [];
   const time = <R>(phase: string, fn: () => R): R => {
     const t0 = performance.now();
@@ -116,8 +156,9 @@ export function liveUpdate<S>(sides: { from: KernelSide; to: KernelSide }, scena
     const left = k1.khoOut?.survivors().blocks ?? 0;
     if (left !== baseline) violations.push(`after rollback and cleanup ${left - baseline} preserved block(s) leaked in kernel A`);
     if (k1.isDead) violations.push('kernel A is dead after a failed kexec');
-    return { outcome: { kind: 'rolled-back', error: e }, from: k1, to: null, state, violations, timeline, faults };
+    return { outcome: { kind: 'rolled-back', error: e }, from: k1, to: null, state, violations, timeline, faults, formats: {} };
   }
+  const formats = negotiated(k1, sides.from);
   applyCorruptions(k1, corruptions);
   scenario.afterJump?.(machine);
 
@@ -127,20 +168,20 @@ export function liveUpdate<S>(sides: { from: KernelSide; to: KernelSide }, scena
   try {
     k2 = time('boot B', () => Kernel.boot(machine, target));
   } catch (e) {
-    if (e instanceof KernelPanic) return { outcome: { kind: 'refused-incoming', reason: e.message }, from: k1, to: null, state, violations, timeline, faults };
+    if (e instanceof KernelPanic) return { outcome: { kind: 'refused-incoming', reason: e.message }, from: k1, to: null, state, violations, timeline, faults, formats };
     throw e;
   }
   const revival = k2.dmesg.lines().find(isRefusal);
-  if (revival) return { outcome: { kind: 'refused-incoming', reason: revival }, from: k1, to: k2, state, violations, timeline, faults };
+  if (revival) return { outcome: { kind: 'refused-incoming', reason: revival }, from: k1, to: k2, state, violations, timeline, faults, formats };
   armHookFaults(k2, faults, 'incoming');
   try {
     time('after', () => scenario.after(k2, state, tools));
   } catch (e) {
     if (e instanceof ErrnoError && e.code === 'EIO' && e.syscall === 'open') {
-      return { outcome: { kind: 'refused-incoming', reason: `/dev/liveupdate: ${e.message}` }, from: k1, to: k2, state, violations, timeline, faults };
+      return { outcome: { kind: 'refused-incoming', reason: `/dev/liveupdate: ${e.message}` }, from: k1, to: k2, state, violations, timeline, faults, formats };
     }
     if (e instanceof ErrnoError && faults.length > 0) {
-      return { outcome: { kind: 'file-error', error: e }, from: k1, to: k2, state, violations, timeline, faults };
+      return { outcome: { kind: 'file-error', error: e }, from: k1, to: k2, state, violations, timeline, faults, formats };
     }
     throw e;
   }
@@ -164,5 +205,5 @@ export function liveUpdate<S>(sides: { from: KernelSide; to: KernelSide }, scena
     violations.push(`${leaked.blocks} preserved block(s) (${leaked.pages} pages) neither restored nor released: ${named.join(', ')}`);
   }
   if (faults.length === 0 && violations.length > 0) throw new InvariantError(violations);
-  return { outcome: { kind: 'updated' }, from: k1, to: k2, state, violations, timeline, faults };
+  return { outcome: { kind: 'updated' }, from: k1, to: k2, state, violations, timeline, faults, formats };
 }

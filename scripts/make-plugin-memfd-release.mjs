@@ -1,39 +1,49 @@
 #!/usr/bin/env node
-// Rebuild a released version of @liveupdate/plugin-memfd as the tarball `npm pack` made at its
-// tag, into fixtures/liveupdate-plugin-memfd-<version>.tgz (ecosystem.md §10):
+// Rebuild a released version of @liveupdate/plugin-memfd as the tarball `npm pack` makes, into
+// fixtures/liveupdate-plugin-memfd-<version>.tgz:
 //
-//   node packages/compat/scripts/make-release.mjs 1.0.0     (or 2.0.0, 3.0.0, --all)
+//   node scripts/make-plugin-memfd-release.mjs 1.0.0     (or 2.0.0, 3.0.0, --all)
 //
 // (3.1.0 is the workspace package itself; it is not rebuilt as a tarball.)
 //
-// The source is today's packages/plugin-memfd/src with the release's defaults written into
-// the three DEFAULT_* lines of src/index.ts; package.json gets the release's version and loses
-// what only makes sense inside the workspace (devDependencies, the @liveupdate/source export
-// condition: a tarball ships dist/ only). It is compiled by the workspace's tsc against the
-// workspace's @liveupdate/sdk and @liveupdate/hw declarations (run `npx tsc -b` first) in a
-// temporary directory, then packed. The same inputs give the same bytes: tsc output is
-// deterministic and npm pack writes fixed mtimes.
+// What goes in: packages/plugin-memfd/src as it stood at the release's source commit (the git
+// tag @liveupdate/plugin-memfd@<version>, or the commit recorded below when tags were not
+// fetched), with the release's defaults written into the three DEFAULT_* lines of src/index.ts;
+// then today's surface for tools is added on top: src/tools/, and the files it needs that the
+// source commit does not have yet (src/crc32.ts) or has an older, smaller copy of
+// (src/abi/memfd.ts, which only ever gains layouts: a release's handler never reads them),
+// and the `tools:` line in src/index.ts. So a release behaves as it shipped (its handler, file
+// type and page cache are the source commit's) and speaks to `liveupdate` through plugin.tools.
+// package.json gets the release's version and loses what only makes sense inside the workspace
+// (devDependencies, scripts, the @liveupdate/source export condition: a tarball ships dist/
+// only). It is compiled by the workspace's tsc against the workspace's @liveupdate/sdk and
+// @liveupdate/hw declarations (run `npx tsc -b` first) in a temporary directory, then packed.
+// The same inputs give the same bytes: tsc output is deterministic and npm pack writes fixed
+// mtimes.
 //
-// A rebuilt tarball that is already installed must be refreshed, or the lockfile's integrity
-// no longer matches it and `npm ci` fails EINTEGRITY: one alias at a time,
-//   npm update plugin-memfd-v1 -w @liveupdate/compat
-// (installing both aliases in one go trips an npm peer-resolution bug that looks the workspace
-// SDK up in the registry: ERESOLVE "Found: @liveupdate/sdk@undefined").
+// A rebuilt tarball must be reinstalled, or the lockfile's integrity no longer matches it and
+// `npm ci` fails EINTEGRITY: the tarballs are root devDependencies under the aliases
+// plugin-memfd-v1, -v2, -v3, so
+//   rm -rf node_modules/plugin-memfd-v1 && npm install plugin-memfd-v1@file:fixtures/liveupdate-plugin-memfd-1.0.0.tgz -D
+// (or delete their three entries from package-lock.json and run `npm install`).
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const pluginDir = path.join(root, 'packages/plugin-memfd');
 const fixtures = path.join(root, 'fixtures');
 
-/** What each release wrote, read and handled. */
+/** The commit the first three releases were built from (before the 3.1 header checksum and the stricter header checks). */
+const FIRST_RELEASES_COMMIT = 'e6f97007fae51289432abc467f4af90034b35a5e';
+
+/** What each release wrote, read and handled, and the commit its sources come from. */
 export const RELEASES = {
-  '1.0.0': { writes: ['1.0.0'], reads: '^1.0.0', hugetlb: false, what: 'memfd-v1 only, as Linux 6.19' },
-  '2.0.0': { writes: ['1.0.0', '2.0.0'], reads: '>=1.0.0 <3.0.0', hugetlb: false, what: 'memfd-v1 and memfd-v2, as mainline' },
-  '3.0.0': { writes: ['1.0.0', '2.0.0', '3.0.0'], reads: '>=1.0.0 <4.0.0', hugetlb: true, what: 'adds the sparse memfd@3 format and hugeTLB memfds' },
+  '1.0.0': { writes: ['1.0.0'], reads: '^1.0.0', hugetlb: false, what: 'memfd-v1 only, as Linux 6.19', commit: FIRST_RELEASES_COMMIT },
+  '2.0.0': { writes: ['1.0.0', '2.0.0'], reads: '>=1.0.0 <3.0.0', hugetlb: false, what: 'memfd-v1 and memfd-v2, as mainline', commit: FIRST_RELEASES_COMMIT },
+  '3.0.0': { writes: ['1.0.0', '2.0.0', '3.0.0'], reads: '>=1.0.0 <4.0.0', hugetlb: true, what: 'adds the sparse memfd@3 format and hugeTLB memfds', commit: FIRST_RELEASES_COMMIT },
   // 3.1.0 (the workspace package, not a tarball): writes 3.1.0 too, memfd@3 plus a header CRC-32.
 };
 
@@ -43,9 +53,13 @@ function replaceOnce(text, re, by, what) {
   return text.replace(re, by);
 }
 
-/** src/index.ts with the release's defaults. */
+/** src/index.ts with the release's defaults and today's tools attached. */
 function withDefaults(source, rel) {
   let s = source;
+  if (!s.includes('memfdTools(')) {
+    s = replaceOnce(s, /^(import \{ PLUGIN_VERSION \} from '\.\/version\.js';)$/m, "import { memfdTools } from './tools/index.js';\n$1", 'PLUGIN_VERSION import');
+    s = replaceOnce(s, /^(\s+)(flbs: withHugetlb \? .*,)$/m, '$1$2\n$1tools: memfdTools({ hugetlb: withHugetlb }),', 'flbs');
+  }
   s = replaceOnce(s, /^const DEFAULT_WRITES: readonly string\[\] = .*;$/m, `const DEFAULT_WRITES: readonly string[] = ${JSON.stringify(rel.writes).replaceAll('"', "'").replaceAll(',', ', ')};`, 'DEFAULT_WRITES');
   s = replaceOnce(s, /^const DEFAULT_READS = .*;$/m, `const DEFAULT_READS = '${rel.reads}';`, 'DEFAULT_READS');
   s = replaceOnce(s, /^const DEFAULT_HUGETLB = .*;$/m, `const DEFAULT_HUGETLB = ${rel.hugetlb};`, 'DEFAULT_HUGETLB');
@@ -80,7 +94,16 @@ function build(version) {
   }
   const work = mkdtempSync(path.join(tmpdir(), `liveupdate-plugin-memfd-${version}-`));
   try {
-    cpSync(path.join(pluginDir, 'src'), path.join(work, 'src'), { recursive: true });
+    // The release's sources: its tag when present, else the recorded commit.
+    const tag = `@liveupdate/plugin-memfd@${version}`;
+    let ref = rel.commit;
+    try { execFileSync('git', ['rev-parse', '--verify', '--quiet', `refs/tags/${tag}`], { cwd: root, stdio: 'ignore' }); ref = tag; } catch { /* no tag: the commit */ }
+    const archive = execFileSync('git', ['archive', '--format=tar', ref, 'packages/plugin-memfd/src'], { cwd: root, maxBuffer: 64 << 20 });
+    execFileSync('tar', ['-x', '-C', work, '--strip-components=2'], { input: archive });
+    // Today's surface for tools, and what it needs that the release's sources lack.
+    cpSync(path.join(pluginDir, 'src/tools'), path.join(work, 'src/tools'), { recursive: true });
+    cpSync(path.join(pluginDir, 'src/abi/memfd.ts'), path.join(work, 'src/abi/memfd.ts'));
+    if (!existsSync(path.join(work, 'src/crc32.ts'))) cpSync(path.join(pluginDir, 'src/crc32.ts'), path.join(work, 'src/crc32.ts'));
     const index = path.join(work, 'src/index.ts');
     writeFileSync(index, withDefaults(readFileSync(index, 'utf8'), rel));
     const pkg = JSON.parse(readFileSync(path.join(pluginDir, 'package.json'), 'utf8'));
@@ -95,7 +118,7 @@ function build(version) {
     const out = execFileSync('npm', ['pack', '--json', '--pack-destination', fixtures], { cwd: work, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
     const [packed] = JSON.parse(out);
     console.log(`${path.relative(root, path.join(fixtures, packed.filename))}: ${packed.size} bytes, ${packed.entryCount} files, ${packed.integrity}`);
-    console.log(`  ${rel.what}; writes ${rel.writes.join(', ')}, reads '${rel.reads}', hugetlb ${rel.hugetlb}`);
+    console.log(`  ${rel.what}; writes ${rel.writes.join(', ')}, reads '${rel.reads}', hugetlb ${rel.hugetlb}; sources ${ref}`);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
