@@ -3,7 +3,7 @@ import { createSession, preserveFd } from '@liveupdate/sdk';
 import { iommuPreserveDevice, iommuProbeDevice } from '../src/index.js';
 import { coreOf } from '../src/state.js';
 import {
-  DEV_A, DEV_B, F_SEAL_GROW, F_SEAL_SEAL, GUEST_IOVA, MiB, attach, bind, errnoOf, guestRam, hwptAlloc, ictxOf, ioasAlloc, mapAnon, mapFile,
+  DEV_B, F_SEAL_GROW, F_SEAL_SEAL, GUEST_IOVA, MiB, attach, bind, errnoOf, guestRam, hwptAlloc, ictxOf, mapAnon, mapFile,
   markPreserve, openCdev, passthrough, preserveAll, world,
 } from './support.js';
 

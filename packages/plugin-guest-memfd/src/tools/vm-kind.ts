@@ -74,7 +74,7 @@ export const vmKind = defineObjectKind<VmSpec, VmExpect>({
       return faults;
     };
     const preserve = (): void => { ctx.preserve(guest.vmFd, spec.token); ctx.preserve(guest.gmemFd, spec.gmemToken); };
-    let faults = 0;
+    let faults: number;
     if ((spec.flow ?? 'pause') === 'pause') { faults = run(); preserve(); } else { preserve(); faults = run(); }
     gmemStore(p, guest.gmemFd, saveVcpus(p, guest.vcpuFds), saveArea);
     const at = guestDigest(p, guest.gmemFd, guest.ramBytes / PAGE_SIZE);
