@@ -12,6 +12,7 @@ import {
   attachPci, bareMetalRig, DSA_OPCODE_SEQWRITE, formatBdf, pciHostOf, pciRegs as R, type PciHost, type PciTopologySpec,
 } from '@liveupdate/hw';
 import type { PhysMemory } from '@liveupdate/hw';
+import { memfdPagemap } from '@liveupdate/plugin-memfd';
 import { PCI_V6_COMPATIBLE, PCI_V7_COMPATIBLE } from './abi/pci.js';
 import { VFIO_FAMILY, VFIO_PCI_SER_DMA_RUNNING, vfioPciCoreDeviceSer, vfioPciCoreDeviceSerV2 } from './abi/vfio.js';
 import { readPciSerV6, readPciSerV7, type PciSerRead } from './pci-ser.js';
@@ -126,14 +127,9 @@ export interface VfioDeviceExpect {
   readonly mode: 'reset' | 'continuous';
 }
 
-/**
- * The physical address behind a memfd offset, as a noiommu VMM reads it from
- * /proc/self/pagemap. plugin-memfd exports no pagemap yet; this reads its page cache through the
- * inode owner's `cache.get(index)` and fails clearly when the file is not such a memfd.
- */
+/** The physical address behind a memfd offset, as a noiommu VMM reads it from /proc/self/pagemap. */
 function pagemap(p: Process, fd: number, offset: number): number {
-  const owner = p.file(fd, 'pagemap').inode.owner as { cache?: { get?(index: number): number } } | undefined;
-  const pfn = owner?.cache?.get?.(Math.floor(offset / PAGE_SIZE)) ?? -1;
+  const pfn = memfdPagemap(p.file(fd, 'pagemap'), offset);
   if (pfn < 0) throw new Error(`pagemap: fd ${fd} offset ${offset} has no resident page`);
   return pfn * PAGE_SIZE + (offset % PAGE_SIZE);
 }

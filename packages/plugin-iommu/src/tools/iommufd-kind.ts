@@ -10,7 +10,7 @@
 import { ErrnoError, defineObjectKind, type CreatedObject, type ScenarioObjectSpec, type SessionStepContext } from '@liveupdate/sdk';
 import { iommuProbeDevice, iommufdAttachDevice, iommufdBindDevice, iommufdHwptByToken } from '../device-api.js';
 import { ictxOf } from '../iommufd/ctx.js';
-import { memfdPinRuns } from '../iommufd/memfd-pages.js';
+import { memfdPinRuns } from '@liveupdate/plugin-memfd';
 import * as u from '../abi/uapi.js';
 
 export interface IommufdSpec extends ScenarioObjectSpec {
