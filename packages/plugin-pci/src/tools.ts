@@ -116,8 +116,17 @@ export interface VfioDeviceSpec {
   readonly device: string;
   /** 'reset': the posted phase 1; 'continuous': DMA keeps running (vfio-pci 2.x). */
   readonly mode?: 'reset' | 'continuous';
-  /** A sequence-writing DMA into the memfd of this session with token `ram`. */
-  readonly dma?: { readonly ram: number; readonly pages: number; readonly offsetPages?: number; readonly startSeq?: number };
+  /**
+   * Token of an 'iommufd' object (plugin-iommu) earlier in this session that bound and attached
+   * this device's cdev: the device is then preserved after it and DMA goes through the IOMMU.
+   * Without it the cdev is bound noiommu.
+   */
+  readonly iommufd?: number;
+  /**
+   * A sequence-writing DMA into the memfd of this session with token `ram`. With `iova` (an
+   * iommufd device) the ring is at iova + page × 4 KiB, else at the memfd pages' physical addresses.
+   */
+  readonly dma?: { readonly ram: number; readonly pages: number; readonly offsetPages?: number; readonly startSeq?: number; readonly iova?: number };
   readonly [field: string]: unknown;
 }
 
@@ -146,15 +155,24 @@ const vfioDevice = defineObjectKind<VfioDeviceSpec, VfioDeviceExpect>({
   properties: {
     device: { type: 'string', minLength: 1 },
     mode: { type: 'string', enum: ['reset', 'continuous'] },
-    dma: { type: 'object', required: ['ram', 'pages'], properties: { ram: { type: 'integer', minimum: 0 }, pages: { type: 'integer', minimum: 1 }, offsetPages: { type: 'integer', minimum: 0 }, startSeq: { type: 'integer', minimum: 0 } } },
+    iommufd: { type: 'integer', minimum: 0 },
+    dma: { type: 'object', required: ['ram', 'pages'], properties: { ram: { type: 'integer', minimum: 0 }, pages: { type: 'integer', minimum: 1 }, offsetPages: { type: 'integer', minimum: 0 }, startSeq: { type: 'integer', minimum: 0 }, iova: { type: 'integer', minimum: 0, multipleOf: 4096 } } },
   },
   required: ['device'],
   cmdline: () => 'vfio.enable_unsafe_noiommu_mode=1',
   create(ctx, spec) {
     const mode = spec.mode ?? 'reset';
     const vdev = vfioBindDevice(ctx.kernel, spec.device);
-    const fd = ctx.vmm.open(vdev.cdevPath);
-    vfioBindIommufd(ctx.vmm, fd, -1);
+    let fd: number;
+    if (spec.iommufd !== undefined) {
+      // The iommufd object opened, bound and attached this cdev before preserving the iommufd.
+      const cdev = (ctx.peer(spec.iommufd) as { readonly cdev?: { readonly device: string; readonly fd: number } } | undefined)?.cdev;
+      if (!cdev || cdev.device !== vdev.pdev.name) throw new Error(`vfio-device: iommufd object ${spec.iommufd} did not attach ${vdev.pdev.name}`);
+      fd = cdev.fd;
+    } else {
+      fd = ctx.vmm.open(vdev.cdevPath);
+      vfioBindIommufd(ctx.vmm, fd, -1);
+    }
     vfioConfigWrite(ctx.vmm, fd, R.PCI_COMMAND, 2, R.PCI_COMMAND_MEMORY | R.PCI_COMMAND_MASTER);
     const state = ctx.section('pci') as PciSectionState | undefined;
     const engineName = vdev.pdev.hw.name;
@@ -163,7 +181,10 @@ const vfioDevice = defineObjectKind<VfioDeviceSpec, VfioDeviceExpect>({
       if (!host) throw new Error('vfio-device: the scenario has no pci section');
       const ramFd = fdOfPeer(ctx, spec.dma.ram);
       const first = spec.dma.offsetPages ?? 0;
-      const ring = Array.from({ length: spec.dma.pages }, (_, i) => ({ iova: pagemap(ctx.vmm, ramFd, (first + i) * PAGE_SIZE), length: PAGE_SIZE }));
+      const base = spec.dma.iova;
+      const ring = Array.from({ length: spec.dma.pages }, (_, i) => ({
+        iova: base !== undefined ? base + (first + i) * PAGE_SIZE : pagemap(ctx.vmm, ramFd, (first + i) * PAGE_SIZE), length: PAGE_SIZE,
+      }));
       const startSeq = spec.dma.startSeq ?? 1;
       vfioMmapPortal(ctx.vmm, fd, host.engine(engineName)).submit({ opcode: DSA_OPCODE_SEQWRITE, ring, startSeq, count: Infinity });
       if (mode === 'continuous') state?.continuous.set(engineName, { startSeq, ramToken: spec.dma.ram, session: ctx.session });
@@ -177,8 +198,15 @@ const vfioDevice = defineObjectKind<VfioDeviceSpec, VfioDeviceExpect>({
   restore(ctx, spec, expect) {
     vfioBindDevice(ctx.kernel, expect.bdf);
     const fd = ctx.retrieve(spec.token);
-    vfioBindIommufd(ctx.vmm, fd, -1);
     const problems: string[] = [];
+    if (spec.iommufd !== undefined) {
+      // As posted (iommufd-v1) the iommufd is not retrievable (fd -1): the cdev stays unbound.
+      const ifd = (ctx.peer(spec.iommufd) as { readonly fd?: number } | undefined)?.fd ?? -1;
+      if (ifd >= 0) vfioBindIommufd(ctx.vmm, fd, ifd);
+      else ctx.note(`${expect.bdf}: its iommufd was not retrieved; the cdev stays unbound`);
+    } else {
+      vfioBindIommufd(ctx.vmm, fd, -1);
+    }
     const dev = pciDevice(ctx.kernel, expect.bdf);
     if (dev.hw.name !== expect.engine) problems.push(`${expect.bdf} is ${dev.hw.name} in the new kernel, was ${expect.engine}`);
     const cmd = vfioConfigRead(ctx.vmm, fd, R.PCI_COMMAND, 2);
