@@ -4,10 +4,10 @@
  * kernel A in document order and restored in kernel B, and the sections check DMA and faults.
  */
 import { describe, it, expect } from 'vitest';
-import { createMachine } from '@liveupdate/hw';
+import { createMachine, type Machine } from '@liveupdate/hw';
 import {
   createSession, finishSession, openLiveupdate, preserveFd, retrieveFd, retrieveSession,
-  type CreatedObject, type Kernel, type Machine, type ObjectCheck, type Plugin, type Process, type RestoredObject, type SessionStepContext,
+  type CreatedObject, type Kernel, type ObjectCheck, type Plugin, type Process, type RestoredObject, type SessionStepContext,
 } from '@liveupdate/sdk';
 import { liveUpdate } from '@liveupdate/sdk/testing';
 import memfd from '@liveupdate/plugin-memfd';
@@ -39,7 +39,7 @@ function stepContext(kernel: Kernel, machine: Machine, vmm: Process, sessionFd: 
 describe('the built-in scenario iommu-vfio-passthrough', () => {
   it('runs: memfd → iommufd → vfio cdev, continuous DMA through VT-d is gap-free across the update and no unit logs a fault', () => {
     const sc = iommu().tools.scenarios?.find((s) => s.name === 'iommu-vfio-passthrough');
-    const doc = sc?.scenario as Doc;
+    const doc = sc?.scenario as unknown as Doc;
     const files = doc.sessions[0]?.files ?? [];
     expect(files.map((f) => f.type)).toEqual(['memfd', 'iommufd', 'vfio-device']);
     const machine = createMachine({ memory: '1GiB' });
