@@ -7,11 +7,24 @@
  */
 import { DMA_FAULT_NO_CONTEXT, DMA_FAULT_NOT_PRESENT, DMA_FAULT_PERMISSION, type DmaRemapper } from '../pci/dma.js';
 import type { DmaRemapping } from './dmar.js';
+import { FaultReason } from './vtd-layout.js';
 
-function faultCode(reason: string): number {
-  if (/root|context/i.test(reason)) return DMA_FAULT_NO_CONTEXT;
-  if (/not permitted/i.test(reason) && !/entry not present/i.test(reason)) return DMA_FAULT_PERMISSION;
-  return DMA_FAULT_NOT_PRESENT;
+/** The DMA port's fault class of a VT-d fault: no usable context, a permission, or nothing mapped. */
+function faultCode(code: number, reason: string): number {
+  switch (code) {
+    case FaultReason.ROOT_NOT_PRESENT:
+    case FaultReason.CONTEXT_NOT_PRESENT:
+    case FaultReason.CONTEXT_INVALID:
+    case FaultReason.ROOT_TABLE_ACCESS:
+    case FaultReason.CONTEXT_TABLE_ACCESS:
+      return DMA_FAULT_NO_CONTEXT;
+    case FaultReason.WRITE_NOT_PERMITTED:
+    case FaultReason.READ_NOT_PERMITTED:
+      // A non-present second-level entry is reported with the permission reasons (no R/W bit).
+      return reason.includes('entry not present') ? DMA_FAULT_NOT_PRESENT : DMA_FAULT_PERMISSION;
+    default:
+      return DMA_FAULT_NOT_PRESENT;
+  }
 }
 
 /** Adapt DmaRemapping.translate (per page, {ok, phys, bytes}) to DmaRemapper.translate (phys or a negative fault). */
@@ -20,12 +33,12 @@ export function dmarRemapper(dmar: DmaRemapping): DmaRemapper {
     name: 'vt-d',
     translate(segment, requesterId, iova, size, write) {
       const t = dmar.translate(segment, requesterId, iova, write);
-      if (!t.ok) return faultCode(t.reason);
+      if (!t.ok) return faultCode(t.code, t.reason);
       // An access that runs into the next page must find it physically contiguous, else it is dropped.
       let covered = t.bytes;
       while (covered < size) {
         const n = dmar.translate(segment, requesterId, iova + covered, write);
-        if (!n.ok) return faultCode(n.reason);
+        if (!n.ok) return faultCode(n.code, n.reason);
         if (n.phys !== t.phys + covered) return DMA_FAULT_NOT_PRESENT;
         covered += n.bytes;
       }
