@@ -6,7 +6,7 @@
 import { describe, it, expect } from 'vitest';
 import { PAGE_SIZE, pciRegs as R } from '@liveupdate/hw';
 import { createSession, finishSession, preserveFd, retrieveFd, retrieveSession } from '@liveupdate/sdk';
-import { liveUpdate } from '@liveupdate/sdk/testing';
+import { liveUpdate, type LiveUpdateScenario } from '@liveupdate/sdk/testing';
 import { vfioBindDevice, vfioBindIommufd, vfioConfigWrite } from '@liveupdate/plugin-pci';
 import { CMDLINE, GUEST_IOVA, errnoOf, handedOverFiles, ictxOf } from './support.js';
 import {
@@ -96,7 +96,10 @@ describe('one page-table page left unpreserved on purpose (real engine)', () => 
     let guestPhys = 0;
     let writesAtJump = 0;
     let residentAtJump = 0;
-    const result = liveUpdate({ from: { plugins: stackPlugins(), release: '7.1.0', cmdline: CMDLINE }, to: { plugins: stackPlugins(), release: '7.2.0', cmdline: CMDLINE } }, {
+    // The harness must report the update failed: declared, so the harness (which by default
+    // accepts only 'updated') classifies instead of throwing.
+    const scenario: LiveUpdateScenario<null> & { readonly expect?: 'refused-incoming' } = {
+      expect: 'refused-incoming',
       machine: r.machine,
       before(k, t) {
         const p = t.spawn(k, 'vmm');
@@ -119,7 +122,8 @@ describe('one page-table page left unpreserved on purpose (real engine)', () => 
         m.clock.advance(100_000);
       },
       after() { /* not reached */ },
-    });
+    };
+    const result = liveUpdate({ from: { plugins: stackPlugins(), release: '7.1.0', cmdline: CMDLINE }, to: { plugins: stackPlugins(), release: '7.2.0', cmdline: CMDLINE } }, scenario);
     expect(result.outcome.kind).toBe('refused-incoming');
     expect(result.outcome.kind === 'refused-incoming' ? result.outcome.reason : '').toBe(
       `iommu: Failed to restore the domain of ${DSA1.bdf}: level 1 table 0x${(lostPfn * PAGE_SIZE).toString(16)} was not preserved`);
