@@ -4,7 +4,7 @@
  * kernel A in document order and restored in kernel B, and the sections check DMA and faults.
  */
 import { describe, it, expect } from 'vitest';
-import { createMachine, type Machine } from '@liveupdate/hw';
+import { createMachine, pciRegs as R, type Machine, type PciHost } from '@liveupdate/hw';
 import {
   createSession, finishSession, openLiveupdate, preserveFd, retrieveFd, retrieveSession,
   type CreatedObject, type Kernel, type ObjectCheck, type Plugin, type Process, type RestoredObject, type SessionStepContext,
@@ -36,8 +36,8 @@ function stepContext(kernel: Kernel, machine: Machine, vmm: Process, sessionFd: 
   };
 }
 
-describe('the built-in scenario iommu-vfio-passthrough', () => {
-  it('runs: memfd → iommufd → vfio cdev, continuous DMA through VT-d is gap-free across the update and no unit logs a fault', () => {
+/** Run the document; `scribble` lets the VMM overwrite one guest RAM slot after FINISH, before the checks. */
+function runDoc(scribble = false): { r: ReturnType<typeof liveUpdate>; checks: ObjectCheck[] } {
     const sc = iommu().tools.scenarios?.find((s) => s.name === 'iommu-vfio-passthrough');
     const doc = sc?.scenario as unknown as Doc;
     const files = doc.sessions[0]?.files ?? [];
@@ -92,9 +92,21 @@ describe('the built-in scenario iommu-vfio-passthrough', () => {
         });
         machine.clock.advance(500_000);
         finishSession(vmm, s);
+        if (scribble) {
+          // Stop the engine first (bus mastering off), then write a value it never wrote.
+          const ram = (peers.get(1) as { fd: number }).fd;
+          (states.get('pci') as { host: PciHost }).host.fn('dsa0').config.write(R.PCI_COMMAND, 2, R.PCI_COMMAND_MEMORY);
+          vmm.pwrite(ram, new Uint8Array([0xde, 0xad, 0, 0, 0, 0, 0, 0]), 0);
+        }
         checks = [...restored, ...sections().flatMap((sec) => sec.after?.(machineCtx(k, (n) => t.spawn(k, n)), (doc as unknown as Record<string, unknown>)[sec.key], states.get(sec.key)) ?? [])];
       },
     });
+    return { r, checks };
+}
+
+describe('the built-in scenario iommu-vfio-passthrough', () => {
+  it('runs: memfd → iommufd → vfio cdev, continuous DMA through VT-d is gap-free across the update and no unit logs a fault', () => {
+    const { r, checks } = runDoc();
     expect(r.outcome.kind).toBe('updated');
     expect(r.violations).toEqual([]);
     expect(checks.map((c) => [c.ok, c.problems])).toEqual(new Array(checks.length).fill([true, []]));
@@ -106,5 +118,12 @@ describe('the built-in scenario iommu-vfio-passthrough', () => {
     ]);
     expect(checks[3]?.counts).toMatchObject({ faults: 0 });
     expect(checks[2]?.counts?.dmaWritesAfterKexec).toBeGreaterThan(0);
+  });
+
+  it('the pci section compares guest RAM with the reference model: a byte the engine did not write is reported', () => {
+    const { checks } = runDoc(true);
+    const dma = checks.find((c) => c.summary.startsWith('dsa0:'));
+    expect(dma?.ok).toBe(false);
+    expect(dma?.problems).toEqual([expect.stringMatching(/^dsa0: 1 of \d+ slots do not hold the last value written there$/)]);
   });
 });

@@ -83,6 +83,17 @@ const pciSection = defineSection<PciSectionSpec, PciSectionState>({
   after(ctx, _spec, state) {
     const checks: ObjectCheck[] = [];
     const mem = ctx.machine.memory;
+    // Per physical slot, the values written at the latest time by any sequence writer (ties keep all).
+    const lastWrites = new Map<number, { t: number; values: number[] }>();
+    for (const e of [...state.continuous.keys(), ...state.stopped].map((n) => state.host.engine(n))) {
+      for (let i = 0; i < e.log.count; i++) {
+        const phys = e.log.phys[i] as number;
+        const t = e.log.timeNs[i] as number;
+        const have = lastWrites.get(phys);
+        if (!have || t > have.t) lastWrites.set(phys, { t, values: [e.log.seq[i] as number] });
+        else if (t === have.t) have.values.push(e.log.seq[i] as number);
+      }
+    }
     for (const [name, c] of state.continuous) {
       const { log } = state.host.engine(name);
       const problems: string[] = [];
@@ -93,6 +104,15 @@ const pciSection = defineSection<PciSectionSpec, PciSectionState>({
         if (mem.pageKind(Math.floor((log.phys[i] as number) / PAGE_SIZE)) === 'poison') poisoned++;
       }
       const after = log.count - log.firstAtOrAfter(state.kexecAtNs);
+      // The reference model: every slot holds the last value any engine wrote there.
+      let wrong = 0;
+      const slots = new Set<number>();
+      for (let i = 0; i < log.count; i++) slots.add(log.phys[i] as number);
+      for (const phys of slots) {
+        const want = lastWrites.get(phys);
+        if (want && mem.pageKind(Math.floor(phys / PAGE_SIZE)) !== 'poison' && !want.values.includes(mem.readU64Number(phys))) wrong++;
+      }
+      if (wrong) problems.push(`${name}: ${wrong} of ${slots.size} slots do not hold the last value written there`);
       if (gaps) problems.push(`${name}: ${gaps} writes out of sequence`);
       if (poisoned) problems.push(`${name}: ${poisoned} writes landed in scrubbed (poisoned) pages`);
       if (after === 0) problems.push(`${name}: no DMA after the kexec`);
