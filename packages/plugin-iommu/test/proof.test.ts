@@ -37,6 +37,7 @@ describe('the proof: a passed-through DSA engine keeps writing guest RAM through
     r.machine.clock.advance(1_000_000);
 
     r.k1.kexecJump(r.next);
+    expect(handedOverFiles(r).map((f) => f.compatible)).toEqual(['memfd@4.0.0', 'iommufd@2.0.0', 'vfio-pci@2.0.0']);
     const jumpedAt = r.machine.clock.now;
     const atJump = log.count;
     r.machine.clock.advance(2_000_000); // no kernel runs: only the hardware
@@ -207,6 +208,25 @@ describe('the posted selftest with the real cdev, upstream formats (vfio-pci-v1,
     expect(errnoOf(() => vfioBindIommufd(p2, cdev, fresh))).toBe('EPERM');
     retrieveFd(p2, s, 1);
     expect(errnoOf(() => finishSession(p2, s))).toBe('EBUSY');
+  });
+
+  it('phase 1 with the IOMMU: freeze resets the engine, so its DMA stops there; nothing faults and nothing is written after', () => {
+    const r = rig(upstream);
+    const x = passthrough(r, 'dsa0', { pages: PAGES });
+    startSeqWrite(r, 'dsa0', x, PAGES, START, false);
+    r.machine.clock.advance(500_000);
+    const log = r.host.engine('dsa0').log;
+    preserveAll(r, x);
+    let frozenAt = -1;
+    r.k1.shutdownHooks.reboot.tap('test', () => { frozenAt = log.count; });
+    r.k1.kexecJump(r.next);
+    r.machine.clock.advance(1_000_000);
+    bootNext(r);
+    r.machine.clock.advance(1_000_000);
+    expect(frozenAt).toBeGreaterThan(0);
+    expect(log.count).toBe(frozenAt);
+    expect(r.host.engine('dsa0').dropped).toBe(1);
+    expect(r.unit.faults).toEqual([]);
   });
 
   it('with the newer iommufd format the retrieved cdev binds to the retrieved iommufd and the session finishes', () => {
