@@ -5,8 +5,8 @@
  */
 import { describe, it, expect } from 'vitest';
 import { PAGE_SIZE, attachMachine, dmarOf } from '@liveupdate/hw';
-import { createSession, preserveFd } from '@liveupdate/sdk';
-import { pciDevice, vfioAttachIommufdPt, vfioBindDevice, vfioBindIommufd, vfioDetachIommufdPt } from '@liveupdate/plugin-pci';
+import { ErrnoError, createSession, preserveFd } from '@liveupdate/sdk';
+import { pciCoreOf, pciDevice, vfioAttachIommufdPt, vfioBindDevice, vfioBindIommufd, vfioDetachIommufdPt } from '@liveupdate/plugin-pci';
 import { iommuDeviceOf } from '../src/index.js';
 import { coreOf } from '../src/state.js';
 import { GUEST_IOVA, errnoOf, guestRam, hwptAlloc, ictxOf, ioasAlloc, mapFile } from './support.js';
@@ -94,6 +94,26 @@ describe('the vfio-pci cdev preserve: the IOMMU part first, in the series order'
     expect(errnoOf(() => preserveFd(r.p, s, cdev1, 4))).toBe('EINVAL');
     expect(pciDevice(r.k1, DSA1.bdf).outgoing).toBe(0);
     expect(iommuDeviceOf(r.k1, 0, DSA1.rid)?.preservedRecord).toBe(0);
+  });
+
+  it('a PCI core refusal after the IOMMU part (ENOSPC) fails the preserve and undoes the IOMMU device record', () => {
+    const r = rig();
+    const x = passthrough(r, 'dsa0');
+    const s = createSession(r.p, r.dev, 'vm0');
+    preserveFd(r.p, s, x.ram, 1);
+    preserveFd(r.p, s, x.ifd, 2);
+    // Fault injection: the PCI core has no slot left (v6's nr_devices == max_nr_devices).
+    const core = pciCoreOf(r.k1);
+    const seen: number[] = [];
+    core.preserve = () => {
+      seen.push(iommuDeviceOf(r.k1, 0, DSA0.rid)?.preservedRecord ?? -1);
+      throw new ErrnoError('ENOSPC', 'pci_liveupdate_preserve', 'no slot left');
+    };
+    expect(errnoOf(() => preserveFd(r.p, s, x.cdev, 3))).toBe('ENOSPC');
+    expect(seen).toHaveLength(1);
+    expect(seen[0]).toBeGreaterThan(0); // the IOMMU part ran first
+    expect(iommuDeviceOf(r.k1, 0, DSA0.rid)?.preservedRecord).toBe(0);
+    expect(pciDevice(r.k1, DSA0.bdf).outgoing).toBe(0);
   });
 
   it('a preserved device: iommu and PCI records both taken; closing the session gives both back', () => {
