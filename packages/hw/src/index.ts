@@ -17,7 +17,7 @@ export * as hvStatus from './hv/status.js';
 export { hvStatusName, HV_PARTITION_ID_SELF, type HvStatus } from './hv/status.js';
 export * from './pci/index.js';
 export {
-  DmaRemapping, dmarOf, VtdIommu, VTD_MGAW, vtdLayout, type DmaFault, type DmarState, type TranslateResult, type VtdConfig,
+  DmaRemapping, dmarOf, dmarRemapper, VtdIommu, VTD_MGAW, vtdLayout, type DmaFault, type DmarState, type TranslateResult, type VtdConfig,
 } from './iommu/index.js';
 // vCPUs: the model vCPU, its instruction set, and the caretaker CPU of OrphanVM.
 export {

@@ -1,4 +1,5 @@
 import { KEXEC_JUMP_NS, MachineClock } from './clock.js';
+import { dmarOf, type DmarState } from './iommu/dmar.js';
 import { PhysMemory, type MemoryState } from './memory.js';
 import { PfnRanges } from './ranges.js';
 import { PAGE_SIZE, parseSize } from './units.js';
@@ -46,6 +47,12 @@ export interface MachineHandle {
   readonly bootCount: number;
   /** The clock's reading (ns) when the handle was made. */
   readonly clockNs?: number;
+  /**
+   * The VT-d units and their registers (root-table address, translation enable): hardware state
+   * beside memory, so a kernel booted in another worker finds DMAR_RTADDR still pointing at the
+   * old root table. Fault logs stay with the sharing side.
+   */
+  readonly dmar?: DmarState;
 }
 
 export interface KexecTransition {
@@ -110,7 +117,11 @@ export class Machine {
   }
 
   share(): MachineHandle {
-    return { memory: this.memory.exportState(), numaNodes: this.numaNodes, bootParams: this.params, bootCount: this.boots, clockNs: this.clock.now };
+    const dmar = dmarOf(this).exportState();
+    return {
+      memory: this.memory.exportState(), numaNodes: this.numaNodes, bootParams: this.params, bootCount: this.boots, clockNs: this.clock.now,
+      ...(dmar.length > 0 ? { dmar } : {}),
+    };
   }
 }
 
@@ -129,5 +140,7 @@ export function createMachine(config: MachineConfig): Machine {
 
 /** Map a machine shared by another worker: same memory bytes, same boot parameters. */
 export function attachMachine(handle: MachineHandle): Machine {
-  return new Machine(new PhysMemory(handle.memory.size, handle.memory), handle.numaNodes, handle.bootParams, handle.bootCount, handle.clockNs ?? 0);
+  const m = new Machine(new PhysMemory(handle.memory.size, handle.memory), handle.numaNodes, handle.bootParams, handle.bootCount, handle.clockNs ?? 0);
+  if (handle.dmar) dmarOf(m).importState(handle.dmar);
+  return m;
 }

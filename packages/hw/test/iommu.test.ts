@@ -1,5 +1,8 @@
 import { describe, it, expect } from 'vitest';
-import { PAGE_SIZE, PfnRanges, attachMachine, createMachine, dmarOf, vtdLayout, type Machine, type VtdIommu } from '../src/index.js';
+import {
+  DMA_FAULT_NO_CONTEXT, DMA_FAULT_NOT_PRESENT, DMA_FAULT_PERMISSION, PAGE_SIZE, PfnRanges, attachMachine, attachPci, createMachine, dmarOf, dmarRemapper, vtdLayout,
+  type Machine, type VtdIommu,
+} from '../src/index.js';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -109,13 +112,13 @@ describe('VT-d translation walks the tables in memory', () => {
 describe('a failed walk faults with the IOVA, the source ID and the reason, and writes nothing', () => {
   it('root entry not present: reason 1', () => {
     const f = fixture();
-    expect(dmarOf(f.m).translate(0, 0x0218, 0x1000, true)).toEqual({ ok: false, reason: 'root entry not present (bus 2)' });
+    expect(dmarOf(f.m).translate(0, 0x0218, 0x1000, true)).toEqual({ ok: false, reason: 'root entry not present (bus 2)', code: FaultReason.ROOT_NOT_PRESENT });
     expect(f.unit.faults.map((x) => [x.iova, x.sourceId, x.reason, x.write])).toEqual([[0x1000, 0x0218, FaultReason.ROOT_NOT_PRESENT, true]]);
   });
 
   it('context entry not present: reason 2', () => {
     const f = fixture();
-    expect(dmarOf(f.m).translate(0, 0x20, 0x1000, false)).toEqual({ ok: false, reason: 'context entry not present (devfn 4.0)' });
+    expect(dmarOf(f.m).translate(0, 0x20, 0x1000, false)).toEqual({ ok: false, reason: 'context entry not present (devfn 4.0)', code: FaultReason.CONTEXT_NOT_PRESENT });
     expect(f.unit.faults[0]).toMatchObject({ iova: 0x1000, sourceId: 0x20, reason: FaultReason.CONTEXT_NOT_PRESENT });
   });
 
@@ -139,7 +142,7 @@ describe('a failed walk faults with the IOVA, the source ID and the reason, and 
 
   it('an IOVA beyond the 48-bit width of a 4-level context faults with reason 4', () => {
     const f = fixture();
-    expect(dmarOf(f.m).translate(0, 0x18, 2 ** 48, true)).toEqual({ ok: false, reason: 'address beyond the address width (48-bit)' });
+    expect(dmarOf(f.m).translate(0, 0x18, 2 ** 48, true)).toEqual({ ok: false, reason: 'address beyond the address width (48-bit)', code: FaultReason.ADDRESS_BEYOND_AW });
   });
 
   it('a DMA spanning a mapped and an unmapped page writes neither page', () => {
@@ -221,10 +224,54 @@ describe('the platform description crosses to another mapping of the machine', (
   it('exportState/importState carry the units and their root-table registers: the copy translates the same way', () => {
     const f = fixture();
     map(f, 0x5000, 0x9000_0000, 1);
-    const copy = attachMachine(f.m.share());
-    dmarOf(copy).importState(structuredClone(dmarOf(f.m).exportState()));
+    // The machine handle carries the units (MachineHandle.dmar): attaching re-creates them.
+    const copy = attachMachine(structuredClone(f.m.share()));
     expect(dmarOf(copy).exportState()).toEqual([{ segment: 0, regBase: REG, buses: [0, 255], rootTable: f.root, enabled: true }]);
     expect(dmarOf(copy).translate(0, 0x18, 0x5008, true)).toEqual({ ok: true, phys: 0x9000_0008, bytes: PAGE_SIZE - 8 });
     expect(() => dmarOf(copy).importState([])).toThrow(RangeError);
+  });
+});
+
+describe('the VT-d units as the PCI host\'s DMA remapper (dmarRemapper)', () => {
+  it('translates a mapped IOVA and classes faults: no context, not present, read-only; each fault is in the unit log', () => {
+    const f = fixture();
+    map(f, 0x5000, 0x9000_0000, 1);
+    map(f, 0x6000, 0x9100_0000, 1, SL_PTE_READ);
+    const r = dmarRemapper(dmarOf(f.m));
+    expect(r.name).toBe('vt-d');
+    expect(r.translate(0, 0x18, 0x5010, 8, true)).toBe(0x9000_0010);
+    expect(r.translate(0, 0x20, 0x5010, 8, true)).toBe(DMA_FAULT_NO_CONTEXT);
+    expect(r.translate(0, 0x18, 0x7000, 8, true)).toBe(DMA_FAULT_NOT_PRESENT);
+    expect(r.translate(0, 0x18, 0x6000, 8, true)).toBe(DMA_FAULT_PERMISSION);
+    expect(r.translate(0, 0x18, 0x6000, 8, false)).toBe(0x9100_0000);
+    expect(f.unit.faults.map((x) => [x.sourceId, x.iova, x.reason])).toEqual([
+      [0x20, 0x5010, FaultReason.CONTEXT_NOT_PRESENT], [0x18, 0x7000, FaultReason.WRITE_NOT_PERMITTED], [0x18, 0x6000, FaultReason.WRITE_NOT_PERMITTED],
+    ]);
+  });
+
+  it('an access running into the next page needs it physically contiguous, else it is dropped', () => {
+    const f = fixture();
+    map(f, 0x5000, 0x9000_0000, 1);
+    map(f, 0x6000, 0x9000_1000, 1);
+    map(f, 0x7000, 0x9200_0000, 1);
+    const r = dmarRemapper(dmarOf(f.m));
+    expect(r.translate(0, 0x18, 0x5ff8, 16, true)).toBe(0x9000_0ff8);
+    expect(r.translate(0, 0x18, 0x6ff8, 16, true)).toBe(DMA_FAULT_NOT_PRESENT);
+  });
+
+  it('a PCI host routes every DMA through the units, whether they were added before or after it', () => {
+    const m = createMachine({ memory: '1GiB' });
+    const host = attachPci(m, { segments: [{ domain: 0, devices: [{ kind: 'root-port', name: 'rp0', slot: 1, children: [{ kind: 'endpoint', name: 'dsa0', slot: 0, model: 'dsa' }] }] }] });
+    expect(host.dma.remapper.name).toBe('vt-d');
+    // No unit yet: untranslated (noiommu).
+    expect(host.dma.writeU64(0, 0x0100, 0x10_0000, 7)).toBe(0x10_0000);
+    const unit = dmarOf(m).addUnit({ segment: 0, regBase: REG });
+    unit.setRootTablePointer(0x20_0000);
+    unit.setTranslationEnabled(true);
+    // The root table is empty: the write is dropped and logged in the unit and in the port.
+    expect(host.dma.writeU64(0, 0x0100, 0x10_0008, 9)).toBe(-1);
+    expect(m.memory.readU64Number(0x10_0008)).toBe(0);
+    expect(unit.faults.map((x) => [x.sourceId, x.iova, x.reason])).toEqual([[0x0100, 0x10_0008, FaultReason.ROOT_NOT_PRESENT]]);
+    expect(host.dma.faults).toEqual([{ segment: 0, requesterId: 0x0100, iova: 0x10_0008, write: true, code: DMA_FAULT_NO_CONTEXT }]);
   });
 });

@@ -14,6 +14,7 @@ import { iommuInit } from './init.js';
 import { coreOf } from './state.js';
 import type { FlbOut } from './flb-arrays.js';
 import { iommuTools } from './tools.js';
+import { registerVfioBinding } from './vfio-binding.js';
 import { PLUGIN_VERSION } from './version.js';
 
 export interface IommuPluginOptions {
@@ -39,7 +40,9 @@ export default function iommu(options: IommuPluginOptions = {}): Plugin {
     sdk: '^0.1.0',
     handlers: [handler],
     flbs: [{ flb: iommuFlb(variant), handlers: [IOMMUFD_FAMILY] }],
-    init(_kernel, hooks) {
+    init(kernel, hooks) {
+      // vfio-pci's cdev binds, attaches and preserves through this plugin (plugin-pci's public API).
+      registerVfioBinding(kernel);
       hooks.boot.iommuInit.tap((k) => { iommuInit(k, variant, { failRetrieveAlloc: options.failFlbRetrieveAlloc ?? false }); });
       hooks.shutdown.syscoreShutdown.tap((k) => coreOf(k).shutdown());
     },
@@ -61,6 +64,7 @@ export {
   type IommuDevice, type IommuDeviceInfo, type PreservedDeviceTokens,
 } from './device-api.js';
 export { isIommufd } from './iommufd/ctx.js';
+export { vfioBinding } from './vfio-binding.js';
 export { FLB_PANIC } from './flb-incoming.js';
 export * as iommuAbi from './abi/iommu.js';
 export * as iommufdAbi from './abi/iommufd.js';

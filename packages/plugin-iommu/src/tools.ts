@@ -12,6 +12,7 @@ import {
 import { iommufdAreaSer, iommufdAreasSer, iommufdHwptSer, iommufdSer, iommufdV1Size } from './abi/iommufd.js';
 import { hex, isPage, readable, walkList, walkRoot, walkTables } from './tools/walk.js';
 import { iommufdKind } from './tools/iommufd-kind.js';
+import { passthroughScenario } from './tools/scenario.js';
 
 const num = (v: bigint): number => (v > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : Number(v));
 
@@ -158,4 +159,7 @@ export const iommuTools: PluginTools = {
   objects: [iommufdKind as unknown as NonNullable<PluginTools['objects']>[number]],
   decoders: [decodeFlb('iommu-liveupdate'), decodeFlb('iommu-liveupdate-v1'), iommufdDecoder],
   sections: [iommuSection as unknown as NonNullable<PluginTools['sections']>[number]],
+  scenarios: [passthroughScenario],
 };
+
+export { iommuSection };

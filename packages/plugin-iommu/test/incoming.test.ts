@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { KernelPanic, PAGE_SIZE } from '@liveupdate/sdk';
-import { liveUpdate } from '@liveupdate/sdk/testing';
+import { liveUpdate, type LiveUpdateScenario } from '@liveupdate/sdk/testing';
 import { createMachine, dmarOf } from '@liveupdate/hw';
 import memfd from '@liveupdate/plugin-memfd';
 import iommu, { FLB_PANIC } from '../src/index.js';
@@ -86,7 +86,10 @@ describe('one page-table page left unpreserved on purpose', () => {
     let lostPfn = 0;
     let residentAfterJump = 0;
     let guestPhys = 0;
-    const result = liveUpdate({ from: { plugins, release: '7.1.0', cmdline: CMDLINE }, to: { plugins, release: '7.2.0', cmdline: CMDLINE } }, {
+    // The harness must report the update failed: declared, so the harness (which by default
+    // accepts only 'updated') classifies instead of throwing.
+    const scenario: LiveUpdateScenario<null> & { readonly expect?: 'refused-incoming' } = {
+      expect: 'refused-incoming',
       machine,
       before(k, t) {
         const p = t.spawn(k, 'vmm');
@@ -108,7 +111,8 @@ describe('one page-table page left unpreserved on purpose', () => {
         expect(m.memory.read(guestPhys, 32)).toEqual(new Uint8Array(32).fill(0x11));
       },
       after() { /* not reached */ },
-    });
+    };
+    const result = liveUpdate({ from: { plugins, release: '7.1.0', cmdline: CMDLINE }, to: { plugins, release: '7.2.0', cmdline: CMDLINE } }, scenario);
     expect(result.outcome.kind).toBe('refused-incoming');
     expect(result.outcome.kind === 'refused-incoming' ? result.outcome.reason : '').toBe(
       `iommu: Failed to restore the domain of ${DEV_A.name}: level 1 table 0x${(lostPfn * PAGE_SIZE).toString(16)} was not preserved`);

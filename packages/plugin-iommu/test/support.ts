@@ -256,7 +256,7 @@ function blockEntries(m: Machine, head: number, entrySize: number): number[] {
   return out;
 }
 
-function luoSer(w: World): ReturnType<typeof abi.luo.luoSer.decode> {
+function luoSer(w: Pick<World, 'machine' | 'k1'>): ReturnType<typeof abi.luo.luoSer.decode> {
   const luo = w.k1.khoOut?.subtreeList.find((s) => s.name === 'LUO');
   if (!luo) throw new Error('no LUO subtree in the handover');
   return abi.luo.luoSer.decode(w.machine.memory.read(luo.phys, abi.luo.luoSer.size));
@@ -273,7 +273,7 @@ export function handedOverFlbs(w: World): Array<{ name: string; data: bigint; co
 }
 
 /** The preserved files of the handover (compatible, data, token), from bytes. */
-export function handedOverFiles(w: World): Array<{ compatible: string; data: bigint; token: bigint }> {
+export function handedOverFiles(w: Pick<World, 'machine' | 'k1'>): Array<{ compatible: string; data: bigint; token: bigint }> {
   const { luoSessionSer, luoFileSer } = abi.luo;
   const files: Array<{ compatible: string; data: bigint; token: bigint }> = [];
   for (const sp of blockEntries(w.machine, Number(luoSer(w).sessions_pa), luoSessionSer.size)) {

@@ -153,6 +153,7 @@ export {
   MFD_CLOEXEC, MFD_ALLOW_SEALING, MFD_HUGETLB, MFD_NOEXEC_SEAL, MFD_EXEC, MFD_HUGE_2MB, MFD_HUGE_1GB, MFD_NAME_MAX_LEN,
   F_ADD_SEALS, F_GET_SEALS, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,
 } from './memfd.js';
+export { memfdPagemap, memfdPinFolios, memfdPinRuns, memfdSeals, memfdSize, type PinnedFolios } from './pagemap.js';
 export { hugetlbPools, parseHugepages, type HugetlbPool } from './hugetlb-pool.js';
 export * as memfdAbi from './abi/memfd.js';
 export { PLUGIN_VERSION };

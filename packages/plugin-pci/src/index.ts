@@ -10,6 +10,7 @@ import { VFIO_FAMILY, VFIO_V1_VERSION, VFIO_V2_VERSION } from './abi/vfio.js';
 import { createPciCore, pciCoreOf, type PciAbi } from './pci-core.js';
 import { pciTools } from './tools.js';
 import { vfioHandler } from './vfio-handler.js';
+import { iommufdBindingOf, iommuViewOf } from './vfio.js';
 import { PLUGIN_VERSION } from './version.js';
 
 export interface PciPluginOptions {
@@ -72,6 +73,10 @@ export default function pci(options: PciPluginOptions = {}): Plugin {
       hooks.boot.pciEnumerate.tap((k) => {
         if (k.luo.enabled) core.readIncoming(k.luo.flbs.incomingList, readTable(abi, pciReads));
         core.enumerate();
+        // iommu_probe_device for every function found, before any driver binds (a preserved one
+        // is re-attached to its restored domain here); no IOMMU plugin → nothing to probe.
+        const iommu = iommufdBindingOf(k);
+        if (iommu) for (const d of core.devices) if (!d.removed) iommu.probe(iommuViewOf(d));
       });
       hooks.shutdown.reboot.tap(() => { core.frozen = true; });
       hooks.shutdown.deviceShutdown.tap(() => core.shutdown());
@@ -82,7 +87,8 @@ export default function pci(options: PciPluginOptions = {}): Plugin {
   const pciFormat: FormatSpec = { family: PCI_FAMILY, writes: [a.version], reads: pciReads, aliases: a.aliases, owner: base.name };
   return {
     ...base,
-    formats: [...(base.formats ?? []), pciFormat],
+    // vfio-pci records only make sense with the PCI FLB: negotiate `pci` whenever vfio-pci is in use.
+    formats: [...(base.formats ?? []).map((f) => (f.family === VFIO_FAMILY ? { ...f, dependsOn: [PCI_FAMILY] } : f)), pciFormat],
     manifest: { ...base.manifest, formats: [...base.manifest.formats, { family: PCI_FAMILY, writes: [a.version], reads: pciReads, aliases: { ...a.aliases } }] },
   };
 }
@@ -91,13 +97,13 @@ export { pci, PLUGIN_VERSION };
 export { PciCore, PciDev, pciCoreOf, type PciAbi } from './pci-core.js';
 export { FlatPciSer, BlockPciSer, readPciSerV6, readPciSerV7, type PciSerWriter, type PciDevRecord, type PciSerRead } from './pci-ser.js';
 export {
-  VfioDevice, VfioDeviceFile, registerIommufdBinding, vfioDevices, vfioMmapPortal, isVfioDeviceFile,
-  type IommufdBinding, type VfioPortal,
+  VfioDevice, VfioDeviceFile, registerIommufdBinding, iommufdBindingOf, vfioDevices, vfioMmapPortal, isVfioDeviceFile,
+  type IommufdBinding, type VfioIommuDevice, type VfioPortal,
 } from './vfio.js';
 export { readVfioRecord } from './vfio-handler.js';
 export {
   pciDevice, pciDevices, vfioBindDevice, pciBindDriver, pciEnableSriov, pciRemove,
-  vfioBindIommufd, vfioSetIrqs, vfioReset, vfioGroupGetDeviceFd, vfioConfigRead, vfioConfigWrite, vfioKeepRunning,
+  vfioBindIommufd, vfioAttachIommufdPt, vfioDetachIommufdPt, vfioSetIrqs, vfioReset, vfioGroupGetDeviceFd, vfioConfigRead, vfioConfigWrite, vfioKeepRunning,
 } from './syscalls.js';
 export * as pciAbi from './abi/pci.js';
 export * as vfioAbi from './abi/vfio.js';

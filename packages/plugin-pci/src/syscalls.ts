@@ -6,12 +6,12 @@
 import { chargeOp, ErrnoError, type Kernel, type Process } from '@liveupdate/sdk';
 import { parseBdf, pciRegs as R } from '@liveupdate/hw';
 import {
-  VFIO_DEVICE_BIND_IOMMUFD, VFIO_DEVICE_RESET, VFIO_DEVICE_SET_IRQS, VFIO_GROUP_GET_DEVICE_FD, VFIO_IRQ_SET_ACTION_TRIGGER,
-  VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE, VFIO_PCI_CONFIG_REGION_INDEX, vfioDeviceBindIommufd, vfioIrqSet, vfioRegionOffset,
+  VFIO_DEVICE_ATTACH_IOMMUFD_PT, VFIO_DEVICE_BIND_IOMMUFD, VFIO_DEVICE_DETACH_IOMMUFD_PT, VFIO_DEVICE_RESET, VFIO_DEVICE_SET_IRQS, VFIO_GROUP_GET_DEVICE_FD, VFIO_IRQ_SET_ACTION_TRIGGER,
+  VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE, VFIO_PCI_CONFIG_REGION_INDEX, vfioDeviceAttachIommufdPt, vfioDeviceBindIommufd, vfioDeviceDetachIommufdPt, vfioIrqSet, vfioRegionOffset,
 } from './abi/vfio.js';
 import { pciCoreOf, type PciDev } from './pci-core.js';
 import { setKeepRunning } from './vfio-handler.js';
-import { vfioFileOf, vfioPciBind, type VfioDevice } from './vfio.js';
+import { iommufdBindingOf, iommuViewOf, vfioFileOf, vfioPciBind, type VfioDevice } from './vfio.js';
 
 /** A PCI device of this kernel by BDF string ("0000:03:00.0") or hardware name ("dsa0"). */
 export function pciDevice(kernel: Kernel, id: string): PciDev {
@@ -54,7 +54,11 @@ export function pciEnableSriov(kernel: Kernel, id: string, numVfs: number): read
   if (!s) throw new ErrnoError('EINVAL', 'sriov_numvfs', `${pf.name} has no SR-IOV capability`);
   pf.hw.config.write(s + R.PCI_SRIOV_NUM_VF, 2, numVfs);
   pf.hw.config.write(s + R.PCI_SRIOV_CTRL, 2, numVfs > 0 ? R.PCI_SRIOV_CTRL_VFE | R.PCI_SRIOV_CTRL_MSE : 0);
-  return pciCoreOf(kernel).addVirtfns(pf);
+  const vfs = pciCoreOf(kernel).addVirtfns(pf);
+  // pci_device_add of each VF probes it with the IOMMU like any function.
+  const iommu = iommufdBindingOf(kernel);
+  if (iommu) for (const vf of vfs) iommu.probe(iommuViewOf(vf));
+  return vfs;
 }
 
 /** echo 1 > remove. */
@@ -69,6 +73,16 @@ export function vfioBindIommufd(p: Process, fd: number, iommufd = -1): number {
   const arg = vfioDeviceBindIommufd.encode({ argsz: vfioDeviceBindIommufd.size, flags: 0, iommufd, out_devid: 0 });
   p.ioctl(fd, VFIO_DEVICE_BIND_IOMMUFD, arg);
   return vfioDeviceBindIommufd.read(arg, 'out_devid');
+}
+
+/** VFIO_DEVICE_ATTACH_IOMMUFD_PT to an IOAS or HWPT id. */
+export function vfioAttachIommufdPt(p: Process, fd: number, ptId: number): void {
+  p.ioctl(fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, vfioDeviceAttachIommufdPt.encode({ argsz: vfioDeviceAttachIommufdPt.size, flags: 0, pt_id: ptId, pasid: 0 }));
+}
+
+/** VFIO_DEVICE_DETACH_IOMMUFD_PT. */
+export function vfioDetachIommufdPt(p: Process, fd: number): void {
+  p.ioctl(fd, VFIO_DEVICE_DETACH_IOMMUFD_PT, vfioDeviceDetachIommufdPt.encode({ argsz: vfioDeviceDetachIommufdPt.size, flags: 0, pasid: 0 }));
 }
 
 /** VFIO_DEVICE_SET_IRQS for one index: count > 0 enables (eventfds), 0 disables. */

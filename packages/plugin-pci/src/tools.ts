@@ -12,6 +12,7 @@ import {
   attachPci, bareMetalRig, DSA_OPCODE_SEQWRITE, formatBdf, pciHostOf, pciRegs as R, type PciHost, type PciTopologySpec,
 } from '@liveupdate/hw';
 import type { PhysMemory } from '@liveupdate/hw';
+import { memfdPagemap } from '@liveupdate/plugin-memfd';
 import { PCI_V6_COMPATIBLE, PCI_V7_COMPATIBLE } from './abi/pci.js';
 import { VFIO_FAMILY, VFIO_PCI_SER_DMA_RUNNING, vfioPciCoreDeviceSer, vfioPciCoreDeviceSerV2 } from './abi/vfio.js';
 import { readPciSerV6, readPciSerV7, type PciSerRead } from './pci-ser.js';
@@ -82,6 +83,17 @@ const pciSection = defineSection<PciSectionSpec, PciSectionState>({
   after(ctx, _spec, state) {
     const checks: ObjectCheck[] = [];
     const mem = ctx.machine.memory;
+    // Per physical slot, the values written at the latest time by any sequence writer (ties keep all).
+    const lastWrites = new Map<number, { t: number; values: number[] }>();
+    for (const e of [...state.continuous.keys(), ...state.stopped].map((n) => state.host.engine(n))) {
+      for (let i = 0; i < e.log.count; i++) {
+        const phys = e.log.phys[i] as number;
+        const t = e.log.timeNs[i] as number;
+        const have = lastWrites.get(phys);
+        if (!have || t > have.t) lastWrites.set(phys, { t, values: [e.log.seq[i] as number] });
+        else if (t === have.t) have.values.push(e.log.seq[i] as number);
+      }
+    }
     for (const [name, c] of state.continuous) {
       const { log } = state.host.engine(name);
       const problems: string[] = [];
@@ -92,6 +104,15 @@ const pciSection = defineSection<PciSectionSpec, PciSectionState>({
         if (mem.pageKind(Math.floor((log.phys[i] as number) / PAGE_SIZE)) === 'poison') poisoned++;
       }
       const after = log.count - log.firstAtOrAfter(state.kexecAtNs);
+      // The reference model: every slot holds the last value any engine wrote there.
+      let wrong = 0;
+      const slots = new Set<number>();
+      for (let i = 0; i < log.count; i++) slots.add(log.phys[i] as number);
+      for (const phys of slots) {
+        const want = lastWrites.get(phys);
+        if (want && mem.pageKind(Math.floor(phys / PAGE_SIZE)) !== 'poison' && !want.values.includes(mem.readU64Number(phys))) wrong++;
+      }
+      if (wrong) problems.push(`${name}: ${wrong} of ${slots.size} slots do not hold the last value written there`);
       if (gaps) problems.push(`${name}: ${gaps} writes out of sequence`);
       if (poisoned) problems.push(`${name}: ${poisoned} writes landed in scrubbed (poisoned) pages`);
       if (after === 0) problems.push(`${name}: no DMA after the kexec`);
@@ -115,8 +136,17 @@ export interface VfioDeviceSpec {
   readonly device: string;
   /** 'reset': the posted phase 1; 'continuous': DMA keeps running (vfio-pci 2.x). */
   readonly mode?: 'reset' | 'continuous';
-  /** A sequence-writing DMA into the memfd of this session with token `ram`. */
-  readonly dma?: { readonly ram: number; readonly pages: number; readonly offsetPages?: number; readonly startSeq?: number };
+  /**
+   * Token of an 'iommufd' object (plugin-iommu) earlier in this session that bound and attached
+   * this device's cdev: the device is then preserved after it and DMA goes through the IOMMU.
+   * Without it the cdev is bound noiommu.
+   */
+  readonly iommufd?: number;
+  /**
+   * A sequence-writing DMA into the memfd of this session with token `ram`. With `iova` (an
+   * iommufd device) the ring is at iova + page × 4 KiB, else at the memfd pages' physical addresses.
+   */
+  readonly dma?: { readonly ram: number; readonly pages: number; readonly offsetPages?: number; readonly startSeq?: number; readonly iova?: number };
   readonly [field: string]: unknown;
 }
 
@@ -126,14 +156,9 @@ export interface VfioDeviceExpect {
   readonly mode: 'reset' | 'continuous';
 }
 
-/**
- * The physical address behind a memfd offset, as a noiommu VMM reads it from
- * /proc/self/pagemap. plugin-memfd exports no pagemap yet; this reads its page cache through the
- * inode owner's `cache.get(index)` and fails clearly when the file is not such a memfd.
- */
+/** The physical address behind a memfd offset, as a noiommu VMM reads it from /proc/self/pagemap. */
 function pagemap(p: Process, fd: number, offset: number): number {
-  const owner = p.file(fd, 'pagemap').inode.owner as { cache?: { get?(index: number): number } } | undefined;
-  const pfn = owner?.cache?.get?.(Math.floor(offset / PAGE_SIZE)) ?? -1;
+  const pfn = memfdPagemap(p.file(fd, 'pagemap'), offset);
   if (pfn < 0) throw new Error(`pagemap: fd ${fd} offset ${offset} has no resident page`);
   return pfn * PAGE_SIZE + (offset % PAGE_SIZE);
 }
@@ -150,15 +175,24 @@ const vfioDevice = defineObjectKind<VfioDeviceSpec, VfioDeviceExpect>({
   properties: {
     device: { type: 'string', minLength: 1 },
     mode: { type: 'string', enum: ['reset', 'continuous'] },
-    dma: { type: 'object', required: ['ram', 'pages'], properties: { ram: { type: 'integer', minimum: 0 }, pages: { type: 'integer', minimum: 1 }, offsetPages: { type: 'integer', minimum: 0 }, startSeq: { type: 'integer', minimum: 0 } } },
+    iommufd: { type: 'integer', minimum: 0 },
+    dma: { type: 'object', required: ['ram', 'pages'], properties: { ram: { type: 'integer', minimum: 0 }, pages: { type: 'integer', minimum: 1 }, offsetPages: { type: 'integer', minimum: 0 }, startSeq: { type: 'integer', minimum: 0 }, iova: { type: 'integer', minimum: 0, multipleOf: 4096 } } },
   },
   required: ['device'],
   cmdline: () => 'vfio.enable_unsafe_noiommu_mode=1',
   create(ctx, spec) {
     const mode = spec.mode ?? 'reset';
     const vdev = vfioBindDevice(ctx.kernel, spec.device);
-    const fd = ctx.vmm.open(vdev.cdevPath);
-    vfioBindIommufd(ctx.vmm, fd, -1);
+    let fd: number;
+    if (spec.iommufd !== undefined) {
+      // The iommufd object opened, bound and attached this cdev before preserving the iommufd.
+      const cdev = (ctx.peer(spec.iommufd) as { readonly cdev?: { readonly device: string; readonly fd: number } } | undefined)?.cdev;
+      if (!cdev || cdev.device !== vdev.pdev.name) throw new Error(`vfio-device: iommufd object ${spec.iommufd} did not attach ${vdev.pdev.name}`);
+      fd = cdev.fd;
+    } else {
+      fd = ctx.vmm.open(vdev.cdevPath);
+      vfioBindIommufd(ctx.vmm, fd, -1);
+    }
     vfioConfigWrite(ctx.vmm, fd, R.PCI_COMMAND, 2, R.PCI_COMMAND_MEMORY | R.PCI_COMMAND_MASTER);
     const state = ctx.section('pci') as PciSectionState | undefined;
     const engineName = vdev.pdev.hw.name;
@@ -167,7 +201,10 @@ const vfioDevice = defineObjectKind<VfioDeviceSpec, VfioDeviceExpect>({
       if (!host) throw new Error('vfio-device: the scenario has no pci section');
       const ramFd = fdOfPeer(ctx, spec.dma.ram);
       const first = spec.dma.offsetPages ?? 0;
-      const ring = Array.from({ length: spec.dma.pages }, (_, i) => ({ iova: pagemap(ctx.vmm, ramFd, (first + i) * PAGE_SIZE), length: PAGE_SIZE }));
+      const base = spec.dma.iova;
+      const ring = Array.from({ length: spec.dma.pages }, (_, i) => ({
+        iova: base !== undefined ? base + (first + i) * PAGE_SIZE : pagemap(ctx.vmm, ramFd, (first + i) * PAGE_SIZE), length: PAGE_SIZE,
+      }));
       const startSeq = spec.dma.startSeq ?? 1;
       vfioMmapPortal(ctx.vmm, fd, host.engine(engineName)).submit({ opcode: DSA_OPCODE_SEQWRITE, ring, startSeq, count: Infinity });
       if (mode === 'continuous') state?.continuous.set(engineName, { startSeq, ramToken: spec.dma.ram, session: ctx.session });
@@ -181,8 +218,15 @@ const vfioDevice = defineObjectKind<VfioDeviceSpec, VfioDeviceExpect>({
   restore(ctx, spec, expect) {
     vfioBindDevice(ctx.kernel, expect.bdf);
     const fd = ctx.retrieve(spec.token);
-    vfioBindIommufd(ctx.vmm, fd, -1);
     const problems: string[] = [];
+    if (spec.iommufd !== undefined) {
+      // As posted (iommufd-v1) the iommufd is not retrievable (fd -1): the cdev stays unbound.
+      const ifd = (ctx.peer(spec.iommufd) as { readonly fd?: number } | undefined)?.fd ?? -1;
+      if (ifd >= 0) vfioBindIommufd(ctx.vmm, fd, ifd);
+      else ctx.note(`${expect.bdf}: its iommufd was not retrieved; the cdev stays unbound`);
+    } else {
+      vfioBindIommufd(ctx.vmm, fd, -1);
+    }
     const dev = pciDevice(ctx.kernel, expect.bdf);
     if (dev.hw.name !== expect.engine) problems.push(`${expect.bdf} is ${dev.hw.name} in the new kernel, was ${expect.engine}`);
     const cmd = vfioConfigRead(ctx.vmm, fd, R.PCI_COMMAND, 2);

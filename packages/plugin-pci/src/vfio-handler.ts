@@ -11,10 +11,16 @@ import {
   VFIO_ALIASES, VFIO_FAMILY, VFIO_PCI_SER_DMA_RUNNING, VFIO_PCI_SER_FLAGS_KNOWN, vfioPciCoreDeviceSer, vfioPciCoreDeviceSerV2,
 } from './abi/vfio.js';
 import { pciCoreOf } from './pci-core.js';
-import { isVfioDeviceFile, vfioDevices, vfioFileOf, vfioRetrievedFile, type VfioDeviceFile } from './vfio.js';
+import { iommufdBindingOf, isVfioDeviceFile, vfioDevices, vfioFileOf, vfioRetrievedFile, type VfioDeviceFile } from './vfio.js';
 
 export interface VfioPreservation {
   readonly vf: VfioDeviceFile;
+  /**
+   * The iommufd's session token returned by the IOMMU preserve (null: noiommu). The posted
+   * record stays {domain, bdf}: the token is kept here, and the next kernel finds the device's
+   * domain through the IOMMU FLB's device record, keyed by segment and requester ID.
+   */
+  readonly iommufdToken: bigint | null;
 }
 
 const major = (v: string): number => Number(v.split('.')[0]);
@@ -58,23 +64,36 @@ export function vfioHandler(writes: readonly string[], reads: string): FileHandl
       const why = unpreservable(vf);
       if (why) throw new ErrnoError('EINVAL', 'preserve', why);
       const kernel = ctx.kernel;
-      // The PCI core first; its error is the preserve's error.
-      pciCoreOf(kernel).preserve(vf.vdev.pdev);
+      // The IOMMU first (iommufd token, attached to a marked HWPT, iommu_preserve_device), then the PCI core.
+      const binding = iommufdBindingOf(kernel);
+      const ictx = vf.iommufd;
+      const iommufdToken = ictx && binding ? binding.preserve(ctx.session, ictx, vf.devid) : null;
+      const undoIommu = (): void => { if (ictx && binding && iommufdToken !== null) binding.unpreserve(ictx, vf.devid); };
+      try {
+        // The PCI core's error is the preserve's error.
+        pciCoreOf(kernel).preserve(vf.vdev.pdev);
+      } catch (e) {
+        undoIommu();
+        throw e;
+      }
       let phys: number;
       try {
         phys = (kernel.khoOut as NonNullable<Kernel['khoOut']>).allocPreserve(vfioPciCoreDeviceSerV2.size);
       } catch (e) {
         pciCoreOf(kernel).unpreserve(vf.vdev.pdev);
+        undoIommu();
         throw e;
       }
       writeRecord(kernel, phys, ctx.version, vf, 0);
       ctx.data = BigInt(phys);
-      ctx.state = { vf };
+      ctx.state = { vf, iommufdToken };
     },
     unpreserve(ctx) {
       const st = ctx.state;
       if (!st) return;
       pciCoreOf(ctx.kernel).unpreserve(st.vf.vdev.pdev);
+      const binding = iommufdBindingOf(ctx.kernel);
+      if (st.iommufdToken !== null && st.vf.iommufd && binding) binding.unpreserve(st.vf.iommufd, st.vf.devid);
       ctx.kernel.khoOut?.unpreserveFree(Number(ctx.data));
     },
     freeze(ctx) { freezeDevice(ctx); },
@@ -85,7 +104,7 @@ export function vfioHandler(writes: readonly string[], reads: string): FileHandl
       if (!vdev) throw new ErrnoError('ENODEV', 'retrieve', `no vfio-pci device ${rec.domain.toString(16).padStart(4, '0')}:${(rec.bdf >> 8).toString(16).padStart(2, '0')}:${((rec.bdf >> 3) & 31).toString(16).padStart(2, '0')}.${rec.bdf & 7}`);
       const file = vfioRetrievedFile(ctx.kernel, vdev);
       ctx.file = file;
-      ctx.state = { vf: vfioFileOf(file, 'retrieve') };
+      ctx.state = { vf: vfioFileOf(file, 'retrieve'), iommufdToken: null };
     },
     // FINISH waits until the VMM retrieved the device and bound it to an iommufd.
     canFinish: (ctx) => ctx.retrieveStatus === 1 && ctx.state?.vf.bound === true,

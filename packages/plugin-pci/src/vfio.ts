@@ -5,22 +5,51 @@
  * everything. The iommufd side is an interface another plugin provides (the IOMMU plugin);
  * without one, only noiommu binds (iommufd = -1 with vfio.enable_unsafe_noiommu_mode=1) work.
  */
-import { chargeOp, ErrnoError, Inode, KFile, type FileOperations, type Kernel, type Process } from '@liveupdate/sdk';
+import { chargeOp, ErrnoError, Inode, KFile, type FileOperations, type Kernel, type LuoSessionRef, type Process } from '@liveupdate/sdk';
 import { pciRegs as R, type DsaDescriptor } from '@liveupdate/hw';
 import {
-  VFIO_API_VERSION, VFIO_DEVICE_BIND_IOMMUFD, VFIO_DEVICE_GET_INFO, VFIO_DEVICE_RESET, VFIO_DEVICE_SET_IRQS, VFIO_GET_API_VERSION,
+  VFIO_API_VERSION, VFIO_DEVICE_ATTACH_IOMMUFD_PT, VFIO_DEVICE_BIND_IOMMUFD, VFIO_DEVICE_DETACH_IOMMUFD_PT, VFIO_DEVICE_GET_INFO, VFIO_DEVICE_RESET, VFIO_DEVICE_SET_IRQS, VFIO_GET_API_VERSION,
   VFIO_GROUP_GET_DEVICE_FD, VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE,
   VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_INTX_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_OFFSET_SHIFT,
-  vfioDeviceBindIommufd, vfioIrqSet, vfioRegionOffset,
+  vfioDeviceAttachIommufdPt, vfioDeviceBindIommufd, vfioDeviceDetachIommufdPt, vfioIrqSet, vfioRegionOffset,
 } from './abi/vfio.js';
 import type { PciDev } from './pci-core.js';
 
-/** What binding a VFIO device to an iommufd needs; the IOMMU plugin provides it. */
+/** The device as the IOMMU side sees it: PCI segment (domain), BDF, and its requester ID. */
+export interface VfioIommuDevice {
+  readonly domain: number;
+  readonly bdf: number;
+  readonly requesterId: number;
+  /** pci_name(), e.g. "0000:03:00.0". */
+  readonly name: string;
+}
+
+/**
+ * What VFIO needs from an iommufd implementation (drivers/vfio/iommufd.c and the VFIO series'
+ * liveupdate calls). The IOMMU plugin registers one per kernel with registerIommufdBinding;
+ * plugin-pci never imports it. Every call throws ErrnoError with the kernel's errno.
+ */
 export interface IommufdBinding {
   /** Whether `file` is an iommufd (/dev/iommu) file. */
   isIommufd(file: KFile): boolean;
-  /** Attach the device; returns the iommufd device id (out_devid). Throws ErrnoError. */
-  bind(file: KFile, device: { readonly domain: number; readonly bdf: number; readonly requesterId: number }): number;
+  /** iommu_probe_device when PCI enumeration adds a function (before any driver binds). */
+  probe(device: VfioIommuDevice): void;
+  /** VFIO_DEVICE_BIND_IOMMUFD (iommufd_device_bind): returns the devid (out_devid). */
+  bind(file: KFile, device: VfioIommuDevice, owner: unknown): number;
+  /** VFIO_DEVICE_ATTACH_IOMMUFD_PT. */
+  attach(file: KFile, devid: number, ptId: number): void;
+  /** VFIO_DEVICE_DETACH_IOMMUFD_PT. */
+  detach(file: KFile, devid: number): void;
+  /** Closing the cdev (iommufd_device_unbind). */
+  unbind(file: KFile, devid: number): void;
+  /**
+   * The IOMMU part of the cdev's live update preserve, in the series' order: the iommufd's
+   * outgoing token in `session` (ENOENT), the device attached (ENOENT) to a marked HWPT (EINVAL),
+   * then iommu_preserve_device. Returns the iommufd's token.
+   */
+  preserve(session: LuoSessionRef, file: KFile, devid: number): bigint;
+  /** iommu_unpreserve_device. */
+  unpreserve(file: KFile, devid: number): void;
 }
 
 /** A device bound to vfio-pci in one kernel. */
@@ -37,6 +66,8 @@ export class VfioDeviceFile {
   /** VFIO_DEVICE_BIND_IOMMUFD done (cdev) or implied by the container (group API). */
   bound: boolean;
   devid = 0;
+  /** The iommufd this cdev is bound to (a reference held until release), null for noiommu. */
+  iommufd: KFile | null = null;
   frozen = false;
   /** BAR mappings zapped at freeze: a later access faults. */
   zapped = false;
@@ -72,9 +103,19 @@ function stateOf(kernel: Kernel): VfioState {
   return s;
 }
 
-/** Let another plugin (the IOMMU plugin) provide VFIO_DEVICE_BIND_IOMMUFD's iommufd side. */
+/** Let another plugin (the IOMMU plugin) provide the iommufd side of the VFIO cdev. */
 export function registerIommufdBinding(kernel: Kernel, binding: IommufdBinding): void {
   stateOf(kernel).iommufd = binding;
+}
+
+/** The binding registered in `kernel`, if any. */
+export function iommufdBindingOf(kernel: Kernel): IommufdBinding | null {
+  return states.get(kernel)?.iommufd ?? null;
+}
+
+/** The IOMMU's view of a PCI function. */
+export function iommuViewOf(pdev: PciDev): VfioIommuDevice {
+  return { domain: pdev.domain, bdf: pdev.bdf, requesterId: pdev.hw.requesterId, name: pdev.name };
 }
 
 export function vfioDevices(kernel: Kernel): readonly VfioDevice[] { return stateOf(kernel).devices; }
@@ -154,11 +195,33 @@ const deviceOps: FileOperations = {
           const ictx = proc.fget(a.iommufd, 'VFIO_DEVICE_BIND_IOMMUFD');
           try {
             if (!s.iommufd || !s.iommufd.isIommufd(ictx)) throw new ErrnoError('EBADF', 'VFIO_DEVICE_BIND_IOMMUFD', 'not an iommufd');
-            f.devid = s.iommufd.bind(ictx, { domain: f.vdev.pdev.domain, bdf: f.vdev.pdev.bdf, requesterId: hw.requesterId });
-          } finally { ictx.put(); }
+            f.devid = s.iommufd.bind(ictx, iommuViewOf(f.vdev.pdev), f);
+          } catch (e) {
+            ictx.put();
+            throw e;
+          }
+          // The cdev holds the iommufd until it is closed (vfio_df_iommufd_bind keeps the ictx).
+          f.iommufd = ictx;
         }
         f.bound = true;
         vfioDeviceBindIommufd.write(arg, 'out_devid', f.devid);
+        return 0;
+      }
+      case VFIO_DEVICE_ATTACH_IOMMUFD_PT: {
+        const a = vfioDeviceAttachIommufdPt.decode(arg);
+        // vfio_df_ioctl_attach_pt: argsz too small or unknown flags → EINVAL; noiommu has nothing to attach.
+        if (a.argsz < vfioDeviceAttachIommufdPt.size || a.flags !== 0) throw new ErrnoError('EINVAL', 'VFIO_DEVICE_ATTACH_IOMMUFD_PT');
+        const s = stateOf(f.kernel);
+        if (!f.iommufd || !s.iommufd) throw new ErrnoError('EINVAL', 'VFIO_DEVICE_ATTACH_IOMMUFD_PT', 'not bound to an iommufd');
+        s.iommufd.attach(f.iommufd, f.devid, a.pt_id);
+        return 0;
+      }
+      case VFIO_DEVICE_DETACH_IOMMUFD_PT: {
+        const a = vfioDeviceDetachIommufdPt.decode(arg);
+        if (a.argsz < vfioDeviceDetachIommufdPt.size || a.flags !== 0) throw new ErrnoError('EINVAL', 'VFIO_DEVICE_DETACH_IOMMUFD_PT');
+        const s = stateOf(f.kernel);
+        if (!f.iommufd || !s.iommufd) throw new ErrnoError('EINVAL', 'VFIO_DEVICE_DETACH_IOMMUFD_PT', 'not bound to an iommufd');
+        s.iommufd.detach(f.iommufd, f.devid);
         return 0;
       }
       case VFIO_DEVICE_RESET:
@@ -213,6 +276,12 @@ const deviceOps: FileOperations = {
   release(file) {
     const f = file.privateData as VfioDeviceFile;
     f.vdev.openCount--;
+    // vfio_df_unbind_iommufd on the last close of the cdev.
+    const ictx = f.iommufd;
+    if (ictx) {
+      f.iommufd = null;
+      try { stateOf(f.kernel).iommufd?.unbind(ictx, f.devid); } finally { ictx.put(); }
+    }
   },
 };
 

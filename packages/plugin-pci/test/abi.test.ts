@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { PAGE_SIZE } from '@liveupdate/hw';
+import { PAGE_SIZE, pciRegs } from '@liveupdate/hw';
 import { Kernel, preflight, assertPreflight, preserveFd, FormatNegotiationError, type Plugin } from '@liveupdate/sdk';
 import memfd from '@liveupdate/plugin-memfd';
-import pci, { BlockPciSer, FlatPciSer, pciCoreOf, readPciSerV6, readPciSerV7, vfioKeepRunning, type PciPluginOptions } from '../src/index.js';
+import pci, { BlockPciSer, FlatPciSer, pciCoreOf, readPciSerV6, readPciSerV7, vfioConfigRead, vfioKeepRunning, type PciPluginOptions } from '../src/index.js';
 import { CMDLINE, createSession, openEngine, startRig } from './support.js';
 
 const le32 = (n: number) => [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, (n >>> 24) & 0xff];
@@ -130,12 +130,28 @@ describe('the pci family: why negotiation and not exact strings', () => {
     const s = createSession(r.p, r.dev, 'vm0');
     preserveFd(r.p, s, openEngine(r.k1, r.p, 'dsa0'), 1);
     const head = r.machine.memory.readU64Number((pciCoreOf(r.k1).writer?.phys ?? 0) + 4);
-    r.k1.kexecJump({ cmdline: CMDLINE, plugins: b });
-    const k2 = Kernel.boot(r.machine, { cmdline: CMDLINE, plugins: b });
+    // A v6 patch-02 reader that matches strings only: it claims whatever is filed under "pci-v2".
+    const exact: Plugin[] = [memfd(), pci({ abi: 'v6-patch02', pciReads: '>=2.0.0 <5.0.0' })];
+    r.k1.kexecJump({ cmdline: CMDLINE, plugins: exact });
+    const k2 = Kernel.boot(r.machine, { cmdline: CMDLINE, plugins: exact });
     // The v6 array reader takes v7's nr_devices as max_nr_devices and the low half of the block pointer as nr_devices.
     expect(k2.dmesg.entries.filter((l) => /PCI FLB/.test(l.text)).map((l) => l.text)).toEqual([
       `failed to retrieve the incoming PCI FLB: nr_devices ${head % 2 ** 32} > max_nr_devices 4; no devices incoming`,
     ]);
+  });
+
+  it('kexec negotiates the pci FLB family of a preserved vfio-pci file: a target that cannot read it is refused before freeze', () => {
+    const r = startRig({ abi: 'v7' });
+    const s = createSession(r.p, r.dev, 'vm0');
+    const fd = openEngine(r.k1, r.p, 'dsa0');
+    preserveFd(r.p, s, fd, 1);
+    let err: unknown = null;
+    try { r.k1.kexecJump({ cmdline: CMDLINE, plugins: b }); } catch (e) { err = e; }
+    expect(err).toBeInstanceOf(FormatNegotiationError);
+    expect((err as FormatNegotiationError).refusals).toEqual([{ family: 'pci', owner: '@liveupdate/plugin-pci', offered: ['4.0.0'], accepted: '^2.0.0' }]);
+    // Nothing was frozen: the kernel keeps running and the device file still answers.
+    expect(r.k1.isDead).toBe(false);
+    expect(vfioConfigRead(r.p, fd, pciRegs.PCI_COMMAND, 2) & pciRegs.PCI_COMMAND_MASTER).toBe(pciRegs.PCI_COMMAND_MASTER);
   });
 
   it('negotiation refuses the pair before anything is frozen: pci 4.0.0 is not in ^2.0.0', () => {

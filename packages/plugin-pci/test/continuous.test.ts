@@ -62,9 +62,11 @@ describe('VFIO_DEVICE_BIND_IOMMUFD through another plugin\'s iommufd', () => {
     const iommufdInode = new Inode('iommufd');
     const ops = { kind: 'anon_inode:[iommufd]' };
     k1.registerDevice('/dev/iommu', (_p, flags) => new KFile(ops, iommufdInode, 'iommufd', flags, k1.id));
+    const unused = (): never => { throw new Error('not used by this test'); };
     registerIommufdBinding(k1, {
       isIommufd: (f) => f.ops === ops,
       bind: (_f, d) => { bound.push({ bdf: d.bdf, rid: d.requesterId }); return 7; },
+      probe: () => undefined, attach: unused, detach: unused, unbind: () => undefined, preserve: unused, unpreserve: unused,
     });
     const fd = p.open(vfioBindDevice(k1, 'dsa2').cdevPath);
     const iommufd = p.open('/dev/iommu');

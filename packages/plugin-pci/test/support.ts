@@ -3,8 +3,8 @@
  * a VMM that opens VFIO devices by cdev and binds them noiommu, and a pagemap for memfds.
  */
 import { attachPci, createMachine, PAGE_SIZE, pciRegs as R, type Machine, type PciHost, type PciTopologySpec } from '@liveupdate/hw';
-import { boot, createSession, openLiveupdate, type Kernel, type KFile, type Plugin, type Process } from '@liveupdate/sdk';
-import memfd, { memfdCreate } from '@liveupdate/plugin-memfd';
+import { boot, createSession, openLiveupdate, type Kernel, type Plugin, type Process } from '@liveupdate/sdk';
+import memfd, { memfdCreate, memfdPagemap } from '@liveupdate/plugin-memfd';
 import pci, { vfioBindDevice, vfioBindIommufd, vfioConfigWrite, type PciPluginOptions } from '../src/index.js';
 
 export { errnoOf, pattern } from '@liveupdate/sdk/testing';
@@ -50,9 +50,7 @@ export function startRig(opts: PciPluginOptions = {}, spec: PciTopologySpec = fo
 
 /** /proc/<pid>/pagemap for a memfd: the physical address behind a file offset (a VMM pins guest RAM and looks it up for noiommu DMA). */
 export function memfdPhys(p: Process, fd: number, offset: number): number {
-  const file: KFile = p.file(fd, 'pagemap');
-  const owner = file.inode.owner as { cache?: { get(i: number): number } };
-  const pfn = owner.cache?.get(Math.floor(offset / PAGE_SIZE)) ?? -1;
+  const pfn = memfdPagemap(p.file(fd, 'pagemap'), offset);
   if (pfn < 0) throw new Error(`pagemap: offset ${offset} is not resident`);
   return pfn * PAGE_SIZE + (offset % PAGE_SIZE);
 }

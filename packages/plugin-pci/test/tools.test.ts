@@ -111,6 +111,6 @@ describe('plugin-pci tools', () => {
     const devices = doc.sessions.flatMap((s) => s.files).filter((f) => f.type === 'vfio-device').map((f) => f.device ?? '');
     expect(devices).toEqual(['dsa0', 'dsa2', 'dsa3']);
     expect(devices.map((d) => state.host.fn(d).portType)).toEqual(['endpoint', 'endpoint', 'endpoint']);
-    expect(Object.keys(vfioDevice.properties)).toEqual(['device', 'mode', 'dma']);
+    expect(Object.keys(vfioDevice.properties)).toEqual(['device', 'mode', 'iommufd', 'dma']);
   });
 });

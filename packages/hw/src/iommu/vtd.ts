@@ -34,7 +34,7 @@ export interface DmaFault {
 
 export type TranslateResult =
   | { readonly ok: true; readonly phys: number; /** Contiguous bytes from phys to the end of the mapping page. */ readonly bytes: number }
-  | { readonly ok: false; readonly reason: string };
+  | { readonly ok: false; readonly reason: string; /** The VT-d fault reason code (FaultReason). */ readonly code: number };
 
 export interface VtdConfig {
   /** PCI segment (domain) this unit serves. */
@@ -116,7 +116,7 @@ export class VtdIommu implements Device {
     const detail = `${faultReasonName(reason)}${where ? ` (${where})` : ''}`;
     if (this.log.length < this.logSize) this.log.push({ iova, sourceId, write, reason, detail, atNs: this.clockNow() });
     else this.overflow++;
-    return { ok: false, reason: detail };
+    return { ok: false, reason: detail, code: reason };
   }
 
   private poisoned(phys: number): boolean {

@@ -4,6 +4,8 @@
  * survives kexec with whatever state the devices and bridges hold.
  */
 import type { Machine } from '../machine.js';
+import { dmarOf } from '../iommu/dmar.js';
+import { dmarRemapper } from '../iommu/remap.js';
 import { DmaPort } from './dma.js';
 import { DsaEngine, type DsaOptions } from './dsa.js';
 import type { PciFunction } from './function.js';
@@ -16,6 +18,9 @@ export class PciHost {
 
   constructor(readonly machine: Machine, spec: PciTopologySpec, dsa: DsaOptions = {}) {
     this.dma = new DmaPort(machine.memory);
+    // Every DMA goes through the platform's remapping hardware (VT-d units added before or after
+    // the PCI host); a requester no unit covers is untranslated (noiommu).
+    this.dma.remapper = dmarRemapper(dmarOf(machine));
     this.topology = PciTopology.build(spec, (fn, s) => {
       if (s.model === 'dsa') this.engines.set(s.name, new DsaEngine(fn, this.dma, machine.clock, dsa));
     });

@@ -7,7 +7,7 @@ import { ErrnoError, Inode, KFile, PAGE_SIZE, type FileOperations, type Kernel, 
 import { IommuCore, type IommuDevice, type IommuDomain } from '../core.js';
 import { IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE } from '../abi/uapi.js';
 import { IOMMU_READ, IOMMU_WRITE } from '../vtd/pgtable.js';
-import { memfdPinRuns, memfdSeals, memfdSize } from './memfd-pages.js';
+import { memfdPinRuns, memfdSeals, memfdSize } from '@liveupdate/plugin-memfd';
 
 export interface IoasArea {
   readonly iova: number;

@@ -12,7 +12,7 @@ import { IOMMUFD_ALIASES, IOMMUFD_FAMILY, iommufdAreaSer, iommufdAreasSer, iommu
 import { coreOf } from '../state.js';
 import { Hwpt, Ioas, IommufdCtx, iommufdFile, isIommufd, ictxOf } from './ctx.js';
 import { iommufdFops } from './ioctl.js';
-import { memfdPinRuns, memfdSize } from './memfd-pages.js';
+import { memfdPinRuns, memfdSize } from '@liveupdate/plugin-memfd';
 
 const F_SEAL_SEAL = 0x0001;
 const F_SEAL_SHRINK = 0x0002;

@@ -1,22 +1,34 @@
 /**
  * The scenario object kind "iommufd": a VMM's /dev/iommu with one IOAS mapping memfds of the same
  * session (by token), a HWPT allocated for a device behind an IOMMU, attached and marked with
- * IOMMU_HWPT_LU_MARK_PRESERVE, then PRESERVE_FD. The device is bound with a scenario owner (a
- * VFIO cdev object of plugin-pci would own it instead); a device nobody preserves has its context
- * entry cleared at shutdown, so the restore step checks the restored domain's tables in software.
+ * IOMMU_HWPT_LU_MARK_PRESERVE, then PRESERVE_FD. With `vfio` the device is a vfio-pci function:
+ * its real cdev is opened, bound (VFIO_DEVICE_BIND_IOMMUFD) and attached
+ * (VFIO_DEVICE_ATTACH_IOMMUFD_PT) here, and a later 'vfio-device' object naming this iommufd
+ * preserves that cdev (the order memfd → iommufd → cdev). Without it the device is bound with a
+ * scenario owner and nobody preserves it: its context entry is cleared at shutdown, so the
+ * restore step checks the restored domain's tables in software.
  * Restore: as posted (1.x) RETRIEVE_FD must answer EOPNOTSUPP; 2.x must rebuild the HWPT under its
  * token with every IOVA mapping the retrieved memfd's pages.
  */
 import { ErrnoError, defineObjectKind, type CreatedObject, type ScenarioObjectSpec, type SessionStepContext } from '@liveupdate/sdk';
 import { iommuProbeDevice, iommufdAttachDevice, iommufdBindDevice, iommufdHwptByToken } from '../device-api.js';
 import { ictxOf } from '../iommufd/ctx.js';
-import { memfdPinRuns } from '../iommufd/memfd-pages.js';
+import { memfdPinRuns } from '@liveupdate/plugin-memfd';
+import { vfioAttachIommufdPt, vfioBindDevice, vfioBindIommufd } from '@liveupdate/plugin-pci';
 import * as u from '../abi/uapi.js';
 
 export interface IommufdSpec extends ScenarioObjectSpec {
   readonly maps: ReadonlyArray<{ readonly file: number; readonly iova: number; readonly offset?: number; readonly length: number }>;
   readonly device?: { readonly segment?: number; readonly bus: number; readonly devfn: number };
   readonly hwptToken?: number;
+  /** A PCI function (BDF or topology name) to bind to vfio-pci and attach through its cdev. */
+  readonly vfio?: string;
+}
+
+/** What create/restore return; `cdev` is what a 'vfio-device' object naming this iommufd picks up. */
+export interface IommufdObject {
+  readonly fd: number;
+  readonly cdev?: { readonly device: string; readonly fd: number };
 }
 
 export interface IommufdExpect {
@@ -53,6 +65,7 @@ export const iommufdKind = defineObjectKind<IommufdSpec, IommufdExpect>({
       properties: { segment: { type: 'integer', minimum: 0, maximum: 65535 }, bus: { type: 'integer', minimum: 0, maximum: 255 }, devfn: { type: 'integer', minimum: 0, maximum: 255 } },
     },
     hwptToken: { type: 'integer', minimum: 0 },
+    vfio: { type: 'string', minLength: 1, description: 'a PCI function bound to vfio-pci whose cdev is attached to the HWPT (needs plugin-pci)' },
   },
   required: ['maps'],
   units: (spec) => spec.maps.reduce((n, m) => n + m.length / 4096, 0),
@@ -71,17 +84,30 @@ export const iommufdKind = defineObjectKind<IommufdSpec, IommufdExpect>({
       }));
       ctx.tick(m.length / 4096);
     }
-    const d = spec.device ?? { segment: 0, bus: 3, devfn: 0 };
-    const dev = iommuProbeDevice(ctx.kernel, { segment: d.segment ?? 0, rid: (d.bus << 8) | d.devfn, isPci: true, name: `scenario ${d.bus}:${d.devfn >> 3}.${d.devfn & 7}` });
-    const devid = iommufdBindDevice(ctx.kernel, file, dev, SCENARIO_OWNER);
+    let devid: number;
+    let cdev: IommufdObject['cdev'];
+    let attach: (hwpt: number) => void;
+    if (spec.vfio !== undefined) {
+      const vdev = vfioBindDevice(ctx.kernel, spec.vfio);
+      const cfd = p.open(vdev.cdevPath);
+      devid = vfioBindIommufd(p, cfd, ifd);
+      cdev = { device: vdev.pdev.name, fd: cfd };
+      attach = (hwpt) => vfioAttachIommufdPt(p, cfd, hwpt);
+    } else {
+      const d = spec.device ?? { segment: 0, bus: 3, devfn: 0 };
+      const dev = iommuProbeDevice(ctx.kernel, { segment: d.segment ?? 0, rid: (d.bus << 8) | d.devfn, isPci: true, name: `scenario ${d.bus}:${d.devfn >> 3}.${d.devfn & 7}` });
+      devid = iommufdBindDevice(ctx.kernel, file, dev, SCENARIO_OWNER);
+      attach = (hwpt) => iommufdAttachDevice(ctx.kernel, file, devid, hwpt);
+    }
     const hwa = u.iommuHwptAlloc.encode({ size: u.iommuHwptAlloc.size, dev_id: devid, pt_id: ioas });
     p.ioctl(ifd, u.IOMMU_HWPT_ALLOC, hwa);
     const hwpt = u.iommuHwptAlloc.read(hwa, 'out_hwpt_id');
-    iommufdAttachDevice(ctx.kernel, file, devid, hwpt);
+    attach(hwpt);
     const hwptToken = spec.hwptToken ?? 1;
     p.ioctl(ifd, u.IOMMU_HWPT_LU_MARK_PRESERVE, u.iommuHwptLuMarkPreserve.encode({ size: u.iommuHwptLuMarkPreserve.size, hwpt_id: hwpt, hwpt_token: BigInt(hwptToken) }));
     ctx.preserve(ifd, spec.token);
-    return { fd: ifd, expect: { hwptToken, maps } };
+    const created: CreatedObject<IommufdExpect> & IommufdObject = { fd: ifd, expect: { hwptToken, maps }, ...(cdev ? { cdev } : {}) };
+    return created;
   },
   restore(ctx, spec, expect) {
     let fd: number;

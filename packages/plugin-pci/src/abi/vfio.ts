@@ -30,10 +30,17 @@ export const VFIO_DEVICE_GET_INFO = vfioIo(7);
 export const VFIO_DEVICE_SET_IRQS = vfioIo(10);
 export const VFIO_DEVICE_RESET = vfioIo(11);
 export const VFIO_DEVICE_BIND_IOMMUFD = vfioIo(18);
+export const VFIO_DEVICE_ATTACH_IOMMUFD_PT = vfioIo(19);
+export const VFIO_DEVICE_DETACH_IOMMUFD_PT = vfioIo(20);
 export const VFIO_API_VERSION = 0;
 
 /** struct vfio_device_bind_iommufd: argsz, flags, iommufd, out_devid. */
 export const vfioDeviceBindIommufd = defineStruct('vfio_device_bind_iommufd', { argsz: u32, flags: u32, iommufd: s32, out_devid: u32 }, { size: 16 });
+
+/** struct vfio_device_attach_iommufd_pt { argsz; flags; pt_id; pasid } (16 B). */
+export const vfioDeviceAttachIommufdPt = defineStruct('vfio_device_attach_iommufd_pt', { argsz: u32, flags: u32, pt_id: u32, pasid: u32 }, { size: 16 });
+/** struct vfio_device_detach_iommufd_pt { argsz; flags; pasid } (12 B). */
+export const vfioDeviceDetachIommufdPt = defineStruct('vfio_device_detach_iommufd_pt', { argsz: u32, flags: u32, pasid: u32 }, { size: 12 });
 
 /** struct vfio_irq_set header (data[] follows). */
 export const vfioIrqSet = defineStruct('vfio_irq_set', { argsz: u32, flags: u32, index: u32, start: u32, count: u32 }, { size: 20 });

@@ -20,6 +20,12 @@ export interface FormatSpec {
   readonly aliases?: Readonly<Record<number, string>>;
   /** The plugin that owns it. */
   readonly owner: string;
+  /**
+   * Families whose state a preserved file of this family depends on (the format of an FLB its
+   * handler registers, e.g. vfio-pci → pci): negotiated with it, so a target that cannot read
+   * them refuses the kexec before freeze even though no preserved file carries them.
+   */
+  readonly dependsOn?: readonly string[];
 }
 
 export interface ManifestEntry {
@@ -130,6 +136,8 @@ export class FormatRegistry {
    */
   negotiate(target: KernelManifest, inUse: Iterable<string>): Map<string, string> {
     const families = new Set<string>(['kho', 'luo', ...inUse]);
+    // The FLB families a family in use depends on are in use too (transitively).
+    for (const f of families) for (const d of this.specs.get(f)?.dependsOn ?? []) families.add(d);
     const picked = new Map<string, string>();
     const refusals: NegotiationRefusal[] = [];
     for (const family of families) {
