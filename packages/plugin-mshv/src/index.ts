@@ -20,6 +20,12 @@ export interface MshvPluginOptions {
   readonly reads?: string;
   /** Create the in-kernel session "mshv_root" at init (step 1's vehicle). Default true. */
   readonly session?: boolean;
+  /**
+   * The version this build calls itself (default: this package's). A package that re-exports the
+   * plugin with other formats pinned (a step-1-only build, for `liveupdate matrix`) names its own
+   * version here, the one in its package.json.
+   */
+  readonly version?: string;
 }
 
 export const DEFAULT_WRITES: readonly string[] = ['1.0.0', '2.0.0', '3.0.0'];
@@ -73,7 +79,7 @@ export default function mshv(options: MshvPluginOptions = {}): Plugin {
   const tracks = top >= 2;
   return definePlugin({
     name: '@liveupdate/plugin-mshv',
-    version: PLUGIN_VERSION,
+    version: options.version ?? PLUGIN_VERSION,
     sdk: '^0.1.0',
     handlers: [mshvHandler(writes, reads)],
     init(_kernel, hooks) {

@@ -7,7 +7,7 @@
  */
 import {
   defineDecoder, defineObjectKind, defineSection, PAGE_SIZE,
-  type Decoded, type DecodedValue, type ObjectCheck, type ObjectKind, type ScenarioSection, type OwnedPages, type PluginTools, type ScenarioObjectSpec,
+  type Decoded, type DecodedValue, type ObjectCheck, type OwnedPages, type PluginTools, type ScenarioObjectSpec,
 } from '@liveupdate/sdk';
 import { attachHypervisor, hypervisorOf, parseSize, type Hypervisor, type PhysMemory } from '@liveupdate/hw';
 import { FDT_SUBTREE_MSHV, MSHV_FAMILY } from './abi/mshv.js';
@@ -16,6 +16,7 @@ import { mshvCreatePartitionFd, mshvCreateVpFd, mshvInitializePartition, mshvOpe
 import { parseSubtree, partitionIdsOf } from './subtree.js';
 import { walkRadix } from './tracking/radix.js';
 import { readTracking } from './tracking/xarray-format.js';
+import { PLUGIN_VERSION } from './version.js';
 
 export interface MshvSectionSpec {
   readonly mode: 'l1vh' | 'root';
@@ -91,6 +92,15 @@ export const mshvSection = defineSection<MshvSectionSpec, MshvSectionState>({
     const hv = state.hv;
     const problems: string[] = [];
     if (hv.faultCount > 0) problems.push(`${hv.faultCount} access(es) to hypervisor-owned pages, first pfn 0x${hv.faults[0]?.pfn.toString(16)}`);
+    if (root?.trackingRefused) {
+      // The new kernel refused bad tracking bytes (its file's retrieve failed): the safe answer,
+      // if every page the hypervisor holds stayed reserved (preserved, never claimed) and untouched.
+      const reserved = ctx.kernel.khoIn?.leaked().pages ?? 0;
+      if (reserved < hv.depositedPages) problems.push(`tracking refused, but only ${reserved} preserved pages stayed reserved for ${hv.depositedPages} deposited`);
+      return [check(problems, `tracking refused by the new kernel (${root.trackingRefused}); ${hv.depositedPages} deposited pages stay reserved; ${hv.faultCount} faults`, {
+        depositedBefore: state.depositedBefore, depositedAfter: hv.depositedPages, faults: hv.faultCount,
+      })];
+    }
     for (const id of state.partitionIds) if (hv.partition(BigInt(id))) problems.push(`partition ${id} of the previous kernel is still alive`);
     if (root) problems.push(...compareTracked(hv, root));
     else problems.push('the new kernel has no mshv driver');
@@ -202,9 +212,8 @@ export function decodeTrackingFile(memory: PhysMemory, data: bigint, version: st
 }
 
 export const mshvTools: PluginTools = {
-  // PluginTools erases each kind's own Spec/State to never (its steps are contravariant in them).
-  sections: [mshvSection as unknown as ScenarioSection<never, never>],
-  objects: [mshvTrackingKind as unknown as ObjectKind<never, never>],
+  sections: [mshvSection],
+  objects: [mshvTrackingKind],
   decoders: [
     defineDecoder({ target: { kind: 'subtree', name: FDT_SUBTREE_MSHV }, decode: (memory, data) => decodeSubtree(memory, Number(data)) }),
     defineDecoder({ target: { kind: 'file', family: MSHV_FAMILY }, decode: (memory, data, version) => decodeTrackingFile(memory, data, version) }),
@@ -215,8 +224,8 @@ export const mshvTools: PluginTools = {
     scenario: {
       name: 'mshv-l1vh-1g-scattered',
       machine: { memory: '8GiB' },
-      from: { release: '7.1.0', plugins: { '@liveupdate/plugin-mshv': '0.1.0' } },
-      to: { release: '7.2.0', plugins: { '@liveupdate/plugin-mshv': '0.1.0' } },
+      from: { release: '7.1.0', plugins: { '@liveupdate/plugin-mshv': PLUGIN_VERSION } },
+      to: { release: '7.2.0', plugins: { '@liveupdate/plugin-mshv': PLUGIN_VERSION } },
       mshv: { mode: 'l1vh', partitions: 3, vpsPerPartition: 2, deposit: '1GiB', pattern: 'scattered', seed: 1 },
       sessions: [{ name: 'vmm', files: [{ type: 'mshv-tracking', token: 1 }] }],
     },

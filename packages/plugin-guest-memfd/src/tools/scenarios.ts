@@ -25,6 +25,6 @@ export const relaxedFaultScenario: BuiltinScenario = {
     machine: { memory: '2GiB' },
     from: side('7.1.0'),
     to: side('7.2.0'),
-    sessions: [{ name: 'vm0', files: [{ type: 'kvm-vm', token: 1, gmemToken: 2, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 1000, flow: 'relaxed' }] }],
+    sessions: [{ name: 'vm0', files: [{ type: 'kvm-vm', token: 1, gmemToken: 2, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 300, flow: 'relaxed' }] }],
   },
 };
