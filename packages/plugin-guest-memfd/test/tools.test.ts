@@ -37,7 +37,7 @@ describe('the plugin surface for tools', () => {
 
   for (const [flow, writes, faults] of [['pause', ['1.0.0'], 0], ['relaxed', ['1.0.0'], 2], ['relaxed', ['1.0.0', '2.0.0'], 0]] as const) {
     it(`the kvm-vm kind's create and restore steps pass inside liveUpdate() (flow ${flow}, writes ${writes.join(',')})`, () => {
-      const spec: VmSpec = { type: 'kvm-vm', token: 1, gmemToken: 2, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 200, flow };
+      const spec: VmSpec = { type: 'kvm-vm', token: 2, vmToken: 1, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 200, flow };
       const notes: string[] = [];
       const r = liveUpdate({ from: { plugins: plugins({ writes }), release: '7.1.0' }, to: { plugins: plugins({ writes }), release: '7.2.0' } }, {
         machine: { memory: '1GiB', numaNodes: 1 },
@@ -65,7 +65,7 @@ describe('the plugin surface for tools', () => {
   it('decoders read both formats with no problem, and name every metadata page and the folio runs', () => {
     for (const writes of [['1.0.0'], ['1.0.0', '2.0.0']]) {
       const o = start({ plugins: plugins({ writes }), next: plugins({ writes }) });
-      const spec: VmSpec = { type: 'kvm-vm', token: 1, gmemToken: 2, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 500 };
+      const spec: VmSpec = { type: 'kvm-vm', token: 2, vmToken: 1, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 500 };
       const s = createSession(o.p, o.dev, 'vm0');
       const created = kind.create(stepContext(o.k1, o.p, s, []), spec);
       const data = jumpOnly(o);
@@ -89,7 +89,7 @@ describe('the plugin surface for tools', () => {
   it('decoders report corruption as problems', () => {
     const o = start({ plugins: plugins(), next: plugins() });
     const s = createSession(o.p, o.dev, 'vm0');
-    kind.create(stepContext(o.k1, o.p, s, []), { type: 'kvm-vm', token: 1, gmemToken: 2, vcpus: 1, pagesPerVcpu: 8 });
+    kind.create(stepContext(o.k1, o.p, s, []), { type: 'kvm-vm', token: 2, vmToken: 1, vcpus: 1, pagesPerVcpu: 8 });
     const data = jumpOnly(o);
     setU64(o.machine, data(2), 0x12345n);
     setU64(o.machine, data(1), 77n);

@@ -1,7 +1,8 @@
 /**
  * The scenario object 'kvm-vm': a VM with vCPUs running the counter guest in guest_memfd RAM.
  * Kernel A creates it, lets each vCPU run `pauseAfter` instructions, and preserves the VM file
- * (under `token`) and its guest_memfd (under `gmemToken`), in one of the VMM's two flows:
+ * (under `vmToken`) and its guest_memfd (under `token`: the object is the guest RAM it checks), in
+ * one of the VMM's two flows:
  *  - 'pause': pause the vCPUs, then preserve (recommended by Documentation/liveupdate/vmm.rst);
  *  - 'relaxed': preserve, then run until the vCPUs exit (a memory fault once they need a new
  *    page under guest_memfd_luo_v1), then pause.
@@ -20,7 +21,8 @@ import {
 } from '../vmm.js';
 
 export interface VmSpec extends ScenarioObjectSpec {
-  readonly gmemToken: number;
+  /** Token of the VM file (the guest_memfd, the object itself, is preserved under `token`). */
+  readonly vmToken: number;
   readonly vcpus?: number;
   readonly pagesPerVcpu?: number;
   readonly pauseAfter?: number;
@@ -48,13 +50,15 @@ export const vmKind = defineObjectKind<VmSpec, VmExpect>({
   type: 'kvm-vm',
   description: 'a KVM VM with vCPUs running a guest program in guest_memfd RAM; the VM file and its guest_memfd are preserved and linked by token',
   properties: {
-    gmemToken: { type: 'integer', minimum: 0, description: 'token of the guest_memfd (the VM file is preserved under token)' },
+    vmToken: { type: 'integer', minimum: 0, description: 'token of the VM file (the guest_memfd is preserved under token)' },
     vcpus: { type: 'integer', minimum: 1, maximum: 64, default: 2 },
     pagesPerVcpu: { type: 'integer', minimum: 1, maximum: 65536, default: 64 },
     pauseAfter: { type: 'integer', minimum: 0, default: 200, description: 'guest instructions each vCPU runs in kernel A' },
     flow: { enum: ['pause', 'relaxed'], default: 'pause' },
   },
-  required: ['gmemToken'],
+  required: ['vmToken'],
+  // Two files of one session cannot share a token (PRESERVE_FD would fail with EEXIST).
+  validate: (spec) => (spec.vmToken === spec.token ? [{ field: 'vmToken', message: `must differ from token (${spec.token}): the VM file and its guest_memfd are two files of the session` }] : []),
   hostBytes: (spec) => guestRamBytes(guestOf(spec)) + PAGE_SIZE,
   units: (spec) => guestRamBytes(guestOf(spec)) / PAGE_SIZE,
   create(ctx, spec) {
@@ -81,12 +85,12 @@ export const vmKind = defineObjectKind<VmSpec, VmExpect>({
       pausedAtNs = ctx.machine.clock.now;
       return faults;
     };
-    const preserve = (): void => { ctx.preserve(guest.vmFd, spec.token); ctx.preserve(guest.gmemFd, spec.gmemToken); };
+    const preserve = (): void => { ctx.preserve(guest.vmFd, spec.vmToken); ctx.preserve(guest.gmemFd, spec.token); };
     let faults: number;
     if ((spec.flow ?? 'pause') === 'pause') { faults = run(); preserve(); } else { preserve(); faults = run(); }
     gmemStore(p, guest.gmemFd, saveVcpus(p, guest.vcpuFds), saveArea);
     const at = guestDigest(p, guest.gmemFd, guest.ramBytes / PAGE_SIZE);
-    ctx.note(`kvm-vm token ${spec.token}: ${g.vcpus} vCPUs paused, ${at.pages} guest pages, ${faults} memory fault exit(s)`);
+    ctx.note(`kvm-vm (VM token ${spec.vmToken}, guest_memfd token ${spec.token}): ${g.vcpus} vCPUs paused, ${at.pages} guest pages, ${faults} memory fault exit(s)`);
     ctx.tick(guest.ramBytes / PAGE_SIZE);
     p.close(kvm);
     return {
@@ -100,8 +104,8 @@ export const vmKind = defineObjectKind<VmSpec, VmExpect>({
   restore(ctx, spec, expect) {
     const p = ctx.vmm;
     const problems: string[] = [];
-    const gmem = ctx.retrieve(spec.gmemToken);
-    const vm = ctx.retrieve(spec.token);
+    const gmem = ctx.retrieve(spec.token);
+    const vm = ctx.retrieve(spec.vmToken);
     const at = guestDigest(p, gmem, expect.ramPages);
     if (at.digest !== expect.digestAtPause) problems.push(`guest RAM differs from the moment of the pause (${at.pages} pages now, ${expect.pagesAtPause} then)`);
     const ramBytes = expect.ramPages * PAGE_SIZE;
