@@ -54,6 +54,22 @@ describe('liveupdate on plugin-guest-memfd\'s built-in scenarios', { timeout: 60
     expect(r.code).toBe(0);
   });
 
+  it('run guest-memfd-two-vms: each VM\'s paused time is its own count, read off the machine clock', () => {
+    const r = cli(['run', '--scenario', `${PKG}:guest-memfd-two-vms`, '--json']);
+    const s = json<RunJson>(r);
+    expect(s).toMatchObject({ ok: true, outcome: 'updated' });
+    expect(s.objects.map((o) => Object.keys(o.counts))).toEqual([
+      ['guestPages', 'memoryFaults', 'vcpus', 'ns paused (VM vm0/2)'],
+      ['guestPages', 'memoryFaults', 'vcpus', 'ns paused (VM vm1/2)'],
+    ]);
+    const c = s.dataCheck.counts;
+    expect(c).toMatchObject({ guestPages: 129 + 257, memoryFaults: 0, vcpus: 3 });
+    // Both VMs are paused through the same jump and boot: more than the kexec's own phases.
+    expect(c['ns paused (VM vm0/2)']).toBeGreaterThan(300_000_000);
+    expect(c['ns paused (VM vm1/2)']).toBeGreaterThan(300_000_000);
+    expect(r.code).toBe(0);
+  });
+
   it('run guest-memfd-relaxed-fault: ok; this release\'s sparse format lets faults allocate until freeze (0 exits)', () => {
     const s = json<RunJson>(cli(['run', '--scenario', `${PKG}:guest-memfd-relaxed-fault`, '--json']));
     expect(s).toMatchObject({ ok: true, outcome: 'updated' });

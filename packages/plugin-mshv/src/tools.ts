@@ -244,7 +244,7 @@ export const toolsFor = (writes?: readonly string[]): PluginTools => ({
       from: { release: '7.1.0', plugins: { '@liveupdate/plugin-mshv': PLUGIN_VERSION } },
       to: { release: '7.2.0', plugins: { '@liveupdate/plugin-mshv': PLUGIN_VERSION } },
       mshv: { mode: 'l1vh', partitions: 3, vpsPerPartition: 2, deposit: '1GiB', pattern: 'scattered', seed: 1 },
-      sessions: [{ name: 'vmm', files: [{ type: 'mshv-tracking', token: 1 }] }],
+      sessions: [{ name: 'vmm', objects: [{ type: 'mshv-tracking', token: 1 }] }],
     },
   }],
 });

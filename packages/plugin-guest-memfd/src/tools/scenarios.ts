@@ -13,7 +13,7 @@ export const vmScenario: BuiltinScenario = {
     machine: { memory: '2GiB' },
     from: side('7.1.0'),
     to: side('7.2.0'),
-    sessions: [{ name: 'vm0', files: [{ type: 'kvm-vm', token: 2, vmToken: 1, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 200, flow: 'pause' }] }],
+    sessions: [{ name: 'vm0', objects: [{ type: 'kvm-vm', token: 2, vmToken: 1, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 200, flow: 'pause' }] }],
   },
 };
 
@@ -25,6 +25,21 @@ export const relaxedFaultScenario: BuiltinScenario = {
     machine: { memory: '2GiB' },
     from: side('7.1.0'),
     to: side('7.2.0'),
-    sessions: [{ name: 'vm0', files: [{ type: 'kvm-vm', token: 2, vmToken: 1, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 300, flow: 'relaxed' }] }],
+    sessions: [{ name: 'vm0', objects: [{ type: 'kvm-vm', token: 2, vmToken: 1, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 300, flow: 'relaxed' }] }],
+  },
+};
+
+export const twoVmsScenario: BuiltinScenario = {
+  name: 'guest-memfd-two-vms',
+  description: 'two VMs in two sessions, paused one after the other: each VM\'s blackout (paused time on the machine clock) is its own count',
+  scenario: {
+    name: 'guest-memfd-two-vms',
+    machine: { memory: '2GiB' },
+    from: side('7.1.0'),
+    to: side('7.2.0'),
+    sessions: [
+      { name: 'vm0', objects: [{ type: 'kvm-vm', token: 2, vmToken: 1, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 200, flow: 'pause' }] },
+      { name: 'vm1', objects: [{ type: 'kvm-vm', token: 2, vmToken: 1, vcpus: 1, pagesPerVcpu: 256, pauseAfter: 900, flow: 'pause' }] },
+    ],
   },
 };
