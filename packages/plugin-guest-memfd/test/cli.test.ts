@@ -118,7 +118,7 @@ describe('liveupdate on plugin-guest-memfd\'s built-in scenarios', { timeout: 60
     expect(s.runs).toBe(30);
     expect(s.targets).toMatchObject({ guest_memfd_luo_ser: 1, 'kho xarray node': 6, kvm_luo_ser: 1 });
     expect(s.outcomes).toMatchObject({ 'wrong-answer': 0, uncaught: 0, unexpected: 0 });
-    expect(s.outcomes.updated + s.outcomes['file-error'] + s.outcomes['refused-incoming']).toBe(30);
+    expect((s.outcomes.updated ?? 0) + (s.outcomes['file-error'] ?? 0) + (s.outcomes['refused-incoming'] ?? 0)).toBe(30);
     expect(s.byStructure.guest_memfd_luo_ser?.runs).toBeGreaterThan(0);
     expect(s.ok).toBe(true);
     expect(r.code).toBe(0);

@@ -73,7 +73,7 @@ describe('liveupdate on plugin-mshv\'s built-in scenario', () => {
     const s = json<{ ok: boolean; runs: number; outcomes: Record<string, number>; byStructure: Record<string, Record<string, number>> }>(r);
     expect(s.runs).toBe(20);
     expect(s.outcomes).toMatchObject({ 'wrong-answer': 0, uncaught: 0, unexpected: 0 });
-    expect(s.outcomes.updated + s.outcomes['file-error'] + s.outcomes['refused-incoming']).toBe(20);
+    expect((s.outcomes.updated ?? 0) + (s.outcomes['file-error'] ?? 0) + (s.outcomes['refused-incoming'] ?? 0)).toBe(20);
     const ours = ['mshv tracking header', 'mshv tracking xarray node', 'mshv partition ids'].map((k) => s.byStructure[k]?.runs ?? 0);
     expect(ours.reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
     expect(s.ok).toBe(true);
