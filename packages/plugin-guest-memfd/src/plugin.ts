@@ -29,6 +29,12 @@ export interface GuestMemfdPluginOptions {
    * during the kexec (default false: the posted v3 series).
    */
   readonly orphanVm?: boolean;
+  /**
+   * The version this build calls itself (default: this package's). A package that re-exports the
+   * plugin with other formats pinned (a build of an older release, for `liveupdate matrix`) names
+   * its own version here, the one in its package.json.
+   */
+  readonly version?: string;
 }
 
 /** 1.0.0 = guest_memfd_luo_v1 (upstream), 2.0.0 = sparse on the KHO xarray. */
@@ -73,7 +79,7 @@ export default function guestMemfd(options: GuestMemfdPluginOptions = {}): Plugi
   const orphanVm = options.orphanVm ?? false;
   return definePlugin({
     name: '@liveupdate/plugin-guest-memfd',
-    version: PLUGIN_VERSION,
+    version: options.version ?? PLUGIN_VERSION,
     sdk: '^0.1.0',
     handlers: orphanVm ? [vmHandler, gmemHandler, vcpuHandler] : [vmHandler, gmemHandler],
     init(_kernel, hooks) {

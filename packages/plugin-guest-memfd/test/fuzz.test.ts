@@ -29,7 +29,7 @@ describe('structure-aware corruption of the pages the decoders own', () => {
           preserve: (fd, token) => preserveFd(p, sfd, fd, token), retrieve: (token) => retrieveFd(p, sfd, token),
           peer: () => undefined, section: () => undefined, tick: () => {}, note: () => {},
         });
-        const spec: VmSpec = { type: 'kvm-vm', token: 1, gmemToken: 2, vcpus: 2, pagesPerVcpu: 16, pauseAfter: 60 };
+        const spec: VmSpec = { type: 'kvm-vm', token: 2, vmToken: 1, vcpus: 2, pagesPerVcpu: 16, pauseAfter: 60 };
         const created = kind.create(ctx(), spec);
         const data = jumpOnly(o);
         const r = rng(seed);

@@ -24,7 +24,7 @@ describe('release x release: the guest continues whichever builds are mixed', ()
     for (const [toName, to] of Object.entries(BUILDS)) {
       const sparse = 'writes' in from === false && 'writes' in to === false;
       it(`${fromName} -> ${toName}: guest_memfd goes over as ${sparse ? 'guest_memfd@2.0.0' : 'guest_memfd_luo_v1'}`, () => {
-        const spec: VmSpec = { type: 'kvm-vm', token: 1, gmemToken: 2, vcpus: 2, pagesPerVcpu: 32, pauseAfter: 100 };
+        const spec: VmSpec = { type: 'kvm-vm', token: 2, vmToken: 1, vcpus: 2, pagesPerVcpu: 32, pauseAfter: 100 };
         let compatibles: string[] = [];
         const r = liveUpdate({ from: { plugins: plugins(from), release: '7.1.0' }, to: { plugins: plugins(to), release: '7.2.0' } }, {
           machine: { memory: '1GiB', numaNodes: 1 },

@@ -44,6 +44,11 @@ export class MshvRoot {
   /** hv_pages_deposited */
   pagesDeposited = 0;
   tracker: MshvRadixTree | null = null;
+  /**
+   * Why the tracking handed over in an mshv 3.x file was refused (bad bytes), or null: its pages
+   * stay reserved (never handed out), and no /dev/mshv of the previous kernel is given back.
+   */
+  trackingRefused: string | null = null;
 
   constructor(readonly kernel: Kernel, readonly hv: Hypervisor, readonly tracks: boolean) {}
 

@@ -73,6 +73,15 @@ function freezeV3(kernel: Kernel, root: MshvRoot, plan: KexecPlan): bigint {
  * tracked pages, track them here, and tear the recorded partitions down.
  */
 function adoptV3(kernel: Kernel, root: MshvRoot, headerPhys: number): void {
+  try {
+    adoptV3Checked(kernel, root, headerPhys);
+  } catch (e) {
+    root.trackingRefused = e instanceof Error ? e.message : String(e);
+    throw e;
+  }
+}
+
+function adoptV3Checked(kernel: Kernel, root: MshvRoot, headerPhys: number): void {
   const kin = kernel.khoIn;
   if (!kin) throw new ErrnoError('EINVAL', 'retrieve', 'mshv: not a KHO boot');
   // Every metadata page must be a preserved block head: a pointer elsewhere (a deposited page) is never followed.
@@ -131,6 +140,9 @@ export function mshvHandler(writes: readonly string[], reads: string) {
     retrieve(ctx) {
       const root = driver(ctx.kernel, 'retrieve');
       if (major(ctx.version) === 3 && ctx.data !== 0n) adoptV3(ctx.kernel, root, Number(ctx.data));
+      // The kernel refused the hypervisor's page tracking: a VMM must not get /dev/mshv back as if
+      // the deposits it made were known (they stay reserved; the sticky error is the file's).
+      else if (root.trackingRefused !== null) throw new ErrnoError('EINVAL', 'retrieve', `mshv: the hypervisor page tracking handed over was refused (${root.trackingRefused})`);
       ctx.file = devFile(ctx.kernel, root);
     },
     finish(ctx: HandlerContext<{ adopted: boolean }>) {

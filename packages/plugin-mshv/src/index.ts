@@ -3,14 +3,14 @@
  * Hypervisor. The default export is the plugin factory: `boot(machine, { plugins: [mshv()] })`
  * on a machine with `attachHypervisor(machine, { l1vh: true })`.
  */
-import { definePlugin, ErrnoError, Inode, KFile, preserveFd, retrieveFd, type Kernel, type Plugin } from '@liveupdate/sdk';
+import { definePlugin, FormatNegotiationError, Inode, KFile, preserveFd, retrieveFd, type Kernel, type Plugin } from '@liveupdate/sdk';
 import { hypervisorOf } from '@liveupdate/hw';
 import { MSHV_FAMILY, MSHV_SESSION_NAME, MSHV_SESSION_TOKEN } from './abi/mshv.js';
 import { MshvRoot, rootOf, setRoot } from './driver.js';
 import { mshvDevFops, MshvDevFile } from './device.js';
 import { mshvHandler, planOf } from './handler.js';
 import { preserveTree, reserveTracked, restoreTracked, type IncomingTree } from './subtree.js';
-import { mshvTools } from './tools.js';
+import { toolsFor } from './tools.js';
 import { PLUGIN_VERSION } from './version.js';
 
 export interface MshvPluginOptions {
@@ -20,6 +20,12 @@ export interface MshvPluginOptions {
   readonly reads?: string;
   /** Create the in-kernel session "mshv_root" at init (step 1's vehicle). Default true. */
   readonly session?: boolean;
+  /**
+   * The version this build calls itself (default: this package's). A package that re-exports the
+   * plugin with other formats pinned (a step-1-only build, for `liveupdate matrix`) names its own
+   * version here, the one in its package.json.
+   */
+  readonly version?: string;
 }
 
 export const DEFAULT_WRITES: readonly string[] = ['1.0.0', '2.0.0', '3.0.0'];
@@ -73,7 +79,7 @@ export default function mshv(options: MshvPluginOptions = {}): Plugin {
   const tracks = top >= 2;
   return definePlugin({
     name: '@liveupdate/plugin-mshv',
-    version: PLUGIN_VERSION,
+    version: options.version ?? PLUGIN_VERSION,
     sdk: '^0.1.0',
     handlers: [mshvHandler(writes, reads)],
     init(_kernel, hooks) {
@@ -125,11 +131,14 @@ export default function mshv(options: MshvPluginOptions = {}): Plugin {
         // Before any freeze: a target that reads only 1.x cannot take running partitions over.
         const chosen = kernel.formats.chosen(MSHV_FAMILY);
         if (tracks && chosen !== undefined && chosen.startsWith('1.') && root.partitions.size > 0) {
-          throw new ErrnoError('EBUSY', 'kexec', `mshv: the target kernel reads mshv ${chosen} only (step 1, mshv-v1), which cannot hand over ${root.partitions.size} running VM partition(s); stop them first`);
+          // A negotiation refusal (nothing frozen, this kernel keeps running), with the reason named.
+          const e = new FormatNegotiationError('the target kernel', [{ family: MSHV_FAMILY, owner: '@liveupdate/plugin-mshv', offered: writes, accepted: chosen }]);
+          e.message = `mshv: the target kernel reads mshv ${chosen} only (step 1, mshv-v1), which cannot hand over ${root.partitions.size} running VM partition(s); stop them first`;
+          throw e;
         }
       });
     },
-    tools: mshvTools,
+    tools: toolsFor(writes),
   });
 }
 

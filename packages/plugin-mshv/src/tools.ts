@@ -7,7 +7,7 @@
  */
 import {
   defineDecoder, defineObjectKind, defineSection, PAGE_SIZE,
-  type Decoded, type DecodedValue, type ObjectCheck, type ObjectKind, type ScenarioSection, type OwnedPages, type PluginTools, type ScenarioObjectSpec,
+  type Decoded, type DecodedValue, type ObjectCheck, type OwnedPages, type PluginTools, type ScenarioObjectSpec,
 } from '@liveupdate/sdk';
 import { attachHypervisor, hypervisorOf, parseSize, type Hypervisor, type PhysMemory } from '@liveupdate/hw';
 import { FDT_SUBTREE_MSHV, MSHV_FAMILY } from './abi/mshv.js';
@@ -16,6 +16,7 @@ import { mshvCreatePartitionFd, mshvCreateVpFd, mshvInitializePartition, mshvOpe
 import { parseSubtree, partitionIdsOf } from './subtree.js';
 import { walkRadix } from './tracking/radix.js';
 import { readTracking } from './tracking/xarray-format.js';
+import { PLUGIN_VERSION } from './version.js';
 
 export interface MshvSectionSpec {
   readonly mode: 'l1vh' | 'root';
@@ -91,6 +92,15 @@ export const mshvSection = defineSection<MshvSectionSpec, MshvSectionState>({
     const hv = state.hv;
     const problems: string[] = [];
     if (hv.faultCount > 0) problems.push(`${hv.faultCount} access(es) to hypervisor-owned pages, first pfn 0x${hv.faults[0]?.pfn.toString(16)}`);
+    if (root?.trackingRefused) {
+      // The new kernel refused bad tracking bytes (its file's retrieve failed): the safe answer,
+      // if every page the hypervisor holds stayed reserved (preserved, never claimed) and untouched.
+      const reserved = ctx.kernel.khoIn?.leaked().pages ?? 0;
+      if (reserved < hv.depositedPages) problems.push(`tracking refused, but only ${reserved} preserved pages stayed reserved for ${hv.depositedPages} deposited`);
+      return [check(problems, `tracking refused by the new kernel (${root.trackingRefused}); ${hv.depositedPages} deposited pages stay reserved; ${hv.faultCount} faults`, {
+        depositedBefore: state.depositedBefore, depositedAfter: hv.depositedPages, faults: hv.faultCount,
+      })];
+    }
     for (const id of state.partitionIds) if (hv.partition(BigInt(id))) problems.push(`partition ${id} of the previous kernel is still alive`);
     if (root) problems.push(...compareTracked(hv, root));
     else problems.push('the new kernel has no mshv driver');
@@ -103,24 +113,40 @@ export const mshvSection = defineSection<MshvSectionSpec, MshvSectionState>({
 interface TrackingSpec extends ScenarioObjectSpec { readonly type: 'mshv-tracking' }
 interface TrackingExpect { readonly depositedBefore: number }
 
-export const mshvTrackingKind = defineObjectKind<TrackingSpec, TrackingExpect>({
-  type: 'mshv-tracking',
-  description: 'A /dev/mshv fd the VMM preserves: the tracking of hypervisor-owned pages handed over as a file (mshv 3.x)',
-  properties: {},
-  create(ctx, _spec) {
-    const fd = mshvOpen(ctx.vmm);
-    const hv = hypervisorOf(ctx.machine);
-    ctx.preserve(fd, _spec.token);
-    return { fd, expect: { depositedBefore: hv?.depositedPages ?? 0 } };
-  },
-  restore(ctx, spec, expect) {
-    const fd = ctx.retrieve(spec.token);
-    const hv = hypervisorOf(ctx.machine);
-    const root = rootOf(ctx.kernel);
-    const problems = hv && root ? compareTracked(hv, root) : ['no hypervisor or no mshv driver'];
-    return { fd, check: check(problems, `tracking retrieved; ${expect.depositedBefore} pages were deposited before the jump, ${hv?.depositedPages ?? 0} now`) };
-  },
-});
+/**
+ * The 'mshv-tracking' object kind of a build that writes `writes`: a build that writes no 3.x
+ * (step 1 or step 2 only) has no tracking file to hand over, and says so (matrix: "not supported by A").
+ */
+export function trackingKind(writes: readonly string[] = ['1.0.0', '2.0.0', '3.0.0']) {
+  const fileFormat = writes.some((v) => v.startsWith('3.'));
+  return defineObjectKind<TrackingSpec, TrackingExpect>({
+    type: 'mshv-tracking',
+    description: 'A /dev/mshv fd the VMM preserves: the tracking of hypervisor-owned pages handed over as a file (mshv 3.x)',
+    properties: {},
+    supports: () => (fileFormat ? true : `this build writes mshv ${writes.join(', ')} only: no tracking file (mshv 3.x) to preserve, and a live update with running partitions is refused at freeze (EBUSY)`),
+    create(ctx, spec) {
+      const fd = mshvOpen(ctx.vmm);
+      const hv = hypervisorOf(ctx.machine);
+      ctx.preserve(fd, spec.token);
+      return { fd, expect: { depositedBefore: hv?.depositedPages ?? 0 } };
+    },
+    restore(ctx, spec, expect) {
+      const fd = ctx.retrieve(spec.token);
+      const hv = hypervisorOf(ctx.machine);
+      const root = rootOf(ctx.kernel);
+      const problems = hv && root ? compareTracked(hv, root) : ['no hypervisor or no mshv driver'];
+      const tracked = root?.tracker?.size ?? 0;
+      return {
+        fd,
+        check: check(problems, `tracking retrieved: ${tracked} pages tracked, equal to the hypervisor's deposited set; ${expect.depositedBefore} pages were deposited before the jump, ${hv?.depositedPages ?? 0} now`, {
+          'tracked pages compared': tracked,
+        }),
+      };
+    },
+  });
+}
+
+export const mshvTrackingKind = trackingKind();
 
 // ---- decoders (from bytes alone, never throwing) ----------------------------------------------
 
@@ -201,10 +227,10 @@ export function decodeTrackingFile(memory: PhysMemory, data: bigint, version: st
   });
 }
 
-export const mshvTools: PluginTools = {
-  // PluginTools erases each kind's own Spec/State to never (its steps are contravariant in them).
-  sections: [mshvSection as unknown as ScenarioSection<never, never>],
-  objects: [mshvTrackingKind as unknown as ObjectKind<never, never>],
+/** The tools of a build that writes `writes`. */
+export const toolsFor = (writes?: readonly string[]): PluginTools => ({
+  sections: [mshvSection],
+  objects: [writes ? trackingKind(writes) : mshvTrackingKind],
   decoders: [
     defineDecoder({ target: { kind: 'subtree', name: FDT_SUBTREE_MSHV }, decode: (memory, data) => decodeSubtree(memory, Number(data)) }),
     defineDecoder({ target: { kind: 'file', family: MSHV_FAMILY }, decode: (memory, data, version) => decodeTrackingFile(memory, data, version) }),
@@ -215,11 +241,12 @@ export const mshvTools: PluginTools = {
     scenario: {
       name: 'mshv-l1vh-1g-scattered',
       machine: { memory: '8GiB' },
-      from: { release: '7.1.0', plugins: { '@liveupdate/plugin-mshv': '0.1.0' } },
-      to: { release: '7.2.0', plugins: { '@liveupdate/plugin-mshv': '0.1.0' } },
+      from: { release: '7.1.0', plugins: { '@liveupdate/plugin-mshv': PLUGIN_VERSION } },
+      to: { release: '7.2.0', plugins: { '@liveupdate/plugin-mshv': PLUGIN_VERSION } },
       mshv: { mode: 'l1vh', partitions: 3, vpsPerPartition: 2, deposit: '1GiB', pattern: 'scattered', seed: 1 },
-      sessions: [{ name: 'vmm', files: [{ type: 'mshv-tracking', token: 1 }] }],
+      sessions: [{ name: 'vmm', objects: [{ type: 'mshv-tracking', token: 1 }] }],
     },
   }],
-};
+});
 
+export const mshvTools: PluginTools = toolsFor();

@@ -115,8 +115,10 @@ describe('step 1 only on the target: the upgrade story', () => {
   it('a tracking kernel going to a step-1-only kernel is refused before any freeze while partitions run, the reason named', () => {
     const { hv, k, root, p, vp } = withPartition(true, ['1.0.0', '2.0.0', '3.0.0']);
     const before = hv.depositedPages;
-    const e = kexecError(k, [mshv({ writes: STEP1 })]);
-    expect(e.code).toBe('EBUSY');
+    let e: unknown = null;
+    try { k.kexecJump({ cmdline: CMDLINE, plugins: [mshv({ writes: STEP1 })] }); } catch (x) { e = x; }
+    if (!(e instanceof FormatNegotiationError)) throw new Error(`expected a negotiation refusal, got ${String(e)}`);
+    expect(e.refusals).toEqual([{ family: 'mshv', owner: '@liveupdate/plugin-mshv', offered: ['1.0.0', '2.0.0', '3.0.0'], accepted: '1.0.0' }]);
     expect(e.message).toMatch(/the target kernel reads mshv 1\.0\.0 only \(step 1, mshv-v1\), which cannot hand over 1 running VM partition/);
     // Nothing was frozen: no freeze ran, partitions run, nothing was withdrawn, the tracker still moves.
     expect(k.dmesg.lines().some((l) => l.includes('Cannot perform live update'))).toBe(false);

@@ -77,6 +77,27 @@ describe('integrity: every metadata byte is covered', () => {
     expect(handed).toBe(0);
     expect(hv.faultCount).toBe(0);
   });
+
+  // Found by `liveupdate fuzz`: the refusal was silent to the VMM, so the scenario's check saw an
+  // empty tracked set in a kernel that reported nothing (a wrong answer instead of a file error).
+  it('after a refused handover the VMM\'s preserved /dev/mshv is not given back (EINVAL), and the driver says why', () => {
+    const { machine, hv } = hvMachine(true);
+    const { k, root } = bootWith(machine);
+    const a = root.createPartition(); root.initializePartition(a);
+    root.depositPages(a.id, 200, { scattered: 2 });
+    const p = k.spawn('vmm');
+    const s = createSession(p, openLiveupdate(p), 'vmm');
+    preserveFd(p, s, mshvOpen(p), 1);
+    k.kexecJump({ cmdline: CMDLINE, plugins: [mshv()] });
+    const data = Number(k.luo.sessions.outgoing.find((x) => x.name === 'mshv_root')?.fileSet.files[0]?.serializedData);
+    machine.memory.writeU8(data + 8, machine.memory.readU8(data + 8) ^ 1);
+    const k2 = Kernel.boot(machine, { cmdline: CMDLINE, plugins: [mshv()] });
+    expect(mshvRoot(k2).trackingRefused).toMatch(/^retrieve: EINVAL \(mshv: checksum mismatch/);
+    const p2 = k2.spawn('vmm');
+    const s2 = retrieveSession(p2, openLiveupdate(p2), 'vmm');
+    expect(errnoOf(() => retrieveFd(p2, s2, 1))).toBe('EINVAL');
+    expect(hv.faultCount).toBe(0);
+  });
 });
 
 describe('rollback', () => {

@@ -13,18 +13,33 @@ export const vmScenario: BuiltinScenario = {
     machine: { memory: '2GiB' },
     from: side('7.1.0'),
     to: side('7.2.0'),
-    sessions: [{ name: 'vm0', files: [{ type: 'kvm-vm', token: 1, gmemToken: 2, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 200, flow: 'pause' }] }],
+    sessions: [{ name: 'vm0', objects: [{ type: 'kvm-vm', token: 2, vmToken: 1, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 200, flow: 'pause' }] }],
   },
 };
 
 export const relaxedFaultScenario: BuiltinScenario = {
   name: 'guest-memfd-relaxed-fault',
-  description: 'the VMM preserves while the vCPUs run; a fault that needs a new page exits with KVM_EXIT_MEMORY_FAULT, the VMM pauses, and the retried fault succeeds after the kexec',
+  description: 'the VMM preserves while the vCPUs run, then pauses them: under guest_memfd_luo_v1 (a build that writes only it) a fault that needs a new page exits with KVM_EXIT_MEMORY_FAULT and the retried fault succeeds after the kexec; the sparse format lets faults allocate until freeze',
   scenario: {
     name: 'guest-memfd-relaxed-fault',
     machine: { memory: '2GiB' },
     from: side('7.1.0'),
     to: side('7.2.0'),
-    sessions: [{ name: 'vm0', files: [{ type: 'kvm-vm', token: 1, gmemToken: 2, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 1000, flow: 'relaxed' }] }],
+    sessions: [{ name: 'vm0', objects: [{ type: 'kvm-vm', token: 2, vmToken: 1, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 300, flow: 'relaxed' }] }],
+  },
+};
+
+export const twoVmsScenario: BuiltinScenario = {
+  name: 'guest-memfd-two-vms',
+  description: 'two VMs in two sessions, paused one after the other: each VM\'s blackout (paused time on the machine clock) is its own count',
+  scenario: {
+    name: 'guest-memfd-two-vms',
+    machine: { memory: '2GiB' },
+    from: side('7.1.0'),
+    to: side('7.2.0'),
+    sessions: [
+      { name: 'vm0', objects: [{ type: 'kvm-vm', token: 2, vmToken: 1, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 200, flow: 'pause' }] },
+      { name: 'vm1', objects: [{ type: 'kvm-vm', token: 2, vmToken: 1, vcpus: 1, pagesPerVcpu: 256, pauseAfter: 900, flow: 'pause' }] },
+    ],
   },
 };
