@@ -89,6 +89,56 @@ function regionRect(r: Region, x: number, w: number, y: number, h: number, band:
   }, el('title', {}, esc(tip)));
 }
 
+/** Past this many regions in a node, a band draws per-pixel (linear) or per-bucket (log) summaries. */
+const MAX_DRAWN_REGIONS = 2048;
+const KINDS_BY_PRIORITY: readonly RegionKind[] = ['free', 'scratch', 'metadata', 'preserved'];
+
+/**
+ * Many regions (an MSHV host's scattered deposits: ~10^5 runs) would make one SVG element each,
+ * tens of MB of report. Regions that share a pixel are drawn as one rect of the highest-priority
+ * kind among them, its title counting what it stands for: cost follows pixels, not regions.
+ */
+function coalesced(regions: readonly Region[], slotOf: (r: Region, i: number) => readonly [number, number], slots: number): Array<{ slot0: number; slot1: number; kind: RegionKind; start: number; end: number; count: number }> {
+  const kind = new Int8Array(slots).fill(-1);
+  const first = new Float64Array(slots).fill(-1);
+  const last = new Float64Array(slots);
+  const n = new Uint32Array(slots);
+  regions.forEach((r, i) => {
+    if (r.kind === 'free') return;
+    const [a, b] = slotOf(r, i);
+    const k = KINDS_BY_PRIORITY.indexOf(r.kind);
+    const x0 = Math.min(slots - 1, Math.max(0, a));
+    // Counted once, in its first pixel; painted in every pixel it covers.
+    n[x0] = (n[x0] as number) + 1;
+    for (let x = x0; x < Math.min(slots, Math.max(b, x0 + 1)); x++) {
+      if (k > (kind[x] as number)) kind[x] = k;
+      if ((first[x] as number) < 0) first[x] = r.start;
+      last[x] = r.end;
+    }
+  });
+  const out: Array<{ slot0: number; slot1: number; kind: RegionKind; start: number; end: number; count: number }> = [];
+  for (let x = 0; x < slots;) {
+    const k = kind[x] as number;
+    let y = x + 1;
+    while (y < slots && kind[y] === k) y++;
+    if (k >= 0) {
+      let count = 0;
+      for (let z = x; z < y; z++) count += n[z] as number;
+      out.push({ slot0: x, slot1: y, kind: KINDS_BY_PRIORITY[k] as RegionKind, start: first[x] as number, end: last[y - 1] as number, count });
+    }
+    x = y;
+  }
+  return out;
+}
+
+function summaryRect(c: { kind: RegionKind; start: number; end: number; count: number }, x: number, w: number, y: number, h: number, band: string): string {
+  const tip = `${c.count} regions, mostly ${REGION_LABELS[c.kind]}: ${hex(c.start * PAGE_SIZE)}-${hex(c.end * PAGE_SIZE)}`;
+  return el('rect', {
+    class: `seg seg-${c.kind}`, 'data-band': band, 'data-kind': c.kind, 'data-start': hex(c.start * PAGE_SIZE), 'data-regions': c.count,
+    x, y, width: w, height: h, fill: REGION_COLORS[c.kind],
+  }, el('title', {}, esc(tip)));
+}
+
 function nodeGroup(node: NumaNode, regions: readonly Region[], y0: number): string {
   const span = node.endPfn - node.startPfn;
   const parts: string[] = [];
@@ -98,10 +148,18 @@ function nodeGroup(node: NumaNode, regions: readonly Region[], y0: number): stri
   // Linear band: free as the background, kept regions on top with a hairline minimum.
   const yl = y0 + 18;
   parts.push(el('rect', { class: 'band-bg', x: LABEL_W, y: yl, width: WIDTH, height: BAND, fill: REGION_COLORS.free }));
-  for (const r of regions) {
-    if (r.kind === 'free') continue;
-    const x = LABEL_W + ((r.start - node.startPfn) / span) * WIDTH;
-    parts.push(regionRect(r, x, Math.max(((r.end - r.start) / span) * WIDTH, 1.5), yl, BAND, 'linear'));
+  const many = regions.length > MAX_DRAWN_REGIONS;
+  if (many) {
+    const px = (pfn: number): number => Math.floor(((pfn - node.startPfn) / span) * WIDTH);
+    for (const c of coalesced(regions, (r) => [px(r.start), Math.ceil(((r.end - node.startPfn) / span) * WIDTH)], WIDTH)) {
+      parts.push(summaryRect(c, LABEL_W + c.slot0, c.slot1 - c.slot0, yl, BAND, 'linear'));
+    }
+  } else {
+    for (const r of regions) {
+      if (r.kind === 'free') continue;
+      const x = LABEL_W + ((r.start - node.startPfn) / span) * WIDTH;
+      parts.push(regionRect(r, x, Math.max(((r.end - r.start) / span) * WIDTH, 1.5), yl, BAND, 'linear'));
+    }
   }
   parts.push(el('text', { x: WIDTH + 6, y: yl + 17, class: 'band-label' }, 'linear'));
   // Log band: address order kept, width ~ 1 + log2(pages).
@@ -109,11 +167,21 @@ function nodeGroup(node: NumaNode, regions: readonly Region[], y0: number): stri
   const weights = regions.map((r) => 1 + Math.log2(r.end - r.start));
   const sum = weights.reduce((a, b) => a + b, 0) || 1;
   let x = LABEL_W;
-  regions.forEach((r, i) => {
-    const w = (WIDTH * (weights[i] as number)) / sum;
-    parts.push(regionRect(r, x, w, yg, BAND, 'log'));
-    x += w;
-  });
+  if (many) {
+    // Log positions, then the same per-pixel coalescing.
+    const at = new Float64Array(regions.length + 1);
+    for (let i = 0; i < regions.length; i++) at[i + 1] = (at[i] as number) + (WIDTH * (weights[i] as number)) / sum;
+    parts.push(el('rect', { class: 'band-bg', x: LABEL_W, y: yg, width: WIDTH, height: BAND, fill: REGION_COLORS.free }));
+    for (const c of coalesced(regions, (_r, i) => [Math.floor(at[i] as number), Math.ceil(at[i + 1] as number)], WIDTH)) {
+      parts.push(summaryRect(c, LABEL_W + c.slot0, c.slot1 - c.slot0, yg, BAND, 'log'));
+    }
+  } else {
+    regions.forEach((r, i) => {
+      const w = (WIDTH * (weights[i] as number)) / sum;
+      parts.push(regionRect(r, x, w, yg, BAND, 'log'));
+      x += w;
+    });
+  }
   parts.push(el('text', { x: WIDTH + 6, y: yg + 17, class: 'band-label' }, 'log'));
   return el('g', { class: 'numa-node', 'data-node': node.id, 'data-regions': regions.length }, parts.join(''));
 }
