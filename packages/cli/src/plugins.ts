@@ -15,10 +15,10 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { checkSdkCopy, DuplicateSdkError, isPlugin, type Plugin } from '@liveupdate/sdk';
 import semver from 'semver';
+import { DEFAULT_PLUGIN } from './defaults.js';
 import { UsageError } from './exit.js';
 
-/** The plugin the default scenario uses (the CLI's one dependency on a plugin). */
-export const DEFAULT_PLUGIN = '@liveupdate/plugin-memfd';
+export { DEFAULT_PLUGIN };
 
 export interface InstalledPackage {
   readonly name: string;
