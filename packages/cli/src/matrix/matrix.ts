@@ -10,7 +10,7 @@
  * nothing ran), or FAILED with why.
  */
 import { sessionObjects, type Scenario } from '@liveupdate/sdk';
-import { EXIT, EXIT_CODES_HELP, UsageError } from '../exit.js';
+import { EXIT, UsageError } from '../exit.js';
 import { count, ms, plural, table } from '../output/format.js';
 import { noProgress } from '../output/progress.js';
 import { summarize, type RunSummary } from '../output/summary.js';
