@@ -74,7 +74,7 @@ function failureReason(r: RunResult, s: RunSummary): string {
     return `refused, but ${broken.join('; ')}: ${r.error ?? ''}`;
   }
   if (s.outcome !== 'updated') {
-    const where = r.handover === null ? `kernel A (${r.scenario.from.release}), before the jump` : `kernel B (${r.scenario.to.release})`;
+    const where = !r.jumped ? `kernel A (${r.scenario.from.release}), before the jump` : `kernel B (${r.scenario.to.release})`;
     return `${s.outcome} in ${where}${s.error ? `: ${s.error}` : ''}`;
   }
   const why: string[] = [];
@@ -121,7 +121,8 @@ export async function runMatrix(scenario: Scenario, plugin: string, versions: re
       const t0 = performance.now();
       let cell: MatrixCell;
       try {
-        cell = classify(a, b, await runScenario(withReleases(scenario, plugin, a, b), { progress: noProgress }));
+        // A cell is its outcome: the handover view (for run, report and inspect) is not decoded.
+        cell = classify(a, b, await runScenario(withReleases(scenario, plugin, a, b), { progress: noProgress, decode: false }));
       } catch (e) {
         // An exception the runner does not classify is a failed cell (with its message), not the end of the table.
         cell = {
