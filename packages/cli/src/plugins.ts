@@ -9,16 +9,16 @@
  *
  * A plugin package's default export is its factory (`() => Plugin`), or it exports `plugin`.
  */
-import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, realpathSync, statSync, type Dirent } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { checkSdkCopy, DuplicateSdkError, isPlugin, type Plugin } from '@liveupdate/sdk';
 import semver from 'semver';
+import { DEFAULT_PLUGIN } from './defaults.js';
 import { UsageError } from './exit.js';
 
-/** The plugin the default scenario uses (the CLI's one dependency on a plugin). */
-export const DEFAULT_PLUGIN = '@liveupdate/plugin-memfd';
+export { DEFAULT_PLUGIN };
 
 export interface InstalledPackage {
   readonly name: string;
@@ -48,28 +48,39 @@ const readJson = (file: string): Record<string, unknown> | null => {
 
 const isDir = (p: string): boolean => { try { return statSync(p).isDirectory(); } catch { return false; } };
 
-function packageAt(dir: string, as: string): InstalledPackage | null {
+function packageAt(dir: string, as: string, resolveLinks = true): InstalledPackage | null {
   const pkg = readJson(path.join(dir, 'package.json'));
   if (!pkg || typeof pkg.name !== 'string' || typeof pkg.version !== 'string') return null;
   let real = dir;
-  try { real = realpathSync(dir); } catch { /* a dangling link: keep the path */ }
+  if (resolveLinks) {
+    try { real = realpathSync(dir); } catch { /* a dangling link: keep the path */ }
+  }
   return { name: pkg.name, version: pkg.version, dir: real, as };
 }
 
-/** Every package in one node_modules folder (scoped ones included). */
+/**
+ * Every package in one node_modules folder (scoped ones included). The folder's own path is
+ * resolved once; only entries that are links (workspaces, `npm i ../folder`) are resolved one
+ * by one, so a scan costs one read per package.
+ */
 function packagesIn(nodeModules: string, out: InstalledPackage[]): void {
-  let entries: string[];
-  try { entries = readdirSync(nodeModules); } catch { return; }
+  let real: string;
+  let entries: Dirent[];
+  try {
+    real = realpathSync(nodeModules);
+    entries = readdirSync(real, { withFileTypes: true });
+  } catch { return; }
+  const add = (dir: string, as: string, link: boolean): void => { const p = packageAt(dir, as, link); if (p) out.push(p); };
   for (const e of entries) {
-    if (e.startsWith('.')) continue;
-    const full = path.join(nodeModules, e);
-    if (e.startsWith('@')) {
-      let inner: string[];
-      try { inner = readdirSync(full); } catch { continue; }
-      for (const i of inner) { const p = packageAt(path.join(full, i), `${e}/${i}`); if (p) out.push(p); }
+    if (e.name.startsWith('.') || !(e.isDirectory() || e.isSymbolicLink())) continue;
+    const full = path.join(real, e.name);
+    if (e.name.startsWith('@')) {
+      let inner: Dirent[];
+      try { inner = readdirSync(full, { withFileTypes: true }); } catch { continue; }
+      const scopeLink = e.isSymbolicLink();
+      for (const i of inner) if (i.isDirectory() || i.isSymbolicLink()) add(path.join(full, i.name), `${e.name}/${i.name}`, scopeLink || i.isSymbolicLink());
     } else {
-      const p = packageAt(full, e);
-      if (p) out.push(p);
+      add(full, e.name, e.isSymbolicLink());
     }
   }
 }

@@ -1,97 +1,72 @@
 /**
  * The `liveupdate` command line: parse arguments (commander), run one command, map every
  * outcome to a documented exit code. The work itself lives in the scenario runner (over the
- * SDK harness), the handover decoder and the report renderer.
+ * SDK harness), the handover decoder and the report renderer, and each command imports its
+ * work only when it runs: `liveupdate --help`, `--version` and a usage error load commander
+ * and nothing else (no kernel, no plugin, no ajv), and a command loads what it uses.
  */
-import { constants } from 'node:fs';
-import { access, readFile, stat, writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import { createRequire } from 'node:module';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, Help, Option } from 'commander';
+import type { RunFlags } from './commands.js';
 import { EXIT, EXIT_CODES_HELP, UsageError } from './exit.js';
-import { serializeDump, parseDump } from './handover/dump.js';
-import { formatInspect, inspectDump } from './handover/inspect.js';
-import { addFuzzCommand } from './fuzz/fuzz.js';
-import { addMatrixCommand } from './matrix/matrix.js';
-import { createProgress, type ProgressMode } from './output/progress.js';
-import { formatSummary, summarize } from './output/summary.js';
-import { renderReport } from './report/html.js';
-import { loadScenario } from './scenario/load.js';
-import { runScenario } from './scenario/runner.js';
+import { addMatrixCommand } from './matrix/command.js';
 
 const VERSION = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
+const CREATED_BY = `liveupdate ${VERSION}`;
 
 export interface CliIo {
   readonly stdout: NodeJS.WritableStream;
   readonly stderr: NodeJS.WritableStream & { isTTY?: boolean };
 }
 
-interface RunFlags {
-  readonly scenario?: string;
-  readonly json?: boolean;
-  readonly dump?: string;
-  readonly report?: string;
-  readonly progress?: boolean;
-}
+/** Commands listed under a term of their own (lazy ones: see addLazyCommand). */
+const lazyTerms = new WeakMap<Command, string>();
+const LAZY_COMMANDS = new Set(['fuzz']);
 
-function progressMode(io: CliIo, flags: { json?: boolean; progress?: boolean }): ProgressMode {
-  if (flags.json || flags.progress === false) return 'off';
-  return io.stderr.isTTY ? 'bar' : 'lines';
-}
-
-/** An output file we can write, checked before the run (a bad path is a usage error, not a failure after minutes of work). */
-async function checkWritable(option: string, file: string): Promise<void> {
-  const dir = path.dirname(path.resolve(file));
-  const st = await stat(file).catch(() => null);
-  if (st?.isDirectory()) throw new UsageError(`${option} ${file}: is a directory`);
-  try {
-    await access(st ? file : dir, constants.W_OK);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'EACCES';
-    throw new UsageError(`${option} ${file}: cannot write there (${code === 'ENOENT' ? `no directory ${dir}` : code})`);
-  }
-}
-
-async function runAndSummarize(io: CliIo, file: string | undefined, flags: RunFlags & { reportTo?: string }, command: 'run' | 'report'): Promise<number> {
-  if (flags.dump !== undefined) await checkWritable('--dump', flags.dump);
-  const reportTo = flags.reportTo ?? flags.report;
-  if (reportTo !== undefined) await checkWritable(command === 'report' ? '--out' : '--report', reportTo);
-  const { scenario } = await loadScenario(file, flags.scenario);
-  const progress = createProgress(progressMode(io, flags), io.stderr);
-  const result = await runScenario(scenario, { progress, capture: flags.dump !== undefined, createdBy: `liveupdate ${VERSION}` });
-  let dumpPath: string | null = null;
-  if (flags.dump !== undefined && result.dump) {
-    await writeFile(flags.dump, serializeDump(result.dump));
-    dumpPath = flags.dump;
-  }
-  const reportPath = flags.reportTo ?? flags.report;
-  const summary = { ...summarize(result, { dump: dumpPath, report: reportPath ?? null }), command };
-  if (reportPath !== undefined) await writeFile(reportPath, renderReport(summary, result.machine.numaNodes, result.handover));
-  io.stdout.write(flags.json ? `${JSON.stringify(summary, null, 2)}\n` : formatSummary(summary));
-  if (flags.dump !== undefined && !result.dump && !flags.json) io.stderr.write('liveupdate: no handover was made, so no dump was written\n');
-  return summary.exitCode;
-}
-
-async function inspectCommand(io: CliIo, file: string, flags: { json?: boolean }): Promise<number> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (e) {
-    throw new UsageError(`cannot read dump ${file}: ${e instanceof Error ? e.message : String(e)}`);
-  }
-  const report = await inspectDump(parseDump(text, file), file);
-  io.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : formatInspect(report));
-  return report.exitCode;
-}
-
-export function buildProgram(io: CliIo, exit: { code: number }): Command {
-  const program = new Command('liveupdate');
-  program
-    .description('Run, inspect, report, fuzz and qualify Linux live updates (KHO + LUO) on an emulated machine.\nPlugins are the npm packages a scenario names (installed, or side by side under npm aliases).\nWithout a scenario file, `run` and `report` use the default plugin\'s scenario (three VMs on memfds).')
-    .version(VERSION)
+/** The root command: its output, exit and help handling (shared with the lazily built ones). */
+function rootCommand(io: CliIo): Command {
+  return new Command('liveupdate')
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
     .showHelpAfterError('(run liveupdate --help for usage)')
+    .configureHelp({
+      subcommandTerm(this: Help, cmd: Command): string { return lazyTerms.get(cmd) ?? Help.prototype.subcommandTerm.call(this, cmd); },
+    });
+}
+
+type AddCommand = (program: Command, io: CliIo, exit: { code: number }) => void;
+
+/**
+ * A command defined in a module that pulls in the whole tool: the program lists it by its
+ * term and summary, and builds the real definition (options, help, action) only when the
+ * command is named, then hands it every word after the command's name.
+ */
+function addLazyCommand(program: Command, io: CliIo, exit: { code: number }, spec: { name: string; term: string; summary: string; load: () => Promise<AddCommand> }): void {
+  const stub = program.command(spec.name)
+    .description(spec.summary)
+    .helpOption(false)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .argument('[words...]')
+    .action(async (_words: string[], _flags: unknown, cmd: Command) => {
+      const real = rootCommand(io);
+      (await spec.load())(real, io, exit);
+      await real.parseAsync([spec.name, ...cmd.args], { from: 'user' });
+    });
+  lazyTerms.set(stub, spec.term);
+}
+
+/** How `liveupdate --help` lists `fuzz` (fuzz/fuzz.ts defines the command; a test keeps the two equal). */
+export const FUZZ_LISTING = {
+  term: 'fuzz [options] [scenario]',
+  summary: 'corrupt random bytes of the handover between the jump and the new kernel\'s boot, seeded and bounded, and check every run ends in a defined outcome',
+} as const;
+
+export function buildProgram(io: CliIo, exit: { code: number }): Command {
+  const program = rootCommand(io);
+  program
+    .description('Run, inspect, report, fuzz and qualify Linux live updates (KHO + LUO) on an emulated machine.\nPlugins are the npm packages a scenario names (installed, or side by side under npm aliases).\nWithout a scenario file, `run` and `report` use the default plugin\'s scenario (three VMs on memfds).')
+    .version(VERSION)
     .addHelpText('after', `\n${EXIT_CODES_HELP}\n`);
 
   program.command('run')
@@ -103,14 +78,20 @@ export function buildProgram(io: CliIo, exit: { code: number }): Command {
     .option('--report <file>', 'also write the HTML report')
     .option('--no-progress', 'no progress output on stderr')
     .addHelpText('after', `\n${EXIT_CODES_HELP}\n`)
-    .action(async (file: string | undefined, flags: RunFlags) => { exit.code = await runAndSummarize(io, file, flags, 'run'); });
+    .action(async (file: string | undefined, flags: RunFlags) => {
+      const { runAndSummarize } = await import('./commands.js');
+      exit.code = await runAndSummarize(io, file, flags, 'run', CREATED_BY);
+    });
 
   program.command('inspect')
     .description('decode a handover dump without the kernel that wrote it: root FDT, preserved memory, LUO sessions and files')
     .argument('<dump>', 'a dump written by `liveupdate run --dump`')
     .option('--json', 'print one machine-readable JSON object')
     .addHelpText('after', `\n${EXIT_CODES_HELP}\n`)
-    .action(async (file: string, flags: { json?: boolean }) => { exit.code = await inspectCommand(io, file, flags); });
+    .action(async (file: string, flags: { json?: boolean }) => {
+      const { inspectCommand } = await import('./commands.js');
+      exit.code = await inspectCommand(io, file, flags);
+    });
 
   program.command('report')
     .description('run a scenario and write a self-contained HTML report (timeline, memory map, summary)')
@@ -121,10 +102,11 @@ export function buildProgram(io: CliIo, exit: { code: number }): Command {
     .option('--no-progress', 'no progress output on stderr')
     .addHelpText('after', `\n${EXIT_CODES_HELP}\n`)
     .action(async (file: string | undefined, flags: { out: string; scenario?: string; json?: boolean; progress?: boolean }) => {
-      exit.code = await runAndSummarize(io, file, { ...flags, reportTo: flags.out }, 'report');
+      const { runAndSummarize } = await import('./commands.js');
+      exit.code = await runAndSummarize(io, file, { ...flags, reportTo: flags.out }, 'report', CREATED_BY);
     });
   addMatrixCommand(program, io, exit);
-  addFuzzCommand(program, io, exit);
+  addLazyCommand(program, io, exit, { name: 'fuzz', ...FUZZ_LISTING, load: async () => (await import('./fuzz/fuzz.js')).addFuzzCommand });
   return program;
 }
 
@@ -140,8 +122,10 @@ function reportError(io: CliIo, json: boolean, code: number, message: string, de
 export async function main(argv: readonly string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   const exit = { code: EXIT.ok as number };
   const json = argv.includes('--json');
+  // `help <command>` prints a stub's help synchronously; a lazy command's real help needs its module.
+  const words = argv[2] === 'help' && LAZY_COMMANDS.has(argv[3] ?? '') ? [...argv.slice(0, 2), argv[3] ?? '', '--help'] : [...argv];
   try {
-    await buildProgram(io, exit).parseAsync([...argv]);
+    await buildProgram(io, exit).parseAsync(words);
     return exit.code;
   } catch (e) {
     if (e instanceof CommanderError) {

@@ -1,9 +1,10 @@
 /**
  * Manifests and scenario files are data, validated by ajv schemas shipped with the SDK. One
- * strict Ajv instance per process, schemas compiled at module load; every error names the
- * field (a JSON pointer) and, for files, the line it sits on.
+ * strict Ajv instance per process, each schema compiled the first time it validates something
+ * (a tool that never reads a scenario file never compiles the scenario schema); every error
+ * names the field (a JSON pointer) and, for files, the line it sits on.
  */
-import { Ajv, type ErrorObject, type JSONSchemaType } from 'ajv';
+import { Ajv, type ErrorObject, type JSONSchemaType, type ValidateFunction } from 'ajv';
 import semver from 'semver';
 import { isSize, parseSizeStrict } from './size.js';
 import type { JsonSchema, ObjectKind, ScenarioSection } from './tools.js';
@@ -30,10 +31,35 @@ export interface PluginManifest {
   requires: ManifestDependency[];
 }
 
-const ajv = new Ajv({ strict: true, allErrors: false, verbose: true });
-ajv.addFormat('semver', { type: 'string', validate: (s: string) => semver.valid(s) !== null && semver.valid(s) === s });
-ajv.addFormat('semver-range', { type: 'string', validate: (s: string) => semver.validRange(s) !== null });
-ajv.addFormat('size', { type: 'string', validate: isSize });
+let instance: Ajv | null = null;
+
+/** The process's Ajv instance, made on first use. */
+function ajv(): Ajv {
+  if (instance) return instance;
+  const a = new Ajv({ strict: true, allErrors: false, verbose: true });
+  a.addFormat('semver', { type: 'string', validate: (s: string) => semver.valid(s) !== null && semver.valid(s) === s });
+  a.addFormat('semver-range', { type: 'string', validate: (s: string) => semver.validRange(s) !== null });
+  a.addFormat('size', { type: 'string', validate: isSize });
+  instance = a;
+  return a;
+}
+
+/**
+ * A validator that compiles its schema on its first call (then calls the compiled one): same
+ * call shape as ajv's, `errors` included, so callers cannot tell.
+ */
+function lazyValidator<T>(schema: object): ValidateFunction<T> {
+  let compiled: ValidateFunction<T> | null = null;
+  const validate = ((data: unknown): boolean => {
+    compiled ??= ajv().compile<T>(schema);
+    const ok = compiled(data);
+    validate.errors = compiled.errors ?? null;
+    return ok;
+  }) as ValidateFunction<T>;
+  validate.schema = schema;
+  validate.errors = null;
+  return validate;
+}
 
 const manifestSchema: JSONSchemaType<PluginManifest> = {
   $id: 'liveupdate:plugin-manifest',
@@ -73,7 +99,7 @@ const manifestSchema: JSONSchemaType<PluginManifest> = {
   },
 };
 
-export const validateManifest = ajv.compile(manifestSchema);
+export const validateManifest = lazyValidator<PluginManifest>(manifestSchema);
 
 /**
  * One object in a session (a file, a VM, a device): `type` names the object kind a loaded
@@ -220,19 +246,19 @@ export function composeScenarioSchema(tools: readonly ScenarioVocabulary[] | nul
 
 /** The open scenario schema (no plugin vocabulary): kept for tools that only read the common fields. */
 export const scenarioSchema: JsonSchema = composeScenarioSchema(null);
-export const validateScenario = ajv.compile<Scenario>(scenarioSchema);
+export const validateScenario = lazyValidator<Scenario>(scenarioSchema);
 
 /** Compiled composed schemas, by the identity of the tools list's members (a CLI run compiles one or two). */
-const composedCache = new Map<string, ReturnType<typeof ajv.compile<Scenario>>>();
+const composedCache = new Map<string, ValidateFunction<Scenario>>();
 
-function validatorFor(tools: readonly ScenarioVocabulary[] | null): ReturnType<typeof ajv.compile<Scenario>> {
+function validatorFor(tools: readonly ScenarioVocabulary[] | null): ValidateFunction<Scenario> {
   if (tools === null) return validateScenario;
   const schema = composeScenarioSchema(tools);
   const key = JSON.stringify(schema);
   let v = composedCache.get(key);
   if (!v) {
     try {
-      v = ajv.compile<Scenario>(schema);
+      v = ajv().compile<Scenario>(schema);
     } catch (e) {
       throw new TypeError(`the plugins' scenario vocabulary does not compile: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
@@ -288,8 +314,32 @@ function issuesOf(errors: readonly ErrorObject[] | null | undefined): SchemaIssu
   });
 }
 
+/**
+ * Manifests already found valid, as JSON text: every plugin instance (one per kernel) checks
+ * its manifest again. Only plain JSON data is remembered (no undefined, function, class
+ * instance or non-finite number anywhere), so equal text means equal data for the schema.
+ */
+const validManifests = new Set<string>();
+
+function plainJsonText(m: unknown): string | null {
+  let plain = true;
+  const text = JSON.stringify(m, function (this: Record<string, unknown>, key: string, value: unknown) {
+    const raw = this[key];
+    if (raw === undefined || typeof raw === 'function' || typeof raw === 'symbol' || typeof raw === 'bigint'
+      || (typeof raw === 'number' && !Number.isFinite(raw))
+      || (typeof raw === 'object' && raw !== null && !Array.isArray(raw) && Object.getPrototypeOf(raw) !== Object.prototype)) plain = false;
+    return value;
+  }) as string | undefined;
+  return plain && text !== undefined ? text : null;
+}
+
 export function assertManifest(m: unknown): asserts m is PluginManifest {
+  const text = plainJsonText(m);
+  if (text !== null && validManifests.has(text)) return;
   if (!validateManifest(m)) throw new SchemaError(`plugin manifest${typeof m === 'object' && m && 'name' in m ? ` of ${String((m as { name: unknown }).name)}` : ''}`, issuesOf(validateManifest.errors));
+  if (text === null) return;
+  if (validManifests.size >= 1024) validManifests.clear();
+  validManifests.add(text);
 }
 
 /** The line of the value at a JSON pointer in `text` (1-based), found by a small tokenizer. */

@@ -10,8 +10,7 @@
  * nothing ran), or FAILED with why.
  */
 import { sessionObjects, type Scenario } from '@liveupdate/sdk';
-import type { Command } from 'commander';
-import { EXIT, EXIT_CODES_HELP, UsageError } from '../exit.js';
+import { EXIT, UsageError } from '../exit.js';
 import { count, ms, plural, table } from '../output/format.js';
 import { noProgress } from '../output/progress.js';
 import { summarize, type RunSummary } from '../output/summary.js';
@@ -75,7 +74,7 @@ function failureReason(r: RunResult, s: RunSummary): string {
     return `refused, but ${broken.join('; ')}: ${r.error ?? ''}`;
   }
   if (s.outcome !== 'updated') {
-    const where = r.handover === null ? `kernel A (${r.scenario.from.release}), before the jump` : `kernel B (${r.scenario.to.release})`;
+    const where = !r.jumped ? `kernel A (${r.scenario.from.release}), before the jump` : `kernel B (${r.scenario.to.release})`;
     return `${s.outcome} in ${where}${s.error ? `: ${s.error}` : ''}`;
   }
   const why: string[] = [];
@@ -122,7 +121,8 @@ export async function runMatrix(scenario: Scenario, plugin: string, versions: re
       const t0 = performance.now();
       let cell: MatrixCell;
       try {
-        cell = classify(a, b, await runScenario(withReleases(scenario, plugin, a, b), { progress: noProgress }));
+        // A cell is its outcome: the handover view (for run, report and inspect) is not decoded.
+        cell = classify(a, b, await runScenario(withReleases(scenario, plugin, a, b), { progress: noProgress, decode: false }));
       } catch (e) {
         // An exception the runner does not classify is a failed cell (with its message), not the end of the table.
         cell = {
@@ -206,17 +206,4 @@ export async function matrixCommand(io: CliIo, file: string | undefined, flags: 
   });
   io.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : formatMatrix(report, performance.now() - t0));
   return report.exitCode;
-}
-
-/** `program.command('matrix')`, so it inherits the program's output and exit handling. */
-export function addMatrixCommand(program: Command, io: CliIo, exit: { code: number }): void {
-  program.command('matrix')
-    .description('run a scenario from every release of a plugin to every other (kernel A release X -> kernel B release Y) and print the outcome table')
-    .argument('[scenario]', 'scenario JSON file (default: the plugin\'s own matrix scenario); the plugin\'s version is replaced per cell')
-    .option('--plugin <name>', `the plugin whose releases are mixed (default: the scenario's first plugin, or ${DEFAULT_PLUGIN})`)
-    .option('--versions <list>', 'comma-separated releases, each installed (e.g. npm i kv-1.0@npm:@example/kv@1.0.0); default: every installed release')
-    .option('--json', 'print the matrix as one JSON object')
-    .option('--no-progress', 'no per-cell lines on stderr')
-    .addHelpText('after', `\nA refusal by format negotiation before freeze, with kernel A still running, is a correct outcome;\nso is a release that cannot handle the scenario's objects at all ("not supported by A/B": nothing ran).\nOnly FAILED cells fail the command (exit 1).\n\n${EXIT_CODES_HELP}\n`)
-    .action(async (file: string | undefined, flags: MatrixFlags) => { exit.code = await matrixCommand(io, file, flags); });
 }

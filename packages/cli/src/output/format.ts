@@ -10,7 +10,10 @@ export function bytes(n: number): string {
   return `${text} ${UNITS[i]}`;
 }
 
-export const count = (n: number): string => n.toLocaleString('en-US');
+/** 1234567 → "1,234,567" (as toLocaleString('en-US'), without loading ICU's number formatting for integers). */
+export const count = (n: number): string => (Number.isSafeInteger(n) && !Object.is(n, -0)
+  ? `${n < 0 ? '-' : ''}${String(Math.abs(n)).replace(/\B(?=(\d{3})+$)/g, ',')}`
+  : n.toLocaleString('en-US'));
 
 export function ms(n: number): string {
   if (n >= 10_000) return `${(n / 1000).toFixed(1)} s`;

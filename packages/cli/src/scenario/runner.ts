@@ -19,8 +19,10 @@ export type { RunOutcome, ObjectResult, SessionResult } from '@liveupdate/sdk/te
 export interface RunResult extends ScenarioRunResult {
   /** Kernel A's and B's plugins (the instances the run used; their decoders read the handover). */
   readonly plugins: { readonly from: readonly Plugin[]; readonly to: readonly Plugin[] };
-  /** The handover as the new kernel found it, decoded from bytes right after the jump. */
+  /** The handover as the new kernel found it, decoded from bytes right after the jump (null without the jump, or with `decode: false`). */
   readonly handover: HandoverView | null;
+  /** Kernel A jumped: the run got past freeze, serialize and the jump into kernel B. */
+  readonly jumped: boolean;
   readonly dump: HandoverDump | null;
 }
 
@@ -35,7 +37,16 @@ export interface RunOptions {
   readonly onHandover?: (machine: Machine, handover: HandoverView) => void;
   /** Host memory the run may use (default: half of this host's RAM). */
   readonly hostMemoryLimit?: number;
+  /**
+   * Decode the handover for the result's view (default true). A tool that reads only the
+   * outcome (matrix cells) says false; the harness's checks do not depend on it.
+   */
+  readonly decode?: boolean;
 }
+
+let hostLimit: number | null = null;
+/** Half of this host's RAM (asked once: os.totalmem() reads /proc/meminfo on every call). */
+const defaultHostLimit = (): number => (hostLimit ??= Math.floor(totalmem() / 2));
 
 export async function runScenario(scenario: Scenario, opts: RunOptions): Promise<RunResult> {
   const fromBuilds = await resolvePlugins(scenario.from.plugins);
@@ -43,15 +54,19 @@ export async function runScenario(scenario: Scenario, opts: RunOptions): Promise
   const from = fromBuilds.map((b) => b.create());
   const to = toBuilds.map((b) => b.create());
   const need = hostBytesOf(scenario, from);
-  const limit = opts.hostMemoryLimit ?? Math.floor(totalmem() / 2);
+  const limit = opts.hostMemoryLimit ?? defaultHostLimit();
   if (need > limit) {
     throw new UsageError(`scenario ${scenario.name} needs about ${bytes(need)} of host memory to create its objects (real bytes, e.g. pattern fills), more than the ${bytes(limit)} this run may use (half of the host's RAM): use synthetic fills, a smaller touched fraction or smaller objects`);
   }
   let handover: HandoverView | null = null;
   let dump: HandoverDump | null = null;
+  let jumped = false;
+  const decode = opts.decode ?? true;
   const result = runGeneric(scenario, {
     from, to, progress: opts.progress, ...(opts.faults ? { faults: opts.faults } : {}),
     onJump: (m) => {
+      jumped = true;
+      if (!decode && !opts.capture && !opts.onHandover) return;
       const view = decodeHandover(m.memory, m.bootParams.khoData, from);
       handover = view;
       if (opts.capture) {
@@ -63,5 +78,5 @@ export async function runScenario(scenario: Scenario, opts: RunOptions): Promise
       opts.onHandover?.(m, view);
     },
   });
-  return { ...result, plugins: { from, to }, handover, dump };
+  return { ...result, plugins: { from, to }, handover, jumped, dump };
 }

@@ -23,24 +23,25 @@
  * A shutdown tap may throw KernelPanic (e.g. MSHV's "must not kexec"); nothing rolls back there.
  */
 import { SyncHook } from 'tapable';
+import { loopingSyncHook } from '../lib/sync-hook.js';
 
 export function createBootHooks<K>() {
   return Object.freeze({
-    memblock: new SyncHook<[kernel: K]>(['kernel']),
-    luoEarly: new SyncHook<[kernel: K]>(['kernel']),
-    iommuInit: new SyncHook<[kernel: K]>(['kernel']),
-    pciEnumerate: new SyncHook<[kernel: K]>(['kernel']),
-    probe: new SyncHook<[kernel: K]>(['kernel']),
-    late: new SyncHook<[kernel: K]>(['kernel']),
+    memblock: loopingSyncHook(new SyncHook<[kernel: K]>(['kernel'])),
+    luoEarly: loopingSyncHook(new SyncHook<[kernel: K]>(['kernel'])),
+    iommuInit: loopingSyncHook(new SyncHook<[kernel: K]>(['kernel'])),
+    pciEnumerate: loopingSyncHook(new SyncHook<[kernel: K]>(['kernel'])),
+    probe: loopingSyncHook(new SyncHook<[kernel: K]>(['kernel'])),
+    late: loopingSyncHook(new SyncHook<[kernel: K]>(['kernel'])),
   });
 }
 
 export function createShutdownHooks<K>() {
   return Object.freeze({
-    reboot: new SyncHook<[kernel: K]>(['kernel']),
-    deviceShutdown: new SyncHook<[kernel: K]>(['kernel']),
-    syscoreShutdown: new SyncHook<[kernel: K]>(['kernel']),
-    beforeJump: new SyncHook<[kernel: K]>(['kernel']),
+    reboot: loopingSyncHook(new SyncHook<[kernel: K]>(['kernel'])),
+    deviceShutdown: loopingSyncHook(new SyncHook<[kernel: K]>(['kernel'])),
+    syscoreShutdown: loopingSyncHook(new SyncHook<[kernel: K]>(['kernel'])),
+    beforeJump: loopingSyncHook(new SyncHook<[kernel: K]>(['kernel'])),
   });
 }
 

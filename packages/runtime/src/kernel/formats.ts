@@ -95,6 +95,31 @@ export class PluginLoadError extends Error {
   }
 }
 
+/**
+ * semver's answers are pure functions of their strings, and every boot asks the same few
+ * (each plugin's writes and reads, each negotiation): remember them, so a boot does not parse
+ * the same ranges again (a matrix boots two kernels per cell).
+ */
+const validVersions = new Map<string, boolean>();
+const validRanges = new Map<string, boolean>();
+const maxSatisfied = new Map<string, string | null>();
+const isValidVersion = (v: string): boolean => {
+  let ok = validVersions.get(v);
+  if (ok === undefined) { ok = semver.valid(v) !== null; validVersions.set(v, ok); }
+  return ok;
+};
+const isValidRange = (r: string): boolean => {
+  let ok = validRanges.get(r);
+  if (ok === undefined) { ok = semver.validRange(r) !== null; validRanges.set(r, ok); }
+  return ok;
+};
+const maxSatisfying = (versions: readonly string[], range: string): string | null => {
+  const key = `${versions.join(' ')}\u0000${range}`;
+  let v = maxSatisfied.get(key);
+  if (v === undefined) { v = semver.maxSatisfying([...versions], range); maxSatisfied.set(key, v); }
+  return v;
+};
+
 export class FormatRegistry {
   private readonly specs = new Map<string, FormatSpec>();
   /** Per family: the version chosen for the pending kexec. */
@@ -106,8 +131,8 @@ export class FormatRegistry {
 
   register(spec: FormatSpec): void {
     if (!FAMILY_RE.test(spec.family)) throw new TypeError(`format family '${spec.family}' must match ${FAMILY_RE}`);
-    if (spec.writes.length === 0 || spec.writes.some((w) => semver.valid(w) === null)) throw new TypeError(`format '${spec.family}': writes must be concrete semver versions`);
-    if (semver.validRange(spec.reads) === null) throw new TypeError(`format '${spec.family}': reads '${spec.reads}' is not a semver range`);
+    if (spec.writes.length === 0 || spec.writes.some((w) => !isValidVersion(w))) throw new TypeError(`format '${spec.family}': writes must be concrete semver versions`);
+    if (!isValidRange(spec.reads)) throw new TypeError(`format '${spec.family}': reads '${spec.reads}' is not a semver range`);
     const existing = this.specs.get(spec.family);
     if (existing && existing.owner !== spec.owner) throw new TypeError(`format '${spec.family}' is already owned by ${existing.owner}`);
     this.specs.set(spec.family, spec);
@@ -144,7 +169,7 @@ export class FormatRegistry {
       const spec = this.specs.get(family);
       if (!spec) continue;
       const theirs = target.formats[family];
-      const v = theirs ? semver.maxSatisfying([...spec.writes], theirs.reads) : null;
+      const v = theirs ? maxSatisfying(spec.writes, theirs.reads) : null;
       if (v === null) refusals.push({ family, owner: spec.owner, offered: spec.writes, accepted: theirs?.reads ?? null });
       else picked.set(family, v);
     }
@@ -163,5 +188,5 @@ export const SDK_API_VERSION = '0.1.0';
 
 export function checkPluginSdk(plugin: string, range: string | undefined): void {
   if (range === undefined) return;
-  if (semver.validRange(range) === null || !semver.satisfies(SDK_API_VERSION, range)) throw new PluginLoadError(plugin, range, SDK_API_VERSION);
+  if (!isValidRange(range) || maxSatisfying([SDK_API_VERSION], range) === null) throw new PluginLoadError(plugin, range, SDK_API_VERSION);
 }

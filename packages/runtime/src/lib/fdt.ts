@@ -70,6 +70,18 @@ function fail(code: FdtErrorCode, message: string): never {
 }
 
 function decodeUtf8(bytes: Uint8Array): string | undefined {
+  // Node names, property names and compatible strings are short ASCII: decoded in JS, which
+  // is several times cheaper than a TextDecoder call per name; anything else goes to the decoder.
+  if (bytes.length <= 64) {
+    let ascii = '';
+    let i = 0;
+    for (; i < bytes.length; i++) {
+      const b = bytes[i] as number;
+      if (b >= 0x80) break;
+      ascii += String.fromCharCode(b);
+    }
+    if (i === bytes.length) return ascii;
+  }
   try { return utf8Strict.decode(bytes); } catch { return undefined; }
 }
 

@@ -5,6 +5,7 @@
  * compatible string so a plugin can watch one format.
  */
 import { HookMap, SyncHook } from 'tapable';
+import { loopingSyncHook } from '../lib/sync-hook.js';
 import type { ErrnoError } from '../errno.js';
 import type { FileOpName, FlbOpName } from './types.js';
 
@@ -31,18 +32,18 @@ export interface RebootEvent {
 export function createLuoHooks() {
   return Object.freeze({
     /** Before a handler op; a tap may throw ErrnoError to fail it. */
-    fileOp: new SyncHook<[event: FileOpEvent]>(['event']),
+    fileOp: loopingSyncHook(new SyncHook<[event: FileOpEvent]>(['event'])),
     /** After a handler op, with the error it failed with (null on success). */
-    fileOpDone: new SyncHook<[event: FileOpEvent, error: ErrnoError | null]>(['event', 'error']),
+    fileOpDone: loopingSyncHook(new SyncHook<[event: FileOpEvent, error: ErrnoError | null]>(['event', 'error'])),
     /** Before an FLB op; a tap may throw ErrnoError to fail it. */
-    flbOp: new SyncHook<[event: FlbOpEvent]>(['event']),
-    flbOpDone: new SyncHook<[event: FlbOpEvent, error: ErrnoError | null]>(['event', 'error']),
+    flbOp: loopingSyncHook(new SyncHook<[event: FlbOpEvent]>(['event'])),
+    flbOpDone: loopingSyncHook(new SyncHook<[event: FlbOpEvent, error: ErrnoError | null]>(['event', 'error'])),
     /** Per compatible string: fires with every op of that handler. */
-    handler: new HookMap((_compatible: string) => new SyncHook<[event: FileOpEvent]>(['event'])),
-    sessionCreated: new SyncHook<[name: string]>(['name']),
-    sessionRetrieved: new SyncHook<[name: string]>(['name']),
+    handler: new HookMap((_compatible: string) => loopingSyncHook(new SyncHook<[event: FileOpEvent]>(['event']))),
+    sessionCreated: loopingSyncHook(new SyncHook<[name: string]>(['name'])),
+    sessionRetrieved: loopingSyncHook(new SyncHook<[name: string]>(['name'])),
     /** Reboot path phases (freeze, FLB serialization, rollback). */
-    reboot: new SyncHook<[event: RebootEvent]>(['event']),
+    reboot: loopingSyncHook(new SyncHook<[event: RebootEvent]>(['event'])),
   });
 }
 

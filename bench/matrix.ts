@@ -1,0 +1,165 @@
+/**
+ * What qualifying a version pair costs: the `liveupdate` CLI's start-up, the first pair, and the
+ * per-pair cost at 16 and 256 pairs, in the in-process runner (`runMatrix`) and in the whole
+ * `liveupdate matrix` process, against a real kexec cycle.
+ *
+ * A pair: one session, two small memfds (a sealed 64 KiB pattern file, every byte checked; a
+ * 1 MiB synthetic file a quarter written), preserve -> kexec -> retrieve -> check -> finish, every
+ * invariant of the harness, on a 1 GiB machine. The plugin versions: 16 builds of the current
+ * @liveupdate/plugin-memfd made by this bench only, through the public surface: a package folder
+ * per version whose factory returns the current plugin under that version number, found by the
+ * CLI through LIVEUPDATE_PLUGIN_PATH. 16 pairs are the first 4 builds (4x4), 256 pairs all 16 (16x16).
+ *
+ * The real kexec cycle (5 s) is NOT measured here: it is the figure measured outside, a same-kernel
+ * kexec in QEMU TCG on this machine (Debian cloud kernel, busybox initramfs, no test work): 4.96 s median.
+ *
+ *   npm run bench -- matrix
+ *   npm run bench -- matrix --runs 9     # start-up median of 9 spawns (default 7)
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const runsAt = process.argv.indexOf('--runs');
+const RUNS = runsAt >= 0 ? Number(process.argv[runsAt + 1]) : 7;
+const REAL_KEXEC_MS = 5000;
+const PLUGIN = '@liveupdate/plugin-memfd';
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const BIN = path.join(root, 'packages/cli/dist/bin.js');
+const CLI = pathToFileURL(path.join(root, 'packages/cli/dist/index.js')).href;
+const MEMFD = pathToFileURL(path.join(root, 'packages/plugin-memfd/dist/index.js')).href;
+
+const median = (xs: readonly number[]): number => {
+  const a = [...xs].sort((x, y) => x - y);
+  const m = a.length >> 1;
+  return a.length % 2 === 1 ? (a[m] as number) : ((a[m - 1] as number) + (a[m] as number)) / 2;
+};
+const f1 = (n: number): string => n.toFixed(1);
+const f2 = (n: number): string => n.toFixed(2);
+
+// --- the plugin builds and the scenario, in a temporary folder ---------------------------------
+const work = mkdtempSync(path.join(tmpdir(), 'liveupdate-bench-matrix-'));
+const builds = path.join(work, 'builds');
+const versions = Array.from({ length: 16 }, (_, i) => `3.${100 + i}.0`);
+for (const v of versions) {
+  const dir = path.join(builds, `plugin-memfd-${v}`);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: PLUGIN, version: v, type: 'module', exports: './index.js' }));
+  writeFileSync(path.join(dir, 'index.js'), [
+    `import memfd from ${JSON.stringify(MEMFD)};`,
+    '// The current plugin under another version number (the bench\'s 16 releases).',
+    `export default function plugin() { const p = memfd(); return { ...p, version: ${JSON.stringify(v)}, manifest: { ...p.manifest, version: ${JSON.stringify(v)} } }; }`,
+  ].join('\n'));
+}
+const scenarioFile = path.join(work, 'pair.json');
+writeFileSync(scenarioFile, JSON.stringify({
+  name: 'pair',
+  description: 'one session, two small memfds',
+  machine: { memory: '1GiB', numaNodes: 1 },
+  from: { release: '7.1.0', plugins: { [PLUGIN]: versions[0] } },
+  to: { release: '7.2.0', plugins: { [PLUGIN]: versions[0] } },
+  sessions: [{
+    name: 'vm',
+    objects: [
+      { token: 1, type: 'memfd', size: '64KiB', fill: 'pattern', seals: ['shrink', 'grow'] },
+      { token: 2, type: 'memfd', size: '1MiB', fill: 'synthetic', touched: 0.25 },
+    ],
+  }],
+}, null, 2));
+process.env.LIVEUPDATE_PLUGIN_PATH = builds;
+const env = { ...process.env, FORCE_COLOR: '0' };
+
+// The child's own CPU time (user + system, all its threads), printed as it exits: on a shared
+// machine the wall clock also counts the time other processes held the cores.
+const CPU_PROBE = `data:text/javascript,${encodeURIComponent("process.on('exit', () => { const u = process.cpuUsage(); process.stderr.write('\\nBENCH-CPU ' + (u.user + u.system) / 1000 + '\\n'); });")}`;
+
+function spawnMs(args: readonly string[]): { ms: number; cpu: number; stdout: string; stderr: string; code: number | null } {
+  const t0 = performance.now();
+  const r = spawnSync(process.execPath, ['--import', CPU_PROBE, ...args], { encoding: 'utf8', env, maxBuffer: 64 << 20 });
+  const ms = performance.now() - t0;
+  if (r.error) throw r.error;
+  const cpu = Number(/^BENCH-CPU ([\d.]+)$/m.exec(r.stderr)?.[1] ?? NaN);
+  return { ms, cpu, stdout: r.stdout, stderr: r.stderr, code: r.status };
+}
+
+/** CPU milliseconds of this process during fn. */
+async function cpuOf<T>(fn: () => Promise<T>): Promise<{ value: T; cpu: number }> {
+  const c = process.cpuUsage();
+  const value = await fn();
+  const d = process.cpuUsage(c);
+  return { value, cpu: (d.user + d.system) / 1000 };
+}
+
+try {
+  // --- start-up ----------------------------------------------------------------------------------
+  const nodeOnly: Array<{ ms: number; cpu: number }> = [];
+  const help: Array<{ ms: number; cpu: number }> = [];
+  for (let i = 0; i < RUNS; i++) {
+    nodeOnly.push(spawnMs(['-e', '0']));
+    const h = spawnMs([BIN, '--help']);
+    if (h.code !== 0) throw new Error(`liveupdate --help exited ${h.code}: ${h.stderr}`);
+    help.push(h);
+  }
+  const [l1, l5] = loadavg();
+  console.log(`liveupdate matrix bench: pair = one session, two small memfds, every invariant; ${versions.length} builds of ${PLUGIN}`);
+  console.log(`host: ${availableParallelism()} cores, load average ${f1(l1 ?? NaN)} (1 min) ${f1(l5 ?? NaN)} (5 min): wall clocks include waiting for a core, CPU times do not`);
+  console.log(`start-up: \`liveupdate --help\` ${f1(median(help.map((h) => h.ms)))} ms wall, ${f1(median(help.map((h) => h.cpu)))} ms CPU (median of ${RUNS} spawns; \`node -e 0\` alone ${f1(median(nodeOnly.map((h) => h.ms)))} ms wall, ${f1(median(nodeOnly.map((h) => h.cpu)))} ms CPU)`);
+
+  // --- the whole `liveupdate matrix` process --------------------------------------------------------
+  const cellTimes = (stderr: string): number[] => [...stderr.matchAll(/^\[matrix\] .* \(([\d.]+) (ms|s)\)$/gm)].map((m) => Number(m[1]) * (m[2] === 's' ? 1000 : 1));
+  const processRun = (n: number): { ms: number; cpu: number; cells: number[] } => {
+    const r = spawnMs([BIN, 'matrix', scenarioFile, '--plugin', PLUGIN, '--versions', versions.slice(0, n).join(',')]);
+    if (r.code !== 0) throw new Error(`liveupdate matrix (${n}x${n}) exited ${r.code}: ${r.stderr.slice(-2000)}\n${r.stdout.slice(-2000)}`);
+    const cells = cellTimes(r.stderr);
+    if (cells.length !== n * n) throw new Error(`liveupdate matrix (${n}x${n}) printed ${cells.length} cell lines`);
+    return { ms: r.ms, cpu: r.cpu, cells };
+  };
+  const p16 = processRun(4);
+  const p256 = processRun(16);
+  const marginal = (p256.ms - p16.ms) / (256 - 16);
+  const marginalCpu = (p256.cpu - p16.cpu) / (256 - 16);
+  console.log('');
+  console.log('whole `liveupdate matrix` process (spawned, wall clock):');
+  for (const [n, p] of [[16, p16], [256, p256]] as const) {
+    console.log(`  ${String(n).padStart(3)} pairs: ${f1(p.ms)} ms wall (${f1(p.cpu)} ms CPU) in all, ${f2(p.ms / n)} ms wall (${f2(p.cpu / n)} ms CPU) per pair; first pair ${f1(p.cells[0] ?? NaN)} ms, median cell ${f2(median(p.cells))} ms`);
+  }
+  console.log(`  each pair beyond 16: ${f2(marginal)} ms wall, ${f2(marginalCpu)} ms CPU ((256-pair run - 16-pair run) / 240)`);
+
+  // --- the in-process runner ------------------------------------------------------------------------
+  const cli = await import(CLI) as typeof import('@liveupdate/cli');
+  const t0 = performance.now();
+  const loaded = await cli.loadScenarioFile(scenarioFile);
+  await cli.parseVersions(PLUGIN, versions.join(','));
+  const prepMs = performance.now() - t0;
+  const inProcess = async (n: number): Promise<{ ms: number; cpu: number; first: number; cells: number[] }> => {
+    const cells: number[] = [];
+    const a = performance.now();
+    const { value: rep, cpu } = await cpuOf(() => cli.runMatrix(loaded.scenario, PLUGIN, versions.slice(0, n), { onCell: (c, ms) => { if (c.outcome !== 'ok') throw new Error(`${c.from} -> ${c.to}: ${c.outcome}: ${c.reason ?? ''}`); cells.push(ms); } }));
+    const ms = performance.now() - a;
+    if (rep.counts.ok !== n * n) throw new Error(`${n}x${n}: ${rep.counts.ok} cells ok`);
+    return { ms, cpu, first: cells[0] ?? NaN, cells };
+  };
+  const i16 = await inProcess(4);
+  const i256 = await inProcess(16);
+  const w256 = await inProcess(16);
+  console.log('');
+  console.log(`in-process runner (runMatrix; loading the scenario and the 16 builds first: ${f1(prepMs)} ms):`);
+  for (const [what, n, r] of [['16 pairs', 16, i16], ['256 pairs', 256, i256], ['256 pairs again (warm)', 256, w256]] as const) {
+    console.log(`  ${what}: ${f1(r.ms)} ms wall (${f1(r.cpu)} ms CPU), ${f2(r.ms / n)} ms wall (${f2(r.cpu / n)} ms CPU) per pair; first pair ${f1(r.first)} ms, median cell ${f2(median(r.cells))} ms`);
+  }
+
+  // --- against a real kexec cycle -------------------------------------------------------------------
+  const per = [
+    ['whole process, 256 pairs, wall', p256.ms / 256], ['whole process, 256 pairs, CPU', p256.cpu / 256],
+    ['whole process, each pair beyond 16, CPU', marginalCpu],
+    ['in-process, 256 pairs, CPU', i256.cpu / 256], ['in-process, 256 pairs warm, CPU', w256.cpu / 256],
+  ] as const;
+  console.log('');
+  console.log(`against a real kexec cycle of ${REAL_KEXEC_MS / 1000} s (measured outside this bench: QEMU TCG same-kernel kexec, 4.96 s median):`);
+  for (const [what, ms] of per) console.log(`  ${what}: ${f2(ms)} ms per pair, ${Math.round(REAL_KEXEC_MS / ms)}x cheaper (target: <= 5 ms, >= 1000x)`);
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
