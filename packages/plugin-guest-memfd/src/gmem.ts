@@ -219,7 +219,7 @@ export function gmemStore(proc: Process, fd: number, data: Uint8Array, offset: n
   }
 }
 
-/** Loads through the VMM's shared mapping (a hole is faulted in, as any read fault is). */
+/** Loads through the VMM's shared mapping (a hole is faulted in, as every read fault is). */
 export function gmemLoad(proc: Process, fd: number, length: number, offset: number): Uint8Array {
   const g = gmemOf(proc.file(fd, 'load'));
   const mem = g.kernel.machine.memory;

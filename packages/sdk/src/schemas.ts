@@ -185,7 +185,7 @@ const BASE_KEYS = ['name', 'description', 'machine', 'from', 'to', 'broker', 'ex
 /**
  * The scenario schema for a set of plugins' tools: sessions hold objects discriminated by
  * `type` (one `if`/`then` per kind, so an error names the kind's own field), and each section
- * is a top-level key with the plugin's schema. Without tools it is the open schema: any
+ * is a top-level key with the plugin's schema. Without tools it is the open schema: every
  * `type`, any fields (what a file is checked against before its plugins are loaded).
  */
 export function composeScenarioSchema(tools: readonly ScenarioVocabulary[] | null): JsonSchema {

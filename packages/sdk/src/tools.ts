@@ -195,7 +195,7 @@ export interface BuiltinScenario {
 
 /** The plugin surface for tools. */
 export interface PluginTools {
-  // <never, unknown>: any kind's spec (its steps are methods, so their parameters are bivariant)
+  // <never, unknown> admits every kind's spec: its steps are methods, so their parameters are bivariant
   // and any expectation or state it returns (a return type must be a supertype: unknown).
   readonly objects?: ReadonlyArray<ObjectKind<never, unknown>>;
   readonly sections?: ReadonlyArray<ScenarioSection<never, unknown>>;

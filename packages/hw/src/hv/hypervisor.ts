@@ -103,7 +103,7 @@ export class Hypervisor implements Device {
 
   // ---- the fault path ----------------------------------------------------------------------
 
-  /** The memory guard: any access overlapping a deposited page faults. */
+  /** The memory guard: every access overlapping a deposited page faults. */
   readonly guard = (phys: number, length: number, write: boolean): void => {
     if (this.deposits.depositedPages === 0 || length === 0) return;
     const first = Math.floor(phys / PAGE_SIZE);
