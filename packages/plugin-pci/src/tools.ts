@@ -39,34 +39,43 @@ export interface PciSectionState {
   kexecAtNs: number;
 }
 
-const nodeSchema: JsonSchema = {
-  type: 'object', required: ['kind', 'name', 'slot'],
-  properties: {
-    kind: { type: 'string', enum: ['endpoint', 'root-port', 'switch'] },
-    name: { type: 'string', minLength: 1 },
-    slot: { type: 'integer', minimum: 0, maximum: 31 },
-    fn: { type: 'integer', minimum: 0, maximum: 7 },
-    model: { type: 'string', enum: ['dsa', 'nvme', 'generic'] },
-    vendor: { type: 'integer' }, device: { type: 'integer' }, classCode: { type: 'integer' },
-    msix: { type: 'boolean' }, flr: { type: 'boolean' }, ari: { type: 'boolean' }, acs: { type: 'integer' },
-    sriov: { type: 'object', required: ['totalVfs', 'vfDevice'], properties: { totalVfs: { type: 'integer', minimum: 1 }, vfDevice: { type: 'integer' } } },
-    children: { type: 'array', items: { $ref: '#/$defs/pciNode' } },
-    ports: { type: 'array', items: { type: 'object', required: ['slot', 'children'], properties: { slot: { type: 'integer', minimum: 0, maximum: 31 }, name: { type: 'string' }, children: { type: 'array', items: { $ref: '#/$defs/pciNode' } } } } },
-  },
-};
+/** Deepest PCI hierarchy a scenario may describe (root port, switches, endpoint). */
+const MAX_TOPOLOGY_DEPTH = 8;
+
+/**
+ * One topology node, unrolled to `depth` levels: the section's schema is embedded inside the
+ * composed scenario schema, where a `$ref` to the section's own `$defs` would not resolve.
+ */
+function nodeSchema(depth: number): JsonSchema {
+  const below: JsonSchema = depth > 1 ? nodeSchema(depth - 1) : { not: {} };
+  return {
+    type: 'object', required: ['kind', 'name', 'slot'],
+    properties: {
+      kind: { type: 'string', enum: ['endpoint', 'root-port', 'switch'] },
+      name: { type: 'string', minLength: 1 },
+      slot: { type: 'integer', minimum: 0, maximum: 31 },
+      fn: { type: 'integer', minimum: 0, maximum: 7 },
+      model: { type: 'string', enum: ['dsa', 'nvme', 'generic'] },
+      vendor: { type: 'integer' }, device: { type: 'integer' }, classCode: { type: 'integer' },
+      msix: { type: 'boolean' }, flr: { type: 'boolean' }, ari: { type: 'boolean' }, acs: { type: 'integer' },
+      sriov: { type: 'object', required: ['totalVfs', 'vfDevice'], properties: { totalVfs: { type: 'integer', minimum: 1 }, vfDevice: { type: 'integer' } } },
+      children: { type: 'array', items: below },
+      ports: { type: 'array', items: { type: 'object', required: ['slot', 'children'], properties: { slot: { type: 'integer', minimum: 0, maximum: 31 }, name: { type: 'string' }, children: { type: 'array', items: below } } } },
+    },
+  };
+}
 
 const pciSection = defineSection<PciSectionSpec, PciSectionState>({
   key: 'pci',
   description: 'PCI topology with DSA-like DMA engines (or the series\' bare-metal rig); checks DMA across the update',
   schema: {
     type: 'object', additionalProperties: false,
-    $defs: { pciNode: nodeSchema },
     properties: {
       rig: { type: 'string', enum: ['bare-metal'] },
       nsPerWrite: { type: 'integer', minimum: 1 },
       topology: {
         type: 'object', required: ['segments'],
-        properties: { segments: { type: 'array', items: { type: 'object', required: ['domain', 'devices'], properties: { domain: { type: 'integer', minimum: 0, maximum: 65535 }, devices: { type: 'array', items: { $ref: '#/$defs/pciNode' } } } } } },
+        properties: { segments: { type: 'array', items: { type: 'object', required: ['domain', 'devices'], properties: { domain: { type: 'integer', minimum: 0, maximum: 65535 }, devices: { type: 'array', items: nodeSchema(MAX_TOPOLOGY_DEPTH) } } } } },
       },
     },
   },
@@ -317,7 +326,7 @@ const continuousDma = {
     sessions: [{
       name: 'vm0',
       files: [
-        { token: 1, type: 'memfd', size: '1MiB', fill: 'zero' },
+        { token: 1, type: 'memfd', size: '1MiB', fill: 'zero', contents: 'device-written' },
         { token: 10, type: 'vfio-device', device: 'dsa0', mode: 'continuous', dma: { ram: 1, pages: 64 } },
         { token: 11, type: 'vfio-device', device: 'dsa2', mode: 'continuous', dma: { ram: 1, pages: 64, offsetPages: 64, startSeq: 1000000 } },
         { token: 12, type: 'vfio-device', device: 'dsa3', mode: 'reset' },
