@@ -11,7 +11,7 @@ import { createPciCore, pciCoreOf, type PciAbi } from './pci-core.js';
 import { pciTools } from './tools.js';
 import { vfioHandler } from './vfio-handler.js';
 import { iommufdBindingOf, iommuViewOf } from './vfio.js';
-import { PLUGIN_VERSION } from './version.js';
+import { DEFAULT_PCI_ABI, PLUGIN_VERSION } from './version.js';
 
 export interface PciPluginOptions {
   /** The pci_ser this kernel build writes: 'v7' (default, kho_block), 'v6' (flat array, "pci-v3"), 'v6-patch02' ("pci-v2" flat). */
@@ -46,7 +46,7 @@ function satisfiesMajor(version: string, range: string): boolean {
 }
 
 export default function pci(options: PciPluginOptions = {}): Plugin {
-  const abi = options.abi ?? 'v7';
+  const abi = options.abi ?? DEFAULT_PCI_ABI;
   const a = ABI[abi];
   const pciReads = options.pciReads ?? a.reads;
   const flb = defineFlb<unknown>({

@@ -37,47 +37,68 @@ export interface PciSectionState {
   readonly stopped: Set<string>;
   /** Machine time of kernel A's device_shutdown. */
   kexecAtNs: number;
+  /** Machine time the VMs were paused: every session object preserved, right before the kexec. */
+  pausedAtNs: number;
+  /** Per session, machine time its last device was retrieved and bound in kernel B (the VM can resume). */
+  readonly resumedAtNs: Map<string, number>;
 }
 
-const nodeSchema: JsonSchema = {
-  type: 'object', required: ['kind', 'name', 'slot'],
-  properties: {
-    kind: { type: 'string', enum: ['endpoint', 'root-port', 'switch'] },
-    name: { type: 'string', minLength: 1 },
-    slot: { type: 'integer', minimum: 0, maximum: 31 },
-    fn: { type: 'integer', minimum: 0, maximum: 7 },
-    model: { type: 'string', enum: ['dsa', 'nvme', 'generic'] },
-    vendor: { type: 'integer' }, device: { type: 'integer' }, classCode: { type: 'integer' },
-    msix: { type: 'boolean' }, flr: { type: 'boolean' }, ari: { type: 'boolean' }, acs: { type: 'integer' },
-    sriov: { type: 'object', required: ['totalVfs', 'vfDevice'], properties: { totalVfs: { type: 'integer', minimum: 1 }, vfDevice: { type: 'integer' } } },
-    children: { type: 'array', items: { $ref: '#/$defs/pciNode' } },
-    ports: { type: 'array', items: { type: 'object', required: ['slot', 'children'], properties: { slot: { type: 'integer', minimum: 0, maximum: 31 }, name: { type: 'string' }, children: { type: 'array', items: { $ref: '#/$defs/pciNode' } } } } },
-  },
-};
+/** Nanoseconds as the summary prints them. */
+function formatNs(ns: number): string {
+  if (ns >= 1e6) return `${(ns / 1e6).toFixed(3)} ms`;
+  if (ns >= 1e3) return `${(ns / 1e3).toFixed(1)} us`;
+  return `${ns} ns`;
+}
+
+/** Deepest PCI hierarchy a scenario may describe (root port, switches, endpoint). */
+const MAX_TOPOLOGY_DEPTH = 8;
+
+/**
+ * One topology node, unrolled to `depth` levels: the section's schema is embedded inside the
+ * composed scenario schema, where a `$ref` to the section's own `$defs` would not resolve.
+ */
+function nodeSchema(depth: number): JsonSchema {
+  const below: JsonSchema = depth > 1 ? nodeSchema(depth - 1) : { not: {} };
+  return {
+    type: 'object', required: ['kind', 'name', 'slot'],
+    properties: {
+      kind: { type: 'string', enum: ['endpoint', 'root-port', 'switch'] },
+      name: { type: 'string', minLength: 1 },
+      slot: { type: 'integer', minimum: 0, maximum: 31 },
+      fn: { type: 'integer', minimum: 0, maximum: 7 },
+      model: { type: 'string', enum: ['dsa', 'nvme', 'generic'] },
+      vendor: { type: 'integer' }, device: { type: 'integer' }, classCode: { type: 'integer' },
+      msix: { type: 'boolean' }, flr: { type: 'boolean' }, ari: { type: 'boolean' }, acs: { type: 'integer' },
+      sriov: { type: 'object', required: ['totalVfs', 'vfDevice'], properties: { totalVfs: { type: 'integer', minimum: 1 }, vfDevice: { type: 'integer' } } },
+      children: { type: 'array', items: below },
+      ports: { type: 'array', items: { type: 'object', required: ['slot', 'children'], properties: { slot: { type: 'integer', minimum: 0, maximum: 31 }, name: { type: 'string' }, children: { type: 'array', items: below } } } },
+    },
+  };
+}
 
 const pciSection = defineSection<PciSectionSpec, PciSectionState>({
   key: 'pci',
   description: 'PCI topology with DSA-like DMA engines (or the series\' bare-metal rig); checks DMA across the update',
   schema: {
     type: 'object', additionalProperties: false,
-    $defs: { pciNode: nodeSchema },
     properties: {
       rig: { type: 'string', enum: ['bare-metal'] },
       nsPerWrite: { type: 'integer', minimum: 1 },
       topology: {
         type: 'object', required: ['segments'],
-        properties: { segments: { type: 'array', items: { type: 'object', required: ['domain', 'devices'], properties: { domain: { type: 'integer', minimum: 0, maximum: 65535 }, devices: { type: 'array', items: { $ref: '#/$defs/pciNode' } } } } } },
+        properties: { segments: { type: 'array', items: { type: 'object', required: ['domain', 'devices'], properties: { domain: { type: 'integer', minimum: 0, maximum: 65535 }, devices: { type: 'array', items: nodeSchema(MAX_TOPOLOGY_DEPTH) } } } } },
       },
     },
   },
   cmdline: () => 'vfio.enable_unsafe_noiommu_mode=1',
   machine(machine, spec) {
     const host = attachPci(machine, spec.topology ?? bareMetalRig(), spec.nsPerWrite ? { nsPerWrite: spec.nsPerWrite } : {});
-    return { host, continuous: new Map(), stopped: new Set(), kexecAtNs: 0 };
+    return { host, continuous: new Map(), stopped: new Set(), kexecAtNs: 0, pausedAtNs: 0, resumedAtNs: new Map() };
   },
   beforeKexec(ctx, _spec, state) {
     // Unpreserved devices stop at device_shutdown (after the freeze, which may take an FLR's 100 ms).
     state.kexecAtNs = ctx.machine.clock.now;
+    state.pausedAtNs = ctx.machine.clock.now;
     ctx.kernel.shutdownHooks.deviceShutdown.tap('@liveupdate/plugin-pci tools', () => { state.kexecAtNs = ctx.machine.clock.now; });
   },
   after(ctx, _spec, state) {
@@ -99,8 +120,16 @@ const pciSection = defineSection<PciSectionSpec, PciSectionState>({
       const problems: string[] = [];
       let gaps = 0;
       let poisoned = 0;
+      // The DMA gap: the longest stretch of machine time without a write, and the one across device_shutdown.
+      let maxGapNs = 0;
+      let kexecGapNs = 0;
       for (let i = 0; i < log.count; i++) {
         if (log.seq[i] !== c.startSeq + i) gaps++;
+        if (i > 0) {
+          const gap = (log.timeNs[i] as number) - (log.timeNs[i - 1] as number);
+          if (gap > maxGapNs) maxGapNs = gap;
+          if ((log.timeNs[i - 1] as number) < state.kexecAtNs && (log.timeNs[i] as number) >= state.kexecAtNs) kexecGapNs = gap;
+        }
         if (mem.pageKind(Math.floor((log.phys[i] as number) / PAGE_SIZE)) === 'poison') poisoned++;
       }
       const after = log.count - log.firstAtOrAfter(state.kexecAtNs);
@@ -116,7 +145,18 @@ const pciSection = defineSection<PciSectionSpec, PciSectionState>({
       if (gaps) problems.push(`${name}: ${gaps} writes out of sequence`);
       if (poisoned) problems.push(`${name}: ${poisoned} writes landed in scrubbed (poisoned) pages`);
       if (after === 0) problems.push(`${name}: no DMA after the kexec`);
-      checks.push({ ok: problems.length === 0, summary: `${name}: ${log.count} DMA writes, ${after} after the kexec, gap-free`, problems, counts: { dmaWrites: log.count, dmaWritesAfterKexec: after } });
+      checks.push({
+        ok: problems.length === 0,
+        summary: `${name}: ${log.count} DMA writes, ${after} after the kexec, ${gaps ? `${gaps} out of sequence` : 'gap-free'}, ${poisoned ? `${poisoned} in scrubbed pages` : 'all in surviving guest RAM'}; longest DMA gap ${formatNs(maxGapNs)} (${formatNs(kexecGapNs)} across the kexec)`,
+        problems,
+        counts: { dmaWrites: log.count, dmaWritesAfterKexec: after, dmaMaxGapNs: maxGapNs, dmaGapAcrossKexecNs: kexecGapNs },
+      });
+    }
+    // Blackout per VM, off the machine clock (charged by the runtime's cost table): from the pause
+    // before the kexec until the VM's last device is retrieved and bound in the new kernel.
+    for (const [session, at] of state.resumedAtNs) {
+      const blackoutNs = at - state.pausedAtNs;
+      checks.push({ ok: true, summary: `${session}: blackout ${formatNs(blackoutNs)} (machine clock, pause before the kexec to devices bound in the new kernel)`, problems: [], counts: { blackoutNs } });
     }
     for (const name of state.stopped) {
       const { log } = state.host.engine(name);
@@ -230,6 +270,8 @@ const vfioDevice = defineObjectKind<VfioDeviceSpec, VfioDeviceExpect>({
     const dev = pciDevice(ctx.kernel, expect.bdf);
     if (dev.hw.name !== expect.engine) problems.push(`${expect.bdf} is ${dev.hw.name} in the new kernel, was ${expect.engine}`);
     const cmd = vfioConfigRead(ctx.vmm, fd, R.PCI_COMMAND, 2);
+    const section = ctx.section('pci') as PciSectionState | undefined;
+    section?.resumedAtNs.set(ctx.session, ctx.machine.clock.now);
     if (expect.mode === 'continuous' && !(cmd & R.PCI_COMMAND_MASTER)) problems.push(`${expect.bdf}: bus mastering is off after a continuous update`);
     if (expect.mode === 'reset' && cmd !== R.PCI_COMMAND_INTX_DISABLE) problems.push(`${expect.bdf}: Command 0x${cmd.toString(16)} after a phase-1 freeze, expected INTx Disable only`);
     return { fd, check: { ok: problems.length === 0, summary: `${expect.bdf} retrieved and bound (${expect.mode})`, problems } };
@@ -317,7 +359,7 @@ const continuousDma = {
     sessions: [{
       name: 'vm0',
       files: [
-        { token: 1, type: 'memfd', size: '1MiB', fill: 'zero' },
+        { token: 1, type: 'memfd', size: '1MiB', fill: 'zero', contents: 'device-written' },
         { token: 10, type: 'vfio-device', device: 'dsa0', mode: 'continuous', dma: { ram: 1, pages: 64 } },
         { token: 11, type: 'vfio-device', device: 'dsa2', mode: 'continuous', dma: { ram: 1, pages: 64, offsetPages: 64, startSeq: 1000000 } },
         { token: 12, type: 'vfio-device', device: 'dsa3', mode: 'reset' },

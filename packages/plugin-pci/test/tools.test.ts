@@ -83,10 +83,15 @@ describe('plugin-pci tools', () => {
     expect(r.outcome.kind).toBe('updated');
     expect(r.violations).toEqual([]);
     expect(checks.map((c) => [c.ok, c.problems])).toEqual(new Array(checks.length).fill([true, []]));
-    expect(checks.map((c) => (c.summary.startsWith('dsa') ? c.summary.split(':')[0] : c.summary))).toEqual([
+    expect(checks.map((c) => (/^(dsa|vm)\d/.test(c.summary) ? c.summary.split(':')[0] : c.summary))).toEqual([
       '0000:03:00.0 retrieved and bound (continuous)', '0000:05:00.0 retrieved and bound (continuous)', '0000:05:01.0 retrieved and bound (reset)',
-      'dsa0', 'dsa2', 'dsa3', 'dsa1',
+      'dsa0', 'dsa2', 'vm0', 'dsa3', 'dsa1',
     ]);
+    // The DMA never paused: the longest gap is one write interval (nsPerWrite 10 us), also across the kexec.
+    expect(checks.filter((c) => c.summary.startsWith('dsa0')).map((c) => [c.counts?.dmaMaxGapNs, c.counts?.dmaGapAcrossKexecNs])).toEqual([[10_000, 10_000]]);
+    const blackout = checks.find((c) => c.summary.startsWith('vm0'));
+    expect(blackout?.summary).toMatch(/^vm0: blackout [0-9.]+ (ms|us) \(machine clock/);
+    expect(blackout?.counts?.blackoutNs).toBeGreaterThan(500_000);
     expect(decoded).toHaveLength(1);
     expect(decoded[0]?.problems).toEqual([]);
     expect(decoded[0]?.fields).toMatchObject({ layout: 'v7', nr_devices: 7, devices: 7, 'device[0]': '0000:03:00.0 refcount 1', 'device[3]': '0000:00:01.0 refcount 1', 'device[5]': '0000:00:02.0 refcount 2' });

@@ -30,7 +30,7 @@ export const passthroughScenario = {
     sessions: [{
       name: 'vm0',
       files: [
-        { token: 1, type: 'memfd', size: '256KiB', fill: 'zero', seals: ['seal', 'shrink', 'grow'] },
+        { token: 1, type: 'memfd', size: '256KiB', fill: 'zero', contents: 'device-written', seals: ['seal', 'shrink', 'grow'] },
         { token: 2, type: 'iommufd', maps: [{ file: 1, iova: GUEST_IOVA, length: 256 * 1024 }], vfio: 'dsa0', hwptToken: 1 },
         { token: 3, type: 'vfio-device', device: 'dsa0', mode: 'continuous', iommufd: 2, dma: { ram: 1, pages: 64, iova: GUEST_IOVA } },
       ],

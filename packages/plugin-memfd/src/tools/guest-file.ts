@@ -21,6 +21,15 @@ export const SEAL_BITS: Readonly<Record<string, number>> = {
 
 export type Fill = 'pattern' | 'synthetic' | 'zero';
 
+/**
+ * Who owns the file's bytes after creation. 'device-written': guest RAM a passthrough device
+ * writes by DMA (VFIO/iommufd pin every page of it). Every folio is populated at creation (fill
+ * gives the initial bytes) and the check verifies size, seals, that every folio came back
+ * resident at the same physical page for the same file offset, and that no page reads poison;
+ * the bytes are left to the scenario section that holds the device's reference model.
+ */
+export type Contents = 'device-written';
+
 /** A memfd object of a scenario, as written. */
 export interface MemfdSpec extends ScenarioObjectSpec {
   readonly type: 'memfd' | 'hugetlb-memfd';
@@ -28,7 +37,11 @@ export interface MemfdSpec extends ScenarioObjectSpec {
   readonly fill: Fill;
   readonly touched?: number;
   readonly seals?: readonly string[];
+  readonly contents?: Contents;
 }
+
+/** Resident folios as runs: file folio index, first pfn, folio count (pfns consecutive by folio). */
+export type PfnRun = readonly [index: number, pfn: number, folios: number];
 
 /**
  * One scenario memfd with its sizes resolved and its content seed fixed: plain data, the
@@ -46,6 +59,10 @@ export interface GuestFile {
   readonly seals: number;
   readonly sealNames: readonly string[];
   readonly seed: number;
+  /** Present for device-written memory only. */
+  readonly contents?: Contents;
+  /** Device-written memory: where every folio was when it was preserved. */
+  readonly pfnRuns?: readonly PfnRun[];
 }
 
 /** FNV-1a: a stable content seed per (session, token). */
@@ -63,9 +80,14 @@ export function guestFile(session: string, f: MemfdSpec): GuestFile {
     throw new RangeError(`size ${f.size} is not a multiple of the ${f.type === 'hugetlb-memfd' ? '2 MiB huge page' : '4 KiB page'}`);
   }
   const sealNames = [...(f.seals ?? [])];
+  const device = f.contents === 'device-written';
+  if (device && f.touched !== undefined && f.touched < 1) {
+    throw new RangeError('device-written memory is populated whole (a device pins every page): touched must be 1 or absent');
+  }
   return {
     session, token: f.token, type: f.type, fill: f.fill, size, folioBytes,
-    touched: f.fill === 'zero' ? 0 : (f.touched ?? 1),
+    ...(device ? { contents: 'device-written' as const } : {}),
+    touched: f.fill === 'zero' && !device ? 0 : (f.touched ?? 1),
     seals: sealNames.reduce((m, s) => m | (SEAL_BITS[s] ?? 0), 0), sealNames,
     seed: seedOf(`${session}/${f.token}`),
   };

@@ -16,7 +16,7 @@ import {
 } from '../memfd.js';
 import {
   CHUNK_BYTES, dataFolios, dataPages, guestFile, HUGE_PAGE_BYTES, patternBytes, SEAL_BITS, steps, touchedRuns,
-  type GuestFile, type MemfdSpec,
+  type GuestFile, type MemfdSpec, type PfnRun,
 } from './guest-file.js';
 
 const sizeSchema = { type: 'string', format: 'size' };
@@ -26,6 +26,8 @@ const properties = {
   fill: { type: 'string', enum: ['pattern', 'synthetic', 'zero'] },
   touched: { type: 'number', minimum: 0, maximum: 1 },
   seals: { type: 'array', items: { type: 'string', enum: Object.keys(SEAL_BITS) } },
+  /** 'device-written': guest RAM a passthrough device writes; see `Contents`. */
+  contents: { type: 'string', enum: ['device-written'] },
 };
 
 /** Host bytes a pattern page costs the tool (its bytes exist twice while written: generated and stored). */
@@ -40,6 +42,7 @@ function create(ctx: SessionStepContext, spec: MemfdSpec): { fd: number; preserv
   for (const [start, end] of touchedRuns(g)) {
     for (const [offset, length] of steps(g, start, end)) {
       if (g.fill === 'pattern') memfdStore(vmm, fd, patternBytes(g.seed, offset, length), offset);
+      else if (g.fill === 'zero') memfdStore(vmm, fd, new Uint8Array(length), offset);
       else memfdFillSynthetic(vmm, fd, offset, length, g.seed);
       ctx.tick(length / PAGE_SIZE);
     }
@@ -48,7 +51,72 @@ function create(ctx: SessionStepContext, spec: MemfdSpec): { fd: number; preserv
   if (g.seals) vmm.fcntl(fd, F_ADD_SEALS, g.seals);
   ctx.preserve(fd, g.token);
   const m = inodeOf(vmm.file(fd, 'stat'));
-  return { fd, preservedPages: m.cache.count * 2 ** m.order, expect: g };
+  const expect = g.contents === 'device-written' ? { ...g, pfnRuns: pfnRuns(m) } : g;
+  return { fd, preservedPages: m.cache.count * 2 ** m.order, expect };
+}
+
+/** The resident folios as (index, pfn, count) runs, in one pass over the page cache. */
+function pfnRuns(m: MemfdInode): PfnRun[] {
+  const runs: Array<[number, number, number]> = [];
+  const step = 2 ** m.order;
+  m.cache.forEach((index, pfn) => {
+    const last = runs[runs.length - 1];
+    if (last && last[0] + last[2] === index && last[1] + last[2] * step === pfn) last[2]++;
+    else runs.push([index, pfn, 1]);
+  });
+  return runs;
+}
+
+/**
+ * Device-written memory: the bytes belong to the device's reference model (a scenario section),
+ * so this checks what the file itself promises: size, seals, every folio back at the physical
+ * page it had when preserved (the device's DMA addresses stay valid), and no page reads poison.
+ */
+function verifyDeviceWritten(ctx: SessionStepContext, fd: number, g: GuestFile, resealV1: boolean): ObjectCheck {
+  const { vmm } = ctx;
+  const problems: string[] = [];
+  const problem = (p: string): void => { if (problems.length < 8) problems.push(p); };
+  const where = `session ${g.session} token ${g.token}`;
+  const size = vmm.lseek(fd, 0, 2);
+  if (size !== g.size) problem(`${where}: size ${size}, expected ${g.size}`);
+  const m = inodeOf(vmm.file(fd, 'check'));
+  if (m.folioBytes !== g.folioBytes) problem(`${where}: folios of ${m.folioBytes} bytes, expected ${g.folioBytes}`);
+  const want = g.pfnRuns ?? [];
+  const step = 2 ** m.order;
+  const mem = m.kernel.machine.memory;
+  let r = 0;
+  let moved = 0;
+  let extra = 0;
+  let poisoned = 0;
+  let resident = 0;
+  m.cache.forEach((index, pfn) => {
+    resident++;
+    while (r < want.length && (want[r] as PfnRun)[0] + (want[r] as PfnRun)[2] <= index) r++;
+    const run = want[r];
+    if (!run || index < run[0]) { extra++; return; }
+    if (pfn !== run[1] + (index - run[0]) * step) { if (moved++ === 0) problem(`${where}: byte 0x${(index * m.folioBytes).toString(16)} came back at pfn 0x${pfn.toString(16)}, was 0x${(run[1] + (index - run[0]) * step).toString(16)}`); }
+    for (let k = 0; k < step; k++) if (mem.pageKind(pfn + k) === 'poison') poisoned++;
+  });
+  const wantFolios = want.reduce((n, x) => n + x[2], 0);
+  if (moved > 1) problem(`${where}: ${moved} folios came back at another physical page`);
+  if (extra > 0) problem(`${where}: ${extra} folio(s) resident that were not when preserved`);
+  if (resident - extra < wantFolios) problem(`${where}: ${wantFolios - (resident - extra)} preserved folio(s) came back as holes`);
+  if (poisoned > 0) problem(`${where}: ${poisoned} page(s) read poison`);
+  const wantSeals = g.seals || F_SEAL_SEAL;
+  let seals = vmm.fcntl(fd, F_GET_SEALS);
+  if (resealV1 && seals !== wantSeals) {
+    vmm.fcntl(fd, F_ADD_SEALS, wantSeals);
+    seals = vmm.fcntl(fd, F_GET_SEALS);
+  }
+  if (seals !== wantSeals) problem(`${where}: seals 0x${seals.toString(16)}, expected 0x${wantSeals.toString(16)}`);
+  ctx.tick(resident * step);
+  const pages = (resident - extra - moved) * step;
+  return {
+    ok: problems.length === 0,
+    summary: `${pages} device-written pages back at their physical pages, none poisoned (bytes checked by the device's section)`,
+    problems,
+    counts: { 'device-written pages back in place': pages },
+  };
 }
 
 /** Every page of the folio at pfn reads zero (a zero page is known without reading it). */
@@ -177,7 +245,7 @@ function restore(ctx: SessionStepContext, spec: MemfdSpec, expect: GuestFile): {
   const resealV1 = incomingCompatible(ctx, g.token) === MEMFD_ALIASES[1];
   const fd = ctx.retrieve(g.token);
   const m = inodeOf(ctx.vmm.file(fd, 'stat'));
-  const check = verifyGuestFile(ctx, fd, g, resealV1);
+  const check = g.contents === 'device-written' ? verifyDeviceWritten(ctx, fd, g, resealV1) : verifyGuestFile(ctx, fd, g, resealV1);
   return { fd, restoredPages: m.cache.count * 2 ** m.order, check };
 }
 
@@ -196,7 +264,8 @@ function validate(spec: MemfdSpec): Array<{ field: string; message: string }> {
     guestFile('validate', spec);
     return [];
   } catch (e) {
-    return [{ field: 'size', message: e instanceof Error ? e.message : String(e) }];
+    const message = e instanceof Error ? e.message : String(e);
+    return [{ field: message.startsWith('device-written') ? 'touched' : 'size', message }];
   }
 }
 
@@ -207,7 +276,7 @@ function units(spec: MemfdSpec): number {
 export function memfdObjectKind(): ObjectKind<MemfdSpec, GuestFile> {
   return defineObjectKind<MemfdSpec, GuestFile>({
     type: 'memfd',
-    description: 'a shmem memfd (guest RAM): size, fill pattern|synthetic|zero, touched fraction, seals',
+    description: 'a shmem memfd (guest RAM): size, fill pattern|synthetic|zero, touched fraction, seals, contents device-written (a DMA target: bytes left to the device\'s section)',
     properties,
     required: ['size', 'fill'],
     validate,
