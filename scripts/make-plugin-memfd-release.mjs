@@ -15,8 +15,8 @@
 // and the `tools:` line in src/index.ts. So a release behaves as it shipped (its handler, file
 // type and page cache are the source commit's) and speaks to `liveupdate` through plugin.tools.
 // package.json gets the release's version and loses what only makes sense inside the workspace
-// (devDependencies, scripts, the @liveupdate/source export condition: a tarball ships dist/
-// only). It is compiled by the workspace's tsc against the workspace's @liveupdate/sdk and
+// (devDependencies, scripts, the @liveupdate/source export condition, src/ in files: a tarball
+// ships dist/ only). It is compiled by the workspace's tsc against the workspace's @liveupdate/sdk and
 // @liveupdate/hw declarations (run `npx tsc -b` first) in a temporary directory, then packed.
 // The same inputs give the same bytes: tsc output is deterministic and npm pack writes fixed
 // mtimes.
@@ -75,7 +75,8 @@ function releaseManifest(pkg, version, rel) {
   const strip = (entry) => Object.fromEntries(Object.entries(entry).filter(([k]) => k !== '@liveupdate/source'));
   const exports = Object.fromEntries(Object.entries(pkg.exports).map(([k, v]) => [k, typeof v === 'object' ? strip(v) : v]));
   const { devDependencies: _dev, scripts: _scripts, ...rest } = pkg;
-  return { ...rest, version, description: `memfd and hugeTLB memfd preservation, release ${version}: ${rel.what}`, exports };
+  // files: dist only (the workspace package also ships src/ for its source maps; a release has no maps).
+  return { ...rest, version, description: `memfd and hugeTLB memfd preservation, release ${version}: ${rel.what}`, exports, files: ['dist'] };
 }
 
 /** A standalone tsconfig from the workspace base: no project references, no maps pointing at sources that are not shipped. */

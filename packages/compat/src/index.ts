@@ -17,7 +17,7 @@
  *
  * 3.1.0 is a minor format version: a 3.0.0 reader restores a memfd@3.1.0 header by reading its
  * first 48 bytes and skipping the checksum; 3.2.0 likewise for 3.0 and 3.1 readers. 4.0.0 is a
- * new major: releases before 4.0.0 cannot read it, so 4.0.0 → 3.x negotiates memfd@3.1.0 at best.
+ * new major: releases before 4.0.0 cannot read it, so 4.0.0 → 3.x negotiates memfd@3.2.0.
  *
  * The syscalls of a release work only on memfds of that release: a file is a memfd when its
  * inode is an instance of the module's own MemfdInode class, so release 2.0.0's memfdCreate
