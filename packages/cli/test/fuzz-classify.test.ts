@@ -66,7 +66,7 @@ function smallScenario(dir: string, from: string, to: string): string {
 interface FuzzOne { ok: boolean; reproduce: string; results: Array<{ structure: string; role: string; page: string; bytes: Array<{ offset: number; xor: number }>; outcome: string; detail: string | null }> }
 const fuzzOne = (file: string, seed: number): { code: number; f: FuzzOne } => {
   const r = cli(['fuzz', file, '--seed', String(seed), '--runs', '1', '--json', '--no-progress']);
-  return { code: r.code, f: JSON.parse(r.stdout) as FuzzOne };
+  return { code: r.code ?? -1, f: JSON.parse(r.stdout) as FuzzOne };
 };
 
 /*
