@@ -82,12 +82,13 @@ describe('liveupdate fuzz seeds 9342 and 18956 (regression): memfd@3.1.0 has no 
     [9342, 33, 4, '0x204000'],
     [18956, 1953, 8, '0x2f4000'],
   ])('seed %i flips a bit of a vm-a xarray folio entry (byte %i, xor %i): 3.1.0 -> 3.1.0 serves another page, wrong-answer at byte %s, exit 1', (seed, offset, xor, at) => {
-    const { code, f } = fuzzOne(smallScenario(dir, '3.1.0', '3.1.0'), seed);
+    const file = smallScenario(dir, '3.1.0', '3.1.0');
+    const { code, f } = fuzzOne(file, seed);
     expect(f.results[0]).toMatchObject({
       structure: 'memfd xarray node', role: 'memfd xarray node (session vm-a token 1)', bytes: [{ offset, xor }],
       outcome: 'wrong-answer', detail: `session vm-a token 1: byte ${at} differs (pattern)`,
     });
-    expect(f).toMatchObject({ ok: false, reproduce: `liveupdate fuzz --seed ${seed} --runs 1` });
+    expect(f).toMatchObject({ ok: false, reproduce: `liveupdate fuzz ${file} --seed ${seed} --runs 1` });
     expect(code).toBe(1);
   });
 
