@@ -190,7 +190,7 @@ describe('found when trying it', () => {
     expect(gb.stderr).toContain("gb.json:3: /machine/memory: must match format \"size\": '64GB': 'GB' is ambiguous (10^n or 2^n bytes?): use a whole number of bytes with B, KiB, MiB, GiB, TiB or PiB");
     const huge = cli(['run', file('huge.json', scenario('100000TiB', smallMemfd))]);
     expect(huge.stderr).toContain("'100000TiB' is larger than the largest machine this model addresses (4 PiB, 52-bit physical addresses)");
-  });
+  }, 30_000);
 
   it('a 128 MiB machine is too small for the kernel and its scratch areas: said up front (exit 2)', () => {
     const r = cli(['run', file('tiny.json', scenario('128MiB', smallMemfd))]);

@@ -86,7 +86,7 @@ describe('liveupdate matrix with a scenario file and --versions', () => {
     expect(r.code).toBe(0);
     const t = cli(['matrix', file, '--versions', '3.0.0,2.0.0']);
     expect(t.stdout).toMatch(/^\s*2\.0\.0\s+not supported by A \[\d\]\s+not supported by A \[\d\]$/m);
-  });
+  }, 30_000);
 
   it('a release that is not installed is a usage error (exit 2) naming the installed ones', () => {
     const r = cli(['matrix', '--versions', '2.0.0,9.9.9']);
@@ -168,7 +168,7 @@ describe('liveupdate fuzz', () => {
     expect(r.stdout).toMatch(/^by corrupted structure\n {2}structure\s+runs\s+updated\s+file-error\s+refused-incoming$/m);
     expect(r.stdout).toMatch(/^result: ok: every run ended updated \(data check passed\), file-error or refused-incoming/m);
     expect(r.stderr.match(/^\[fuzz\] seed \d+: /gm)).toHaveLength(5);
-  });
+  }, 30_000);
 
   it('--runs 600 --seed 1 ends with 0 wrong answers: an in-range corruption of a memfd@4.0.0 header fails the metadata checksum', () => {
     const r = cli(['fuzz', '--runs', '600', '--seed', '1', '--json']);
