@@ -2,9 +2,9 @@
 // Rebuild a released version of @liveupdate/plugin-memfd as the tarball `npm pack` makes, into
 // fixtures/liveupdate-plugin-memfd-<version>.tgz:
 //
-//   node scripts/make-plugin-memfd-release.mjs 1.0.0     (or 2.0.0, 3.0.0, --all)
+//   node scripts/make-plugin-memfd-release.mjs 1.0.0     (or 2.0.0, 3.0.0, 3.1.0, --all)
 //
-// (3.1.0 is the workspace package itself; it is not rebuilt as a tarball.)
+// (The workspace package itself, 4.0.0, is not a tarball.)
 //
 // What goes in: packages/plugin-memfd/src as it stood at the release's source commit (the git
 // tag @liveupdate/plugin-memfd@<version>, or the commit recorded below when tags were not
@@ -15,17 +15,17 @@
 // and the `tools:` line in src/index.ts. So a release behaves as it shipped (its handler, file
 // type and page cache are the source commit's) and speaks to `liveupdate` through plugin.tools.
 // package.json gets the release's version and loses what only makes sense inside the workspace
-// (devDependencies, scripts, the @liveupdate/source export condition: a tarball ships dist/
-// only). It is compiled by the workspace's tsc against the workspace's @liveupdate/sdk and
+// (devDependencies, scripts, the @liveupdate/source export condition, src/ in files: a tarball
+// ships dist/ only). It is compiled by the workspace's tsc against the workspace's @liveupdate/sdk and
 // @liveupdate/hw declarations (run `npx tsc -b` first) in a temporary directory, then packed.
 // The same inputs give the same bytes: tsc output is deterministic and npm pack writes fixed
 // mtimes.
 //
 // A rebuilt tarball must be reinstalled, or the lockfile's integrity no longer matches it and
 // `npm ci` fails EINTEGRITY: the tarballs are root devDependencies under the aliases
-// plugin-memfd-v1, -v2, -v3, so
+// plugin-memfd-v1, -v2, -v3, -v3.1, so
 //   rm -rf node_modules/plugin-memfd-v1 && npm install plugin-memfd-v1@file:fixtures/liveupdate-plugin-memfd-1.0.0.tgz -D
-// (or delete their three entries from package-lock.json and run `npm install`).
+// (or delete their four entries from package-lock.json and run `npm install`).
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -39,12 +39,16 @@ const fixtures = path.join(root, 'fixtures');
 /** The commit the first three releases were built from (before the 3.1 header checksum and the stricter header checks). */
 const FIRST_RELEASES_COMMIT = 'e6f97007fae51289432abc467f4af90034b35a5e';
 
+/** The commit release 3.1.0 was built from (the header CRC-32 of memfd@3.1.0; before 3.2 and 4.x). */
+const RELEASE_3_1_COMMIT = '99211de25e332c3e0866bb433695f299a6480cad';
+
 /** What each release wrote, read and handled, and the commit its sources come from. */
 export const RELEASES = {
   '1.0.0': { writes: ['1.0.0'], reads: '^1.0.0', hugetlb: false, what: 'memfd-v1 only, as Linux 6.19', commit: FIRST_RELEASES_COMMIT },
   '2.0.0': { writes: ['1.0.0', '2.0.0'], reads: '>=1.0.0 <3.0.0', hugetlb: false, what: 'memfd-v1 and memfd-v2, as mainline', commit: FIRST_RELEASES_COMMIT },
   '3.0.0': { writes: ['1.0.0', '2.0.0', '3.0.0'], reads: '>=1.0.0 <4.0.0', hugetlb: true, what: 'adds the sparse memfd@3 format and hugeTLB memfds', commit: FIRST_RELEASES_COMMIT },
-  // 3.1.0 (the workspace package, not a tarball): writes 3.1.0 too, memfd@3 plus a header CRC-32.
+  '3.1.0': { writes: ['1.0.0', '2.0.0', '3.0.0', '3.1.0'], reads: '>=1.0.0 <4.0.0', hugetlb: true, what: 'adds memfd@3.1.0, the sparse format with a header CRC-32', commit: RELEASE_3_1_COMMIT },
+  // 4.0.0 (the workspace package, not a tarball): writes 3.2.0 and 4.0.0 too, reads '>=1.0.0 <5.0.0'.
 };
 
 function replaceOnce(text, re, by, what) {
@@ -71,7 +75,8 @@ function releaseManifest(pkg, version, rel) {
   const strip = (entry) => Object.fromEntries(Object.entries(entry).filter(([k]) => k !== '@liveupdate/source'));
   const exports = Object.fromEntries(Object.entries(pkg.exports).map(([k, v]) => [k, typeof v === 'object' ? strip(v) : v]));
   const { devDependencies: _dev, scripts: _scripts, ...rest } = pkg;
-  return { ...rest, version, description: `memfd and hugeTLB memfd preservation, release ${version}: ${rel.what}`, exports };
+  // files: dist only (the workspace package also ships src/ for its source maps; a release has no maps).
+  return { ...rest, version, description: `memfd and hugeTLB memfd preservation, release ${version}: ${rel.what}`, exports, files: ['dist'] };
 }
 
 /** A standalone tsconfig from the workspace base: no project references, no maps pointing at sources that are not shipped. */
@@ -102,8 +107,7 @@ function build(version) {
     execFileSync('tar', ['-x', '-C', work, '--strip-components=2'], { input: archive });
     // Today's surface for tools, and what it needs that the release's sources lack.
     cpSync(path.join(pluginDir, 'src/tools'), path.join(work, 'src/tools'), { recursive: true });
-    cpSync(path.join(pluginDir, 'src/abi/memfd.ts'), path.join(work, 'src/abi/memfd.ts'));
-    if (!existsSync(path.join(work, 'src/crc32.ts'))) cpSync(path.join(pluginDir, 'src/crc32.ts'), path.join(work, 'src/crc32.ts'));
+    for (const f of ['src/abi/memfd.ts', 'src/abi/memfd-v4.ts', 'src/abi/memfd-decode.ts', 'src/crc32.ts']) cpSync(path.join(pluginDir, f), path.join(work, f));
     const index = path.join(work, 'src/index.ts');
     writeFileSync(index, withDefaults(readFileSync(index, 'utf8'), rel));
     const pkg = JSON.parse(readFileSync(path.join(pluginDir, 'package.json'), 'utf8'));

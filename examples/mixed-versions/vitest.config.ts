@@ -7,6 +7,6 @@ export default defineProject({
     include: ['test/**/*.test.ts'],
     // The released plugin-memfd tarballs (through @liveupdate/compat) must share the SDK the
     // example uses, so vitest processes them instead of handing them to Node as-is.
-    server: { deps: { inline: [/\/node_modules\/plugin-memfd-v\d\//] } },
+    server: { deps: { inline: [/\/node_modules\/plugin-memfd-v[\d.]+\//] } },
   },
 });

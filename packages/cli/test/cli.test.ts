@@ -11,10 +11,10 @@ const PAGE = 4096;
 const MiB = 1 << 20;
 
 const MEMFD = '"@liveupdate/plugin-memfd"';
-const scenarioText = (sessions: string, to = `{ ${MEMFD}: "3.1.0" }`): string => `{
+const scenarioText = (sessions: string, to = `{ ${MEMFD}: "4.0.0" }`): string => `{
   "name": "small",
   "machine": { "memory": "8GiB", "numaNodes": 2 },
-  "from": { "release": "7.1.0", "plugins": { ${MEMFD}: "3.1.0" } },
+  "from": { "release": "7.1.0", "plugins": { ${MEMFD}: "4.0.0" } },
   "to": { "release": "7.2.0", "plugins": ${to} },
   "sessions": ${sessions}
 }
@@ -75,7 +75,7 @@ describe('liveupdate run (default scenario)', () => {
     expect(s.formats.luo).toBe('luo-v5');
     expect(s.formats.flbs).toEqual(['hugetlb-v1']);
     expect(s.formats.files).toEqual([
-      { family: 'memfd', version: '3.1.0', compatible: 'memfd@3.1.0', files: 5 },
+      { family: 'memfd', version: '4.0.0', compatible: 'memfd@4.0.0', files: 5 },
       { family: 'hugetlb-memfd', version: '1.0.0', compatible: 'hugetlb-memfd@1.0.0', files: 1 },
     ]);
     expect(s.phases.map((p: { phase: string }) => p.phase)).toEqual(['boot A', 'before', 'freeze + serialize + jump', 'boot B', 'after']);
@@ -89,7 +89,10 @@ describe('liveupdate run (default scenario)', () => {
     expect(s.handover.metadataPages).toBe(Object.values(s.handover.structures as Record<string, number>).reduce((a, b) => a + b, 0));
     // Every handover page by structure: the core's and the ones plugin-memfd's decoders own.
     expect(s.handover.structures).toMatchObject({ 'root FDT': 1, 'LUO blob': 1, 'memfd header': 6, 'hugetlb FLB': 1 });
-    expect(s.handover.structures['memfd xarray node']).toBeGreaterThan(6 * 5);
+    // memfd@4.0.0: one kho_vmalloc chunk per file with folios (4 of the 5), one extent-stream page
+    // each but the 1 GiB file's two (2,048 one-folio extents, 6,146 bytes); the hugeTLB file
+    // (hugetlb-memfd@1.0.0) keeps its KHO xarray: a root, then one node per level down to 2 leaves.
+    expect(s.handover.structures).toMatchObject({ 'memfd vmalloc chunk': 4, 'memfd extent stream': 5, 'memfd xarray node': 7 });
   });
 
   it('inspect decodes the dump without the kernel: root FDT, tracker, LUO sessions and files', () => {
@@ -97,7 +100,8 @@ describe('liveupdate run (default scenario)', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('compatible = "kho-v4";');
     expect(r.stdout).toMatch(/LUO at 0x[0-9a-f]+: compatible "luo-v5", liveupdate_num 1, 3 sessions/);
-    expect(r.stdout).toMatch(/token 1: compatible "memfd@3\.1\.0" \(memfd 3\.1\.0\)/);
+    expect(r.stdout).toMatch(/token 1: compatible "memfd@4\.0\.0" \(memfd 4\.0\.0\)/);
+    expect(r.stdout).toMatch(/nr_folios 2048, nr_extents 2048, stream_bytes 6146, .*crc32 0x[0-9a-f]+\n {6}pages: memfd header 1, memfd vmalloc chunk 1, memfd extent stream 2; 2,048 data pages/);
     expect(r.stdout).toMatch(/compatible "hugetlb-memfd@1\.0\.0" \(hugetlb-memfd 1\.0\.0\)/);
     expect(r.stdout).toMatch(/order 9 \(2 MiB blocks\): 1,024 blocks/);
     expect(r.stdout).toContain('problems: none');
@@ -111,7 +115,7 @@ describe('liveupdate run (default scenario)', () => {
     expect(x.luo.compatible).toBe('luo-v5');
     expect(x.luo.sessions.map((s: { name: string }) => s.name)).toEqual(['vm-web', 'vm-db', 'vm-batch']);
     const files = x.luo.sessions.flatMap((s: { files: Array<{ compatible: string }> }) => s.files.map((f) => f.compatible));
-    expect(files.filter((c: string) => c === 'memfd@3.1.0')).toHaveLength(5);
+    expect(files.filter((c: string) => c === 'memfd@4.0.0')).toHaveLength(5);
     const order9 = x.tracker.orders.find((o: { order: number }) => o.order === 9);
     expect(order9).toMatchObject({ blocks: 1024, pages: 524_288 });
     expect(x.kexecMetadata).toEqual({ previousRelease: '7.1.0', kexecCount: 0 });
@@ -189,21 +193,21 @@ describe('liveupdate usage and bad input', () => {
     expect(r.code).toBe(1);
     const s = JSON.parse(r.stdout);
     expect(s).toMatchObject({ ok: false, exitCode: 1, outcome: 'rolled-back', leaks: { blocks: 0 } });
-    expect(s.error).toMatch(/@liveupdate\/plugin-memfd: format 'memfd' \(writes 1\.0\.0, 2\.0\.0, 3\.0\.0, 3\.1\.0\) is not read by kernel 7\.2\.0/);
+    expect(s.error).toMatch(/@liveupdate\/plugin-memfd: format 'memfd' \(writes 1\.0\.0, 2\.0\.0, 3\.0\.0, 3\.1\.0, 3\.2\.0, 4\.0\.0\) is not read by kernel 7\.2\.0/);
   });
 
-  it('runs an upgrade from released plugin-memfd 2.0.0 (installed beside 3.1.0 under an npm alias) in the negotiated memfd-v2', () => {
+  it('runs an upgrade from released plugin-memfd 2.0.0 (installed beside 4.0.0 under an npm alias) in the negotiated memfd-v2', () => {
     const file = path.join(dir, 'upgrade.json');
     writeFileSync(file, scenarioText(
       '[{ "name": "vm", "files": [{ "token": 1, "type": "memfd", "size": "8MiB", "fill": "pattern", "touched": 0.5, "seals": ["grow"] }] }]',
-    ).replace(`"from": { "release": "7.1.0", "plugins": { ${MEMFD}: "3.1.0" } }`, `"from": { "release": "7.1.0", "plugins": { ${MEMFD}: "2.0.0" } }`));
+    ).replace(`"from": { "release": "7.1.0", "plugins": { ${MEMFD}: "4.0.0" } }`, `"from": { "release": "7.1.0", "plugins": { ${MEMFD}: "2.0.0" } }`));
     const r = cli(['run', '--json', '--no-progress', file]);
     const s = JSON.parse(r.stdout);
     expect(s).toMatchObject({ ok: true, outcome: 'updated', leaks: { blocks: 0 }, dataCheck: { passed: true } });
     // memfd-v2 materializes every hole at preserve: all 2,048 pages travel, the 1,024 never written read zero.
     expect(s.dataCheck.counts).toEqual({ 'pattern pages compared byte for byte': 1024, 'unwritten resident pages read zero': 1024 });
     expect(s.formats.files).toEqual([{ family: 'memfd', version: '2.0.0', compatible: 'memfd-v2', files: 1 }]);
-    expect(s.objects[0]).toMatchObject({ preservedPages: 2048, restoredPages: 2048, check: 'passed', createdBy: '@liveupdate/plugin-memfd@2.0.0', restoredBy: '@liveupdate/plugin-memfd@3.1.0' });
+    expect(s.objects[0]).toMatchObject({ preservedPages: 2048, restoredPages: 2048, check: 'passed', createdBy: '@liveupdate/plugin-memfd@2.0.0', restoredBy: '@liveupdate/plugin-memfd@4.0.0' });
     expect(r.code).toBe(0);
   });
 
@@ -212,7 +216,7 @@ describe('liveupdate usage and bad input', () => {
     writeFileSync(file, scenarioText('[]', `{ ${MEMFD}: "9.9.9" }`));
     const r = cli(['run', file]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain('unknown-version.json:5: /to/plugins/@liveupdate~1plugin-memfd: @liveupdate/plugin-memfd@9.9.9 is not installed (installed: 1.0.0, 2.0.0, 3.0.0, 3.1.0)');
+    expect(r.stderr).toContain('unknown-version.json:5: /to/plugins/@liveupdate~1plugin-memfd: @liveupdate/plugin-memfd@9.9.9 is not installed (installed: 1.0.0, 2.0.0, 3.0.0, 3.1.0, 4.0.0)');
   });
 
   it('a plugin that is not installed at all is named, with how to install it', () => {

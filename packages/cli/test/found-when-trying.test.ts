@@ -13,7 +13,7 @@ import { createProgress } from '../src/output/progress.js';
 import { cli, removeDir, tempDir, type CliRun } from './support/cli.js';
 
 const MEMFD = '"@liveupdate/plugin-memfd"';
-const scenario = (machine: string, objects: string, plugins = `{ ${MEMFD}: "3.1.0" }`, extra = ''): string => `{
+const scenario = (machine: string, objects: string, plugins = `{ ${MEMFD}: "4.0.0" }`, extra = ''): string => `{
   "name": "trial",${extra}
   "machine": { "memory": "${machine}" },
   "from": { "release": "7.1.0", "plugins": ${plugins} },
@@ -51,7 +51,7 @@ describe('found when trying it', () => {
     let html = '';
     beforeAll(() => {
       // Kernel B has no memfd plugin: format negotiation refuses the kexec before anything froze.
-      const f = file('refused.json', scenario('1GiB', smallMemfd).replace(`"to": { "release": "7.2.0", "plugins": { ${MEMFD}: "3.1.0" } }`, '"to": { "release": "7.2.0", "plugins": {} }'));
+      const f = file('refused.json', scenario('1GiB', smallMemfd).replace(`"to": { "release": "7.2.0", "plugins": { ${MEMFD}: "4.0.0" } }`, '"to": { "release": "7.2.0", "plugins": {} }'));
       const out = path.join(dir, 'refused.html');
       r = cli(['report', f, '--out', out, '--json', '--no-progress']);
       html = readFileSync(out, 'utf8');
@@ -111,18 +111,32 @@ describe('found when trying it', () => {
       expect(dump.pages).toHaveLength(Object.values(s.handover.structures as Record<string, number>).reduce((a, b) => a + b, 0));
     });
 
-    it('inspect: a memfd@3.1.0 header whose CRC-32 does not match is a problem (exit 1), not "problems: none"', () => {
+    /** inspect of the dump with one byte of one page flipped. */
+    const inspectFlipped = (role: string, at: number): CliRun => {
       const d = structuredClone(dump) as { pages: Array<{ role: string; data: string }> };
-      const page = d.pages.find((p) => p.role === 'memfd header (session vm-web token 1)');
+      const page = d.pages.find((p) => p.role === role);
+      expect(page, role).toBeDefined();
       const bytes = Buffer.from(page?.data ?? '', 'base64');
-      bytes[48] = (bytes[48] as number) ^ 0xff; // the crc32 word
+      bytes[at] = (bytes[at] as number) ^ 0xff;
       if (page) page.data = bytes.toString('base64');
       const bad = path.join(dir, 'bad-crc.json');
       writeFileSync(bad, JSON.stringify(d));
-      const r = cli(['inspect', bad]);
+      return cli(['inspect', bad]);
+    };
+
+    it('inspect: a memfd@4.0.0 header whose CRC-32 does not match is a problem (exit 1), not "problems: none"', () => {
+      const r = inspectFlipped('memfd header (session vm-web token 1)', 68); // the crc32 word
       expect(r.code).toBe(1);
-      expect(r.stdout).toMatch(/^ {6}problem: crc32 0x[0-9a-f]+ does not match the header \(0x[0-9a-f]+\)$/m);
-      expect(r.stdout).toMatch(/^ {2}- session vm-web token 1: crc32 0x[0-9a-f]+ does not match the header/m);
+      expect(r.stdout).toMatch(/^ {6}problem: crc32 0x[0-9a-f]+, metadata 0x[0-9a-f]+ \(covers bytes 0\.\.67 and the stream\)$/m);
+      expect(r.stdout).toMatch(/^ {2}- session vm-web token 1: crc32 0x[0-9a-f]+, metadata 0x[0-9a-f]+/m);
+      expect(r.stdout).not.toContain('problems: none');
+    });
+
+    it('inspect: a byte of a memfd@4.0.0 extent stream changed is a whole-metadata CRC-32 mismatch (exit 1)', () => {
+      // The 1 GiB file's stream: its first extent's pfn delta, a retargeted folio.
+      const r = inspectFlipped('memfd extent stream (session vm-batch token 1)', 1);
+      expect(r.code).toBe(1);
+      expect(r.stdout).toMatch(/^ {2}- session vm-batch token 1: crc32 0x[0-9a-f]+, metadata 0x[0-9a-f]+ \(covers bytes 0\.\.67 and the stream\)/m);
       expect(r.stdout).not.toContain('problems: none');
     });
 
@@ -176,7 +190,7 @@ describe('found when trying it', () => {
     expect(gb.stderr).toContain("gb.json:3: /machine/memory: must match format \"size\": '64GB': 'GB' is ambiguous (10^n or 2^n bytes?): use a whole number of bytes with B, KiB, MiB, GiB, TiB or PiB");
     const huge = cli(['run', file('huge.json', scenario('100000TiB', smallMemfd))]);
     expect(huge.stderr).toContain("'100000TiB' is larger than the largest machine this model addresses (4 PiB, 52-bit physical addresses)");
-  });
+  }, 30_000);
 
   it('a 128 MiB machine is too small for the kernel and its scratch areas: said up front (exit 2)', () => {
     const r = cli(['run', file('tiny.json', scenario('128MiB', smallMemfd))]);

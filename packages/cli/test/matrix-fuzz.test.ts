@@ -1,5 +1,5 @@
 /**
- * The built `liveupdate matrix` and `liveupdate fuzz` as users and CI run them: the 4x4 table
+ * The built `liveupdate matrix` and `liveupdate fuzz` as users and CI run them: the 5x5 table
  * of negotiated formats between the released plugin-memfd versions (the same table as
  * packages/compat/test/mixing.test.ts), a refusal before freeze counted as a correct outcome,
  * and a seeded handover fuzzer whose runs all end in a defined outcome class and whose output
@@ -10,14 +10,17 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, removeDir, tempDir, type CliRun } from './support/cli.js';
 
-const RELEASES = ['1.0.0', '2.0.0', '3.0.0', '3.1.0'];
+const RELEASES = ['1.0.0', '2.0.0', '3.0.0', '3.1.0', '4.0.0'];
 
-//                 to 1.0.0     to 2.0.0     to 3.0.0       to 3.1.0
+//                 to 1.0.0     to 2.0.0     to 3.0.0       to 3.1.0       to 4.0.0
 const NEGOTIATED = [
-  ['memfd-v1', 'memfd-v1', 'memfd-v1', 'memfd-v1'], // from 1.0.0
-  ['memfd-v1', 'memfd-v2', 'memfd-v2', 'memfd-v2'], // from 2.0.0
-  ['memfd-v1', 'memfd-v2', 'memfd@3.0.0', 'memfd@3.0.0'], // from 3.0.0
-  ['memfd-v1', 'memfd-v2', 'memfd@3.1.0', 'memfd@3.1.0'], // from 3.1.0: 3.0.0 reads the minor 3.1 header, skipping its checksum
+  ['memfd-v1', 'memfd-v1', 'memfd-v1', 'memfd-v1', 'memfd-v1'], // from 1.0.0
+  ['memfd-v1', 'memfd-v2', 'memfd-v2', 'memfd-v2', 'memfd-v2'], // from 2.0.0
+  ['memfd-v1', 'memfd-v2', 'memfd@3.0.0', 'memfd@3.0.0', 'memfd@3.0.0'], // from 3.0.0
+  ['memfd-v1', 'memfd-v2', 'memfd@3.1.0', 'memfd@3.1.0', 'memfd@3.1.0'], // from 3.1.0: 3.0.0 reads the minor 3.1 header, skipping its checksum
+  // from 4.0.0: releases before 4.0.0 cannot read the new major, they get the minor 3.2 (3.0 skips
+  // both checksums, 3.1 checks the header's and skips meta_crc32); 4.0.0 itself gets the extents.
+  ['memfd-v1', 'memfd-v2', 'memfd@3.2.0', 'memfd@3.2.0', 'memfd@4.0.0'],
 ];
 
 interface Cell { from: string; to: string; outcome: string; compatible: string[]; reason: string | null; leaks: { blocks: number; poisonReads: number }; dataCheck: string; refusals: unknown[] }
@@ -31,13 +34,13 @@ describe('liveupdate matrix', () => {
     text = cli(['matrix']);
   }, 30_000);
 
-  it('--json gives the exact 4x4 table of negotiated compatible strings, every cell ok, exit 0', () => {
+  it('--json gives the exact 5x5 table of negotiated compatible strings, every cell ok, exit 0', () => {
     expect(json.code).toBe(0);
     expect(json.stderr).toBe('');
     const m = JSON.parse(json.stdout) as Matrix;
-    expect(m).toMatchObject({ command: 'matrix', ok: true, exitCode: 0, versions: RELEASES, counts: { ok: 16, refused: 0, 'not-supported': 0, failed: 0 } });
+    expect(m).toMatchObject({ command: 'matrix', ok: true, exitCode: 0, versions: RELEASES, counts: { ok: 25, refused: 0, 'not-supported': 0, failed: 0 } });
     expect(m.rows.map((r) => r.from)).toEqual(RELEASES);
-    expect(m.rows.map((r) => r.cells.map((c) => c.to))).toEqual([RELEASES, RELEASES, RELEASES, RELEASES]);
+    expect(m.rows.map((r) => r.cells.map((c) => c.to))).toEqual([RELEASES, RELEASES, RELEASES, RELEASES, RELEASES]);
     expect(m.rows.map((r) => r.cells.map((c) => c.compatible))).toEqual(NEGOTIATED.map((row) => row.map((c) => [c])));
     for (const c of m.rows.flatMap((r) => r.cells)) {
       expect(c, `${c.from} -> ${c.to}`).toMatchObject({ outcome: 'ok', reason: null, dataCheck: 'passed', leaks: { blocks: 0, poisonReads: 0 } });
@@ -47,11 +50,11 @@ describe('liveupdate matrix', () => {
   it('prints the table: rows = from, columns = to, each cell the compatible string and ok', () => {
     expect(text.code).toBe(0);
     const row = (from: string): string[] => (text.stdout.split('\n').find((l) => l.trimStart().startsWith(`${from} `)) ?? '').trim().split(/\s{2,}/);
-    expect(text.stdout).toMatch(/^\s*from \\ to\s+1\.0\.0\s+2\.0\.0\s+3\.0\.0\s+3\.1\.0$/m);
+    expect(text.stdout).toMatch(/^\s*from \\ to\s+1\.0\.0\s+2\.0\.0\s+3\.0\.0\s+3\.1\.0\s+4\.0\.0$/m);
     RELEASES.forEach((from, i) => expect(row(from)).toEqual([from, ...(NEGOTIATED[i] ?? []).map((c) => `${c} ok`)]));
-    expect(text.stdout).toMatch(/^result: ok: 16 updates kept every invariant/m);
+    expect(text.stdout).toMatch(/^result: ok: 25 updates kept every invariant/m);
     // One progress line per cell on stderr (not a terminal).
-    expect(text.stderr.match(/^\[matrix\] /gm)).toHaveLength(16);
+    expect(text.stderr.match(/^\[matrix\] /gm)).toHaveLength(25);
   });
 });
 
@@ -83,12 +86,12 @@ describe('liveupdate matrix with a scenario file and --versions', () => {
     expect(r.code).toBe(0);
     const t = cli(['matrix', file, '--versions', '3.0.0,2.0.0']);
     expect(t.stdout).toMatch(/^\s*2\.0\.0\s+not supported by A \[\d\]\s+not supported by A \[\d\]$/m);
-  });
+  }, 30_000);
 
   it('a release that is not installed is a usage error (exit 2) naming the installed ones', () => {
     const r = cli(['matrix', '--versions', '2.0.0,9.9.9']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain('@liveupdate/plugin-memfd@9.9.9 is not installed (installed: 1.0.0, 2.0.0, 3.0.0, 3.1.0)');
+    expect(r.stderr).toContain('@liveupdate/plugin-memfd@9.9.9 is not installed (installed: 1.0.0, 2.0.0, 3.0.0, 3.1.0, 4.0.0)');
   });
 });
 
@@ -124,7 +127,8 @@ describe('liveupdate fuzz', () => {
 
   it('corrupts 1..4 bytes of a page of a handover structure the dump logic knows', () => {
     const f = JSON.parse(first.stdout) as Fuzz;
-    for (const s of ['root FDT', 'tracker node', 'LUO blob', 'session block', 'file block', 'memfd header', 'memfd xarray node']) {
+    // The small scenario in memfd@4.0.0: each file a header, a kho_vmalloc chunk and an extent-stream page.
+    for (const s of ['root FDT', 'tracker node', 'LUO blob', 'session block', 'file block', 'memfd header', 'memfd vmalloc chunk', 'memfd extent stream']) {
       expect(f.targets[s], s).toBeGreaterThan(0);
     }
     for (const r of f.results) {
@@ -164,20 +168,27 @@ describe('liveupdate fuzz', () => {
     expect(r.stdout).toMatch(/^by corrupted structure\n {2}structure\s+runs\s+updated\s+file-error\s+refused-incoming$/m);
     expect(r.stdout).toMatch(/^result: ok: every run ended updated \(data check passed\), file-error or refused-incoming/m);
     expect(r.stderr.match(/^\[fuzz\] seed \d+: /gm)).toHaveLength(5);
-  });
+  }, 30_000);
 
-  it('--runs 600 --seed 1 ends with 0 wrong answers: an in-range size corruption of a memfd@3.1.0 header fails its checksum', () => {
+  it('--runs 600 --seed 1 ends with 0 wrong answers: an in-range corruption of a memfd@4.0.0 header fails the metadata checksum', () => {
     const r = cli(['fuzz', '--runs', '600', '--seed', '1', '--json']);
     expect(r.code).toBe(0);
     const f = JSON.parse(r.stdout) as Fuzz;
     expect(f).toMatchObject({ ok: true, exitCode: 0, runs: 600, firstFailingSeed: null });
     expect(f.outcomes).toMatchObject({ 'wrong-answer': 0, uncaught: 0, unexpected: 0 });
     expect(Object.values(f.outcomes).reduce((a, b) => a + b, 0)).toBe(600);
-    // The seeds that were wrong answers with memfd@3.0.0 (a corrupted size restored as real) are now refused.
-    for (const seed of [65, 247, 264, 283, 344]) {
+    // Seeds that were wrong answers with memfd@3.0.0 (a corrupted size restored as real) and
+    // header-checksum refusals with memfd@3.1.0 land on a memfd@4.0.0 header now: its CRC-32 over
+    // the header and the extent stream refuses them.
+    for (const seed of [247, 264, 283, 344]) {
       const run = f.results.find((x) => x.seed === seed);
       expect(run, `seed ${seed}`).toMatchObject({ structure: 'memfd header', outcome: 'file-error' });
-      expect(run?.detail).toMatch(/EINVAL .*header checksum mismatch/);
+      expect(run?.detail).toMatch(/EINVAL .*metadata checksum mismatch: crc32 0x[0-9a-f]+, metadata 0x[0-9a-f]+/);
+    }
+    // The 4.x pages are targets too, and none of their corruptions served data.
+    for (const s of ['memfd vmalloc chunk', 'memfd extent stream']) {
+      expect(f.byStructure[s]?.runs, s).toBeGreaterThan(0);
+      expect(f.byStructure[s]?.['wrong-answer'] ?? 0, s).toBe(0);
     }
   }, 60_000);
 

@@ -1,25 +1,28 @@
 /**
  * Released versions of @liveupdate/plugin-memfd side by side, for this repository's
  * version-mixing tests and examples (a private test package: the `liveupdate` CLI does not use
- * it; it resolves plugin versions from node_modules the npm way). 1.0.0, 2.0.0 and 3.0.0 are the
- * packed tarballs in fixtures/ (rebuilt by scripts/make-plugin-memfd-release.mjs), installed as
- * the root devDependencies plugin-memfd-v1, plugin-memfd-v2 and plugin-memfd-v3 (npm aliases of
- * file: tarballs); 3.1.0 is the workspace package. Each is its own module
- * instance, all four share the one @liveupdate/sdk (a peer dependency).
+ * it; it resolves plugin versions from node_modules the npm way). 1.0.0, 2.0.0, 3.0.0 and 3.1.0 are
+ * the packed tarballs in fixtures/ (rebuilt by scripts/make-plugin-memfd-release.mjs), installed
+ * as the root devDependencies plugin-memfd-v1, plugin-memfd-v2, plugin-memfd-v3 and
+ * plugin-memfd-v3.1 (npm aliases of file: tarballs); 4.0.0 is the workspace package. Each is its
+ * own module instance, all five share the one @liveupdate/sdk (a peer dependency).
  *
  *   release  writes                       reads            hugeTLB   as
  *   1.0.0    1.0.0                        ^1.0.0           no        Linux 6.19 (memfd-v1)
  *   2.0.0    1.0.0, 2.0.0                 >=1.0.0 <3.0.0   no        mainline (memfd-v2)
  *   3.0.0    1.0.0, 2.0.0, 3.0.0          >=1.0.0 <4.0.0   yes       sparse format (memfd@3.0.0)
- *   3.1.0    1.0.0, 2.0.0, 3.0.0, 3.1.0   >=1.0.0 <4.0.0   yes       this project (memfd@3.1.0: + header CRC-32)
+ *   3.1.0    1.0.0, 2.0.0, 3.0.0, 3.1.0   >=1.0.0 <4.0.0   yes       memfd@3.1.0: + header CRC-32
+ *   4.0.0    1.0.0 .. 3.1.0, 3.2.0, 4.0.0 >=1.0.0 <5.0.0   yes       this project (memfd@3.2.0: + CRC-32 over
+ *                                                                    all metadata; memfd@4.0.0: extents)
  *
  * 3.1.0 is a minor format version: a 3.0.0 reader restores a memfd@3.1.0 header by reading its
- * first 48 bytes and skipping the checksum.
+ * first 48 bytes and skipping the checksum; 3.2.0 likewise for 3.0 and 3.1 readers. 4.0.0 is a
+ * new major: releases before 4.0.0 cannot read it, so 4.0.0 → 3.x negotiates memfd@3.2.0.
  *
  * The syscalls of a release work only on memfds of that release: a file is a memfd when its
  * inode is an instance of the module's own MemfdInode class, so release 2.0.0's memfdCreate
- * makes files that release 3.1.0's handler does not claim (PRESERVE_FD fails ENOENT) and that
- * 3.1.0's memfdStore rejects (EINVAL). A VMM must use the syscalls of the release its kernel
+ * makes files that release 4.0.0's handler does not claim (PRESERVE_FD fails ENOENT) and that
+ * 4.0.0's memfdStore rejects (EINVAL). A VMM must use the syscalls of the release its kernel
  * runs: memfdSyscallsOf(kernel). The generic file syscalls on Process (pread, pwrite,
  * ftruncate, lseek, fallocate, fcntl) work on any release's memfds.
  */
@@ -28,9 +31,10 @@ import type { Kernel, Plugin } from '@liveupdate/sdk';
 import * as v1 from 'plugin-memfd-v1';
 import * as v2 from 'plugin-memfd-v2';
 import * as v3 from 'plugin-memfd-v3';
+import * as v3_1 from 'plugin-memfd-v3.1';
 
-export type MemfdRelease = '1.0.0' | '2.0.0' | '3.0.0' | '3.1.0';
-export const MEMFD_RELEASES: readonly MemfdRelease[] = Object.freeze(['1.0.0', '2.0.0', '3.0.0', '3.1.0'] as const);
+export type MemfdRelease = '1.0.0' | '2.0.0' | '3.0.0' | '3.1.0' | '4.0.0';
+export const MEMFD_RELEASES: readonly MemfdRelease[] = Object.freeze(['1.0.0', '2.0.0', '3.0.0', '3.1.0', '4.0.0'] as const);
 /** The package name every release carries: the owner named in negotiation refusals. */
 export const MEMFD_PLUGIN_NAME = '@liveupdate/plugin-memfd';
 
@@ -49,7 +53,7 @@ export interface MemfdSyscalls {
 
 type ReleaseModule = MemfdSyscalls & { readonly default: (options?: MemfdPluginOptions) => Plugin; readonly PLUGIN_VERSION: string };
 
-const MODULES: Readonly<Record<MemfdRelease, ReleaseModule>> = { '1.0.0': v1, '2.0.0': v2, '3.0.0': v3, '3.1.0': current };
+const MODULES: Readonly<Record<MemfdRelease, ReleaseModule>> = { '1.0.0': v1, '2.0.0': v2, '3.0.0': v3, '3.1.0': v3_1, '4.0.0': current };
 
 const syscallsOf = (m: ReleaseModule): MemfdSyscalls => Object.freeze({
   memfdCreate: m.memfdCreate, memfdStore: m.memfdStore, memfdFillSynthetic: m.memfdFillSynthetic,
@@ -58,13 +62,13 @@ const syscallsOf = (m: ReleaseModule): MemfdSyscalls => Object.freeze({
 
 /** Each release's plugin factory: memfdReleases['2.0.0']() is the plugin as mainline-era 2.0.0 shipped it. */
 export const memfdReleases: Readonly<Record<MemfdRelease, (options?: MemfdPluginOptions) => Plugin>> = Object.freeze({
-  '1.0.0': v1.default, '2.0.0': v2.default, '3.0.0': v3.default, '3.1.0': current.default,
+  '1.0.0': v1.default, '2.0.0': v2.default, '3.0.0': v3.default, '3.1.0': v3_1.default, '4.0.0': current.default,
 });
 
 /** Each release's syscalls; they only accept memfds created by the same release. */
 export const memfdSyscalls: Readonly<Record<MemfdRelease, MemfdSyscalls>> = Object.freeze({
   '1.0.0': syscallsOf(MODULES['1.0.0']), '2.0.0': syscallsOf(MODULES['2.0.0']), '3.0.0': syscallsOf(MODULES['3.0.0']),
-  '3.1.0': syscallsOf(MODULES['3.1.0']),
+  '3.1.0': syscallsOf(MODULES['3.1.0']), '4.0.0': syscallsOf(MODULES['4.0.0']),
 });
 
 /** The version a release's module reports about itself (read from its own package.json). */

@@ -4,8 +4,10 @@
  * Before the blackout A negotiates the highest memfd format it writes that B reads; the memfd
  * comes back with its content, size and position, and with its seals when that format carries
  * them. A pair with no common format is refused before anything is frozen. Releases: 1.0.0,
- * 2.0.0 and 3.0.0 from their tarballs, 3.1.0 the workspace package (memfd@3.1.0 = memfd@3.0.0 +
- * a header CRC-32, a minor version a 3.0.0 reader skips).
+ * 2.0.0, 3.0.0 and 3.1.0 from their tarballs (memfd@3.1.0 = memfd@3.0.0 + a header CRC-32, a
+ * minor version a 3.0.0 reader skips), 4.0.0 the workspace package (memfd@3.2.0 = memfd@3.1.0 +
+ * a CRC-32 over all metadata, a minor version 3.0 and 3.1 readers skip; memfd@4.0.0 = extents,
+ * a new major only 4.x reads).
  */
 import { describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@liveupdate/hw';
@@ -50,18 +52,27 @@ const TABLE: ReadonlyArray<readonly [MemfdRelease, MemfdRelease, string, boolean
   ['1.0.0', '2.0.0', 'memfd-v1', false], // upgrade 6.19 → mainline: v1 is all A writes
   ['1.0.0', '3.0.0', 'memfd-v1', false],
   ['1.0.0', '3.1.0', 'memfd-v1', false],
+  ['1.0.0', '4.0.0', 'memfd-v1', false],
   ['2.0.0', '1.0.0', 'memfd-v1', false], // rollback to 6.19: B reads v1 only, the seals are dropped
   ['2.0.0', '2.0.0', 'memfd-v2', true],
   ['2.0.0', '3.0.0', 'memfd-v2', true], // upgrade mainline → 3.0.0
   ['2.0.0', '3.1.0', 'memfd-v2', true],
+  ['2.0.0', '4.0.0', 'memfd-v2', true],
   ['3.0.0', '1.0.0', 'memfd-v1', false],
   ['3.0.0', '2.0.0', 'memfd-v2', true], // rollback 3.0.0 → mainline: the sparse file is converted at freeze
   ['3.0.0', '3.0.0', 'memfd@3.0.0', true],
   ['3.0.0', '3.1.0', 'memfd@3.0.0', true], // upgrade to 3.1.0: all A writes is 3.0, which 3.1 reads (no checksum to check)
+  ['3.0.0', '4.0.0', 'memfd@3.0.0', true],
   ['3.1.0', '1.0.0', 'memfd-v1', false],
   ['3.1.0', '2.0.0', 'memfd-v2', true], // the sparse file is converted at freeze, as from 3.0.0
   ['3.1.0', '3.0.0', 'memfd@3.1.0', true], // rollback to 3.0.0: a minor version, its reader skips the checksum
   ['3.1.0', '3.1.0', 'memfd@3.1.0', true],
+  ['3.1.0', '4.0.0', 'memfd@3.1.0', true], // upgrade to 4.0.0: 4.0.0 reads every 3.x minor
+  ['4.0.0', '1.0.0', 'memfd-v1', false],
+  ['4.0.0', '2.0.0', 'memfd-v2', true],
+  ['4.0.0', '3.0.0', 'memfd@3.2.0', true], // rollback past the new major: the 3.0 reader reads 48 bytes, skips both checksums
+  ['4.0.0', '3.1.0', 'memfd@3.2.0', true], // the 3.1 reader checks the header CRC-32 and skips meta_crc32
+  ['4.0.0', '4.0.0', 'memfd@4.0.0', true],
 ];
 
 describe.each(TABLE)('plugin-memfd %s → %s', (from, to, compatible, sealsCarried) => {

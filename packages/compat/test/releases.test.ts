@@ -18,6 +18,7 @@ describe('the installed releases', () => {
     ['plugin-memfd-v1', '1.0.0'],
     ['plugin-memfd-v2', '2.0.0'],
     ['plugin-memfd-v3', '3.0.0'],
+    ['plugin-memfd-v3.1', '3.1.0'],
   ])('%s is @liveupdate/plugin-memfd %s from its tarball: dist only, the SDK as a peer', (alias, version) => {
     const pkg = require(`${alias}/package.json`) as Record<string, unknown>;
     expect(pkg.name).toBe('@liveupdate/plugin-memfd');
@@ -29,18 +30,17 @@ describe('the installed releases', () => {
   });
 
   it('each release reports its own version, read from its own package.json', () => {
-    expect(MEMFD_RELEASES.map((r) => memfdReleases[r]().version)).toEqual(['1.0.0', '2.0.0', '3.0.0', '3.1.0']);
-    expect(MEMFD_RELEASES.map(memfdModuleVersion)).toEqual(['1.0.0', '2.0.0', '3.0.0', '3.1.0']);
+    expect(MEMFD_RELEASES.map((r) => memfdReleases[r]().version)).toEqual(['1.0.0', '2.0.0', '3.0.0', '3.1.0', '4.0.0']);
+    expect(MEMFD_RELEASES.map(memfdModuleVersion)).toEqual(['1.0.0', '2.0.0', '3.0.0', '3.1.0', '4.0.0']);
   });
 
-  it('the four are distinct module instances: different factories and syscalls', () => {
-    const [a, b, c, d] = MEMFD_RELEASES.map((r) => memfdReleases[r]);
-    expect(new Set([a, b, c, d]).size).toBe(4);
-    expect(new Set(MEMFD_RELEASES.map((r) => memfdSyscalls[r].memfdCreate)).size).toBe(4);
+  it('the five are distinct module instances: different factories and syscalls', () => {
+    expect(new Set(MEMFD_RELEASES.map((r) => memfdReleases[r])).size).toBe(5);
+    expect(new Set(MEMFD_RELEASES.map((r) => memfdSyscalls[r].memfdCreate)).size).toBe(5);
   });
 
   it('each plugin carries the SDK brand, so no instanceof is needed across copies', () => {
-    expect(MEMFD_RELEASES.map((r) => isPlugin(memfdReleases[r]()))).toEqual([true, true, true, true]);
+    expect(MEMFD_RELEASES.map((r) => isPlugin(memfdReleases[r]()))).toEqual([true, true, true, true, true]);
   });
 
   it('their manifests: what each release writes and reads, and which handles hugeTLB memfds', () => {
@@ -50,6 +50,7 @@ describe('the installed releases', () => {
       [['memfd', ['1.0.0', '2.0.0'], '>=1.0.0 <3.0.0']],
       [['memfd', ['1.0.0', '2.0.0', '3.0.0'], '>=1.0.0 <4.0.0'], ['hugetlb-memfd', ['1.0.0'], '^1.0.0']],
       [['memfd', ['1.0.0', '2.0.0', '3.0.0', '3.1.0'], '>=1.0.0 <4.0.0'], ['hugetlb-memfd', ['1.0.0'], '^1.0.0']],
+      [['memfd', ['1.0.0', '2.0.0', '3.0.0', '3.1.0', '3.2.0', '4.0.0'], '>=1.0.0 <5.0.0'], ['hugetlb-memfd', ['1.0.0'], '^1.0.0']],
     ]);
   });
 });
@@ -79,7 +80,7 @@ describe("a release's syscalls work on its own memfds only", () => {
     a.p.ftruncate(fd, PAGE_SIZE);
     expect(errnoOf(() => memfdSyscalls['1.0.0'].memfdStore(a.p, fd, pattern(8, 1), 0))).toBe('EINVAL');
     const file = a.p.file(fd, 'stat');
-    expect(MEMFD_RELEASES.map((r) => memfdSyscalls[r].isMemfd(file))).toEqual([false, false, true, false]);
+    expect(MEMFD_RELEASES.map((r) => memfdSyscalls[r].isMemfd(file))).toEqual([false, false, true, false, false]);
   });
 
   it('the generic file syscalls work on any release: pwrite and pread of a 1.0.0 memfd', () => {

@@ -10,7 +10,7 @@ import { runScenario } from '@liveupdate/sdk/testing';
 import memfd from '@liveupdate/plugin-memfd';
 
 const NAME = '@liveupdate/plugin-memfd';
-const scenario = (machine: string, objects: Array<Record<string, unknown>>, from = '3.1.0', to = from): Scenario => checkScenarioData({
+const scenario = (machine: string, objects: Array<Record<string, unknown>>, from = '4.0.0', to = from): Scenario => checkScenarioData({
   name: 't', machine: { memory: machine },
   from: { release: '7.1.0', plugins: { [NAME]: from } }, to: { release: '7.2.0', plugins: { [NAME]: to } },
   sessions: [{ name: 'vm', objects }],
@@ -41,7 +41,7 @@ describe('memfd objects through the generic runner', () => {
   it('a release without hugeTLB cannot create a hugetlb-memfd object: not supported by A, nothing runs', () => {
     const r = runScenario(scenario('2GiB', [{ type: 'hugetlb-memfd', token: 1, size: '4MiB', fill: 'zero' }]), { from: [memfd({ hugetlb: false })], to: [memfd()] });
     expect(r.outcome).toBe('not-supported');
-    expect(r.error).toBe('not supported by A: session vm token 1: @liveupdate/plugin-memfd@3.1.0: this release does not preserve hugeTLB memfds');
+    expect(r.error).toBe('not supported by A: session vm token 1: @liveupdate/plugin-memfd@4.0.0: this release does not preserve hugeTLB memfds');
   });
 
   it('asks the kernel for the hugeTLB pool its objects need', () => {

@@ -1,15 +1,17 @@
 /**
  * Decoders of plugin-memfd's handover, from bytes alone (for inspect, report, dumps and the
  * fuzzer): the memfd family (memfd-v1 and memfd-v2 as upstream writes them, the sparse 3.x
- * formats), the hugetlb-memfd family, and the hugetlb FLB. Each returns the header's fields,
+ * formats, 3.0 and 3.1 walked here, 3.2 and the 4.x extents through the pure decoders of
+ * abi/memfd-decode.ts), the hugetlb-memfd family, and the hugetlb FLB. Each returns the header's fields,
  * what is wrong with them, every handover page the file owns (header, vmalloc chunks and folio
- * arrays of v1/v2, KHO xarray nodes of 3.x) and the folios it hands over. Hostile bytes give
+ * arrays of v1/v2, KHO xarray nodes of 3.x, kho_vmalloc chunks and extent stream pages of 4.x)
+ * and the folios it hands over. Hostile bytes give
  * problems, never an exception: pointers are range-checked, chains bounded and cycle-checked.
  */
 import { PAGE_SIZE, type PhysMemory } from '@liveupdate/hw';
 import { abi, defineDecoder, xarrayAbi, type Decoded, type DecodedValue, type FormatDecoder, type OwnedPages } from '@liveupdate/sdk';
 import {
-  folioPfn, HUGETLB_FAMILY, HUGETLB_FLB_COMPATIBLE, HUGETLB_MAX_HSTATES, hugetlbHstateSer, MEMFD_FAMILY, MEMFD_LUO_ALL_SEALS,
+  decodeMemfdV3, decodeMemfdV4, folioPfn, HUGETLB_FAMILY, HUGETLB_FLB_COMPATIBLE, HUGETLB_MAX_HSTATES, hugetlbHstateSer, MEMFD_FAMILY, MEMFD_LUO_ALL_SEALS,
   MEMFD_LUO_FOLIO_PFN_BITS, MEMFD_V3_1_CRC_BYTES, memfdLuoFolioSer, memfdLuoSerV1, memfdLuoSerV2, memfdLuoSerV3, memfdLuoSerV3_1,
 } from '../abi/memfd.js';
 import { crc32 } from '../crc32.js';
@@ -20,6 +22,8 @@ const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
 const MAX_PAGES_WALKED = 1 << 16;
 /** Data runs listed per file (beyond it the runs are summarized). */
 const MAX_DATA_RUNS = 1 << 16;
+
+type Words = NonNullable<OwnedPages['words']>;
 
 class Walk {
   readonly problems: string[] = [];
@@ -59,24 +63,36 @@ class Walk {
   }
 }
 
-const V2_WORDS: OwnedPages['words'] = [
+const V2_WORDS: Words = [
   { offset: 0, size: 8, kind: 'count' }, { offset: 8, size: 8, kind: 'count' }, { offset: 16, size: 4, kind: 'flags' },
   { offset: 20, size: 4, kind: 'flags' }, { offset: 24, size: 8, kind: 'count' }, { offset: 32, size: 8, kind: 'pointer' },
   { offset: 40, size: 4, kind: 'count' }, { offset: 44, size: 4, kind: 'flags' },
 ];
-const V1_WORDS: OwnedPages['words'] = [
+const V1_WORDS: Words = [
   { offset: 0, size: 8, kind: 'count' }, { offset: 8, size: 8, kind: 'count' }, { offset: 16, size: 8, kind: 'count' },
   { offset: 24, size: 8, kind: 'pointer' }, { offset: 32, size: 4, kind: 'count' },
 ];
-const V3_WORDS: OwnedPages['words'] = [
+const V3_WORDS: Words = [
   { offset: 0, size: 8, kind: 'count' }, { offset: 8, size: 8, kind: 'count' }, { offset: 16, size: 4, kind: 'flags' },
   { offset: 20, size: 4, kind: 'flags' }, { offset: 24, size: 8, kind: 'count' }, { offset: 32, size: 8, kind: 'pointer' },
   { offset: 40, size: 4, kind: 'count' }, { offset: 44, size: 4, kind: 'flags' },
 ];
-const CHUNK_WORDS: OwnedPages['words'] = [
+/** memfd 3.2: the 3.1 header, then meta_crc32 and meta_pad. */
+const V3_2_WORDS: Words = [
+  ...V3_WORDS, { offset: 48, size: 4, kind: 'flags' }, { offset: 52, size: 4, kind: 'flags' },
+  { offset: 56, size: 4, kind: 'flags' }, { offset: 60, size: 4, kind: 'flags' },
+];
+/** memfd 4.x: pos, size, seals, flags, nr_folios, nr_extents, stream_bytes, the kho_vmalloc descriptor, order, crc32. */
+const V4_WORDS: Words = [
+  { offset: 0, size: 8, kind: 'count' }, { offset: 8, size: 8, kind: 'count' }, { offset: 16, size: 4, kind: 'flags' },
+  { offset: 20, size: 4, kind: 'flags' }, { offset: 24, size: 8, kind: 'count' }, { offset: 32, size: 8, kind: 'count' },
+  { offset: 40, size: 8, kind: 'count' }, { offset: 48, size: 8, kind: 'pointer' }, { offset: 56, size: 4, kind: 'count' },
+  { offset: 60, size: 4, kind: 'flags' }, { offset: 64, size: 4, kind: 'count' }, { offset: 68, size: 4, kind: 'flags' },
+];
+const CHUNK_WORDS: Words = [
   { offset: KHO_VMALLOC_CHUNK_NEXT_OFFSET, size: 8, kind: 'pointer' }, { offset: KHO_VMALLOC_CHUNK_PHYS_OFFSET, size: 8, kind: 'pointer' },
 ];
-const XA_WORDS: OwnedPages['words'] = [{ offset: 0, size: 8, kind: 'pointer' }, { offset: 8, size: 8, kind: 'pointer' }];
+const XA_WORDS: Words = [{ offset: 0, size: 8, kind: 'pointer' }, { offset: 8, size: 8, kind: 'pointer' }];
 
 /** memfd-v1/v2: the vmalloc'd array of memfd_luo_folio_ser behind struct kho_vmalloc. */
 function walkFolioArray(w: Walk, first: bigint, totalPages: number, order: number, nrFolios: number): void {
@@ -173,6 +189,7 @@ function decodeMemfd(memory: PhysMemory, data: bigint, version: string | null, l
   if (phys === null) return w.result({});
   const [major = 0, minor = 0] = (version ?? '').split('.').map(Number);
   const hugetlb = family === HUGETLB_FAMILY;
+  if (!hugetlb && ((major === 3 && minor >= 2) || major === 4)) return decodeChecked(memory, phys, major, minor, label);
   if (hugetlb || major === 3) {
     const withCrc = !hugetlb && minor >= 1;
     const raw = memory.read(phys, withCrc ? memfdLuoSerV3_1.size : memfdLuoSerV3.size);
@@ -215,6 +232,45 @@ function decodeMemfd(memory: PhysMemory, data: bigint, version: string | null, l
   w.own(phys / PAGE_SIZE, 1, 'memfd header', `memfd header (${label})`);
   w.problems.push(`memfd format ${version ?? '?'}: no decoder in this release`);
   return w.result({});
+}
+
+/** Problems listed per file from the pure decoders (a forged file can have one per folio). */
+const MAX_PROBLEMS = 16;
+
+/**
+ * memfd 3.2 and 4.x: the pure decoders (every check the reader makes, both CRC-32s), their pages
+ * named for the memory map and the fuzzer (with the words worth mutating), header fields in hex.
+ */
+function decodeChecked(memory: PhysMemory, phys: number, major: number, minor: number, label: string): Decoded {
+  const d = major === 4 ? decodeMemfdV4(memory, phys) : decodeMemfdV3(memory, phys, minor);
+  const f = d.fields;
+  const h = (k: string): string => { const v = f[k]; return typeof v === 'number' || typeof v === 'bigint' ? hex(v) : String(v); };
+  const fields: Record<string, DecodedValue> = major === 4
+    ? {
+        size: f.size ?? null, pos: f.pos ?? null, seals: h('seals'), flags: h('flags'), nr_folios: f.nr_folios ?? null, nr_extents: f.nr_extents ?? null,
+        stream_bytes: f.stream_bytes ?? null, extents_first: h('extents_first'), extents_total_pages: f.extents_total_pages ?? null,
+        extents_order: f.extents_order ?? null, order: f.order ?? null, crc32: h('crc32'),
+      }
+    : {
+        size: f.size ?? null, pos: f.pos ?? null, seals: h('seals'), flags: h('flags'), nr_folios: f.nr_folios ?? null, folios_xa: h('folios_xa'),
+        order: f.order ?? null, crc32: h('crc32'), meta_crc32: h('meta_crc32'),
+      };
+  const problems = d.problems.slice(0, MAX_PROBLEMS);
+  if (d.problems.length > MAX_PROBLEMS) problems.push(`... and ${d.problems.length - MAX_PROBLEMS} more problems`);
+  const size = f.size, pos = f.pos, seals = f.seals;
+  if (typeof size === 'bigint' && size > BigInt(Number.MAX_SAFE_INTEGER)) problems.push(`size ${size} beyond MAX_LFS_FILESIZE`);
+  if (typeof pos === 'bigint' && pos > BigInt(Number.MAX_SAFE_INTEGER)) problems.push(`pos ${pos} beyond MAX_LFS_FILESIZE`);
+  if (typeof seals === 'number' && (seals & ~MEMFD_LUO_ALL_SEALS) !== 0) problems.push(`seals ${hex(seals)} has unknown bits`);
+  const pages: OwnedPages[] = d.pages.map((p) => {
+    const count = p.count !== undefined && p.count !== 1 ? { count: p.count } : {};
+    if (p.role === 'header') return { pfn: p.pfn, structure: 'memfd header', role: `memfd header (${label})`, words: major === 4 ? V4_WORDS : V3_2_WORDS };
+    if (p.structure === 'kho-xarray') {
+      return { pfn: p.pfn, structure: 'memfd xarray node', role: `memfd xarray ${p.role} (${label})`, ...(p.role === 'leaf' ? {} : { words: XA_WORDS }) };
+    }
+    if (p.structure === 'kho_vmalloc') return { pfn: p.pfn, structure: 'memfd vmalloc chunk', role: `memfd vmalloc chunk (${label})`, words: CHUNK_WORDS };
+    return { pfn: p.pfn, ...count, structure: 'memfd extent stream', role: `memfd extent stream (${label})` };
+  });
+  return { fields, problems, pages, dataRuns: d.dataRuns };
 }
 
 function decodeHugetlbFlb(memory: PhysMemory, data: bigint, label: string): Decoded {
