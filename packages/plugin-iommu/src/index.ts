@@ -28,7 +28,7 @@ export interface IommuPluginOptions {
   readonly failFlbRetrieveAlloc?: boolean;
 }
 
-const DEFAULT_WRITES: readonly string[] = ['1.0.0', '2.0.0'];
+const DEFAULT_WRITES: readonly string[] = ['1.0.0', '2.0.0', '2.1.0'];
 const DEFAULT_READS = '>=1.0.0 <3.0.0';
 
 export default function iommu(options: IommuPluginOptions = {}): Plugin {

@@ -1,7 +1,7 @@
 /**
  * plugin-iommu's surface for the tools: decoders for the FLB (both stored variants, with their
  * arrays, records, the root and context tables a VT-d record names and every page-table page of
- * every preserved domain) and for the iommufd handover (1.x and 2.x); a scenario section that
+ * every preserved domain) and for the iommufd handover (1.x and 2.x, 2.1's CRC-32 checked); a scenario section that
  * puts VT-d units on the machine and checks their fault logs after the update.
  */
 import { dmarOf } from '@liveupdate/hw';
@@ -9,7 +9,8 @@ import { defineDecoder, defineSection, type Decoded, type DecodedValue, type For
 import {
   FLB_LAYOUTS, IOMMU_LUO_FLB_VERSION, iommuDeviceSer, iommuDomainSer, iommuFlbSer, iommuFlbSerV1, iommuHwSer, iommuHwSerV1, type IommuFlbVariant,
 } from './abi/iommu.js';
-import { iommufdAreaSer, iommufdAreasSer, iommufdHwptSer, iommufdSer, iommufdV1Size } from './abi/iommufd.js';
+import { crc32 } from '@liveupdate/plugin-memfd';
+import { iommufdAreaSer, iommufdAreasSer, iommufdCrcSer, iommufdHasCrc, iommufdHwptSer, iommufdSer, iommufdV1Size, iommufdV21Size, iommufdV2Size } from './abi/iommufd.js';
 import { hex, isPage, readable, walkList, walkRoot, walkTables } from './tools/walk.js';
 import { iommufdKind } from './tools/iommufd-kind.js';
 import { passthroughScenario } from './tools/scenario.js';
@@ -90,12 +91,13 @@ const iommufdDecoder = defineDecoder({
     const problems: string[] = [];
     const pages: OwnedPages[] = [];
     const at = num(data);
+    let size = -1;
     try {
       if (!readable(memory, at, problems, 'iommufd_ser')) return { fields, problems, pages };
       const nr = memory.readU64Number(at);
       fields.nr_hwpts = nr;
       if (nr > 170) { problems.push(`${nr} HWPTs do not fit the handover`); return { fields, problems, pages }; }
-      pages.push({ pfn: Math.floor(at / 4096), count: Math.ceil((iommufdV1Size(nr) + (at % 4096)) / 4096), structure: 'iommufd handover', role: `iommufd ${version ?? ''}`.trim(), words: [{ offset: at % 4096, size: 8, kind: 'count' }] });
+      size = iommufdV1Size(nr);
       for (let i = 0; i < nr; i++) {
         const h = iommufdHwptSer.decode(memory.read(at + iommufdSer.size + i * iommufdHwptSer.size, iommufdHwptSer.size));
         fields[`hwpt[${i}]`] = `token ${h.token} domain ${hex(num(h.domain_data))}`;
@@ -105,15 +107,28 @@ const iommufdDecoder = defineDecoder({
         const areasAt = at + iommufdV1Size(nr);
         const na = memory.readU64Number(areasAt);
         fields.nr_areas = na;
-        if (na > 4096) problems.push(`${na} areas`);
-        for (let k = 0; k < Math.min(na, 4096); k++) {
+        if (na > 4096) { problems.push(`${na} areas`); return { fields, problems, pages }; }
+        for (let k = 0; k < na; k++) {
           const a = iommufdAreaSer.decode(memory.read(areasAt + iommufdAreasSer.size + k * iommufdAreaSer.size, iommufdAreaSer.size));
           fields[`area[${k}]`] = `iova ${hex(num(a.iova))} +${hex(num(a.length))} file token ${a.file_token} @${hex(num(a.start))} hwpt ${a.hwpt_index}`;
           if (a.hwpt_index >= nr) problems.push(`area[${k}] names HWPT ${a.hwpt_index} of ${nr}`);
         }
+        size = iommufdV2Size(nr, na);
+        if (iommufdHasCrc(version)) {
+          // 2.1: the CRC-32 of every byte before it (header, HWPTs, nr_areas, areas).
+          const c = iommufdCrcSer.decode(memory.read(at + size, iommufdCrcSer.size));
+          const want = crc32(memory.read(at, size));
+          fields.crc32 = hex(c.crc32);
+          if (c.crc32 !== want) problems.push(`handover CRC-32 ${hex(c.crc32)} does not match its bytes (${hex(want)})`);
+          if (c.pad !== 0) problems.push(`iommufd_crc_ser pad is ${c.pad}, not 0`);
+          size = iommufdV21Size(nr, na);
+        }
       }
     } catch (e) {
       problems.push(`undecodable: ${String(e)}`);
+    } finally {
+      // The pages the handover spans, as far as its counts could be read.
+      if (size >= 0) pages.push({ pfn: Math.floor(at / 4096), count: Math.ceil((size + (at % 4096)) / 4096), structure: 'iommufd handover', role: `iommufd ${version ?? ''}`.trim(), words: [{ offset: at % 4096, size: 8, kind: 'count' }] });
     }
     return { fields, problems, pages };
   },

@@ -1,6 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import { PAGE_SIZE } from '@liveupdate/hw';
 import { finishSession, retrieveFd, retrieveSession } from '@liveupdate/sdk';
+import { DEFAULT_WRITES } from '../src/index.js';
 import { coreOf } from '../src/state.js';
 import { DEV_A, REG_BASE, bind, bootNext, handedOverFiles, handedOverFlbs, ictxOf, passthrough, preserveAll, world, type World } from './support.js';
 
@@ -116,5 +117,45 @@ describe('array pages chain when full; deleted slots are not reused', () => {
     expect(w.machine.memory.readU32(first + 16 + 4)).toBe(1);
     flb.alloc('domain');
     expect(u64(w, second + 8)).toBe(2);
+  });
+});
+
+/** CRC-32 (IEEE 802.3, reflected 0xEDB88320) bit by bit, independent of the plugin's table. */
+function bitwiseCrc32(bytes: Uint8Array): number {
+  let c = 0xffffffff;
+  for (const b of bytes) {
+    c ^= b;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
+  }
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** A default-format (2.x) handover of the passthrough set-up: the iommufd file's data and the domain record it names. */
+function handover2(writes: readonly string[]): { w: World; iommufd: number; dom: number; compatible: string } {
+  const w = world({ iommu: { writes } });
+  preserveAll(w, passthrough(w));
+  w.k1.kexecJump(w.next);
+  const file = handedOverFiles(w).find((f) => f.token === 2n);
+  const dom = u64(w, Number(handedOverFlbs(w)[0]?.data ?? 0n) + 16);
+  return { w, iommufd: Number(file?.data ?? 0n), dom, compatible: file?.compatible ?? '' };
+}
+
+// nr_hwpts 1; HWPT { domain_data, token 0x5eed, reclaimed 0, pad }; nr_areas 1;
+// area { iova 0x100000, length 2 MiB, start 0, file_token 1 (the memfd), hwpt_index 0, flags FIXED_IOVA|WRITEABLE|READABLE = 7, reserved 0 }
+const v2Body = (dom: number): Uint8Array => le([8, 1], [8, dom + 16], [8, 0x5eed], [8, 0], [8, 1], [8, 0x10_0000], [8, 0x20_0000], [8, 0], [8, 1], [4, 0], [4, 7], [8, 0]);
+
+describe('iommufd 2.x: bytes', () => {
+  it('2.0.0: the v1 header and HWPT, then nr_areas and one 48-byte area (88 bytes)', () => {
+    const { w, iommufd, dom, compatible } = handover2(['2.0.0']);
+    expect(compatible).toBe('iommufd@2.0.0');
+    expect(read(w, iommufd, 88)).toEqual(v2Body(dom));
+  });
+
+  it('2.1.0 (written by default): the 2.0.0 bytes, then the CRC-32 of all 88 of them and a zero pad (96 bytes)', () => {
+    const { w, iommufd, dom, compatible } = handover2(DEFAULT_WRITES);
+    expect(compatible).toBe('iommufd@2.1.0');
+    const body = v2Body(dom);
+    expect(bitwiseCrc32(new TextEncoder().encode('123456789'))).toBe(0xcbf43926);
+    expect(read(w, iommufd, 96)).toEqual(new Uint8Array([...body, ...le([4, bitwiseCrc32(body)], [4, 0])]));
   });
 });

@@ -118,8 +118,10 @@ describe('decoders read the handover from bytes alone', () => {
     fc.assert(fc.property(fc.uint8Array({ minLength: 64, maxLength: 64 }), fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), (bytes, data) => {
       machine.memory.write(0x20_0000, bytes);
       for (const d of tools.decoders ?? []) {
-        const r = d.decode(machine.memory, data % 2n === 0n ? 0x20_0000n : data, '2.0.0', { label: 'fuzz' });
-        expect(Array.isArray(r.problems)).toBe(true);
+        for (const version of ['2.0.0', '2.1.0']) {
+          const r = d.decode(machine.memory, data % 2n === 0n ? 0x20_0000n : data, version, { label: 'fuzz' });
+          expect(Array.isArray(r.problems)).toBe(true);
+        }
       }
     }), { numRuns: 200 });
   });

@@ -9,8 +9,13 @@
  *   HWPTs, then the IOAS areas so the incoming kernel can rebuild each HWPT on its restored
  *   domain: `u64 nr_areas` after the HWPT array, then 48 B per area
  *   { u64 iova; u64 length; u64 start; u64 file_token; u32 hwpt_index; u32 flags; u64 reserved }.
+ * - 2.1.0 ↔ "iommufd@2.1.0" (a minor version: 2.0 readers stop after the last area and never see
+ *   it): the 2.0 bytes, then `iommufd_crc_ser { u32 crc32; u32 pad (0) }`, crc32 being the CRC-32
+ *   (IEEE 802.3) of every byte before it: the header, every HWPT record, nr_areas and every
+ *   area record. A reader of 2.1 refuses a mismatch, or a non-zero pad, with EINVAL.
  */
 import { bytes, defineStruct, u8, u32, u64 } from '@liveupdate/sdk';
+import semver from 'semver';
 
 export const IOMMUFD_FAMILY = 'iommufd';
 export const IOMMUFD_ALIASES = { 1: 'iommufd-v1' } as const;
@@ -28,3 +33,10 @@ export const iommufdV1Size = (nrHwpts: number): number => iommufdSer.size + nrHw
 /** Bytes of a v2 handover. */
 export const iommufdV2Size = (nrHwpts: number, nrAreas: number): number =>
   iommufdV1Size(nrHwpts) + iommufdAreasSer.size + nrAreas * iommufdAreaSer.size;
+
+export const iommufdCrcSer = defineStruct('iommufd_crc_ser(v2.1)', { crc32: u32, pad: u32 }, { size: 8 });
+
+/** Whether a 2.x version carries the trailing whole-metadata CRC-32 (2.1.0 and later minors). */
+export const iommufdHasCrc = (version: string): boolean => semver.major(version) === 2 ? semver.minor(version) >= 1 : semver.major(version) > 2;
+/** Bytes of a 2.1 handover: the 2.0 bytes, then the CRC record. */
+export const iommufdV21Size = (nrHwpts: number, nrAreas: number): number => iommufdV2Size(nrHwpts, nrAreas) + iommufdCrcSer.size;

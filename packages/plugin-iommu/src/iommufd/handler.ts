@@ -4,15 +4,18 @@
  * (file-backed, EINVAL; sealed F_SEAL_SEAL|F_SEAL_GROW|F_SEAL_SHRINK, EINVAL; the file preserved
  * in the same session, ENOENT), makes the IOAS immutable and preserves each domain into the
  * IOMMU FLB; it is not retrievable (EOPNOTSUPP) and can_finish is false. 2.x (this project) adds
- * the areas so the incoming kernel rebuilds the HWPTs on the restored domains and can finish.
+ * the areas so the incoming kernel rebuilds the HWPTs on the restored domains and can finish;
+ * 2.1 closes the handover with a CRC-32 of all of it, checked before anything is restored.
  */
 import { ErrnoError, KFile, PAGE_SIZE, defineFileHandler, type FileHandlerDefinition, type HandlerContext, type LuoSessionRef } from '@liveupdate/sdk';
 import semver from 'semver';
-import { IOMMUFD_ALIASES, IOMMUFD_FAMILY, iommufdAreaSer, iommufdAreasSer, iommufdHwptSer, iommufdSer, iommufdV1Size, iommufdV2Size } from '../abi/iommufd.js';
+import {
+  IOMMUFD_ALIASES, IOMMUFD_FAMILY, iommufdAreaSer, iommufdAreasSer, iommufdCrcSer, iommufdHasCrc, iommufdHwptSer, iommufdSer, iommufdV1Size, iommufdV21Size, iommufdV2Size,
+} from '../abi/iommufd.js';
 import { coreOf } from '../state.js';
 import { Hwpt, Ioas, IommufdCtx, iommufdFile, isIommufd, ictxOf } from './ctx.js';
 import { iommufdFops } from './ioctl.js';
-import { memfdPinRuns, memfdSize } from '@liveupdate/plugin-memfd';
+import { crc32, memfdPinRuns, memfdSize } from '@liveupdate/plugin-memfd';
 
 const F_SEAL_SEAL = 0x0001;
 const F_SEAL_SHRINK = 0x0002;
@@ -41,7 +44,8 @@ function writeHandover(ctx: HandlerContext<IommufdPreservation>, st: IommufdPres
   const ioasFirst = new Map<Ioas, number>();
   st.hwpts.forEach((h, i) => { if (!ioasFirst.has(h.ioas)) ioasFirst.set(h.ioas, i); });
   const areas = v2 ? [...ioasFirst].flatMap(([ioas, i]) => ioas.areas.map((a) => ({ a, i }))) : [];
-  const size = v2 ? iommufdV2Size(st.hwpts.length, areas.length) : iommufdV1Size(st.hwpts.length);
+  const withCrc = v2 && iommufdHasCrc(version);
+  const size = withCrc ? iommufdV21Size(st.hwpts.length, areas.length) : v2 ? iommufdV2Size(st.hwpts.length, areas.length) : iommufdV1Size(st.hwpts.length);
   const buf = new Uint8Array(size);
   iommufdSer.encodeInto(buf, 0, { nr_hwpts: BigInt(st.hwpts.length) });
   st.hwpts.forEach((h, i) => iommufdHwptSer.encodeInto(buf, iommufdSer.size + i * iommufdHwptSer.size, {
@@ -58,6 +62,7 @@ function writeHandover(ctx: HandlerContext<IommufdPreservation>, st: IommufdPres
       });
       off += iommufdAreaSer.size;
     }
+    if (withCrc) iommufdCrcSer.encodeInto(buf, off, { crc32: crc32(buf.subarray(0, off)), pad: 0 });
   }
   const phys = out.allocPreserve(size);
   ctx.kernel.machine.memory.write(phys, buf);
@@ -136,6 +141,20 @@ function retrieve(ctx: HandlerContext<IommufdPreservation>): void {
   const areasAt = phys + iommufdV1Size(nrHwpts);
   const nrAreas = mem.readU64Number(areasAt);
   if (nrAreas > 65536) throw new ErrnoError('EINVAL', 'iommufd_liveupdate_retrieve', `${nrAreas} areas`);
+  // The handover must lie within the folio preserved for it.
+  const size = iommufdHasCrc(ctx.version) ? iommufdV21Size(nrHwpts, nrAreas) : iommufdV2Size(nrHwpts, nrAreas);
+  if (phys + size > (folio.pfn + 2 ** folio.order) * PAGE_SIZE) {
+    throw new ErrnoError('EINVAL', 'iommufd_liveupdate_retrieve', `${nrHwpts} HWPTs and ${nrAreas} areas overrun the handover's ${2 ** folio.order} page(s)`);
+  }
+  // 2.1: the CRC-32 of every byte before it, checked before any domain is restored or any file pinned.
+  if (iommufdHasCrc(ctx.version)) {
+    const body = size - iommufdCrcSer.size;
+    const c = iommufdCrcSer.decode(mem.read(phys + body, iommufdCrcSer.size));
+    const want = crc32(mem.read(phys, body));
+    if (c.crc32 !== want || c.pad !== 0) {
+      throw new ErrnoError('EINVAL', 'iommufd_liveupdate_retrieve', `handover CRC-32 0x${c.crc32.toString(16)} (pad ${c.pad}), computed 0x${want.toString(16)}`);
+    }
+  }
   const ictx = new IommufdCtx(ctx.kernel, core, true);
   const hwpts: Hwpt[] = [];
   for (let i = 0; i < nrHwpts; i++) {
