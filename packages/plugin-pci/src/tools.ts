@@ -337,8 +337,8 @@ const continuousDma = {
   scenario: {
     name: 'pci-continuous-dma',
     machine: { memory: '1GiB' },
-    from: { release: '7.1.0', plugins: { '@liveupdate/plugin-memfd': '3.1.0', '@liveupdate/plugin-pci': '0.1.0' } },
-    to: { release: '7.2.0', plugins: { '@liveupdate/plugin-memfd': '3.1.0', '@liveupdate/plugin-pci': '0.1.0' } },
+    from: { release: '7.1.0', plugins: { '@liveupdate/plugin-memfd': '4.0.0', '@liveupdate/plugin-pci': '0.1.0' } },
+    to: { release: '7.2.0', plugins: { '@liveupdate/plugin-memfd': '4.0.0', '@liveupdate/plugin-pci': '0.1.0' } },
     pci: {
       topology: {
         segments: [{

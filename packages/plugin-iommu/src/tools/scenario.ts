@@ -13,8 +13,8 @@ export const passthroughScenario = {
   scenario: {
     name: 'iommu-vfio-passthrough',
     machine: { memory: '1GiB' },
-    from: { release: '7.1.0', plugins: { '@liveupdate/plugin-memfd': '3.1.0', '@liveupdate/plugin-pci': '0.1.0', '@liveupdate/plugin-iommu': '0.1.0' } },
-    to: { release: '7.2.0', plugins: { '@liveupdate/plugin-memfd': '3.1.0', '@liveupdate/plugin-pci': '0.1.0', '@liveupdate/plugin-iommu': '0.1.0' } },
+    from: { release: '7.1.0', plugins: { '@liveupdate/plugin-memfd': '4.0.0', '@liveupdate/plugin-pci': '0.1.0', '@liveupdate/plugin-iommu': '0.1.0' } },
+    to: { release: '7.2.0', plugins: { '@liveupdate/plugin-memfd': '4.0.0', '@liveupdate/plugin-pci': '0.1.0', '@liveupdate/plugin-iommu': '0.1.0' } },
     pci: {
       topology: {
         segments: [{
