@@ -86,7 +86,7 @@ function spawn(w: number, start: number): Promise<void> {
       else if (m.type === 'run') {
         current = null;
         count(m.structure, m.mutation, m.outcome);
-        if (!ACCEPTED.has(m.outcome)) fail(m.outcome, m.seed, `seed ${m.seed}: ${m.structure} ${m.mutation} ${m.what}: ${m.detail ?? ''}`);
+        if (!ACCEPTED.has(m.outcome)) fail(`${m.outcome} (${m.structure} ${m.mutation})`, m.seed, `seed ${m.seed}: ${m.structure} ${m.mutation} ${m.what}: ${m.detail ?? ''}`);
       } else if (m.type === 'error') { console.error(`worker ${w}: ${m.message}`); finish(); }
       else finish();
     });
@@ -124,8 +124,8 @@ lines.push(`${pad('total', 16)} ${pad('', 15)} ${cols.map((c) => String(outcomes
 lines.push('', `runs/s: ${rate.toFixed(1)} (${workers} threads, after setup); 10^6 runs would take ${(1e6 / rate / 60).toFixed(1)} min`);
 lines.push(`wrong answers ${outcomes['wrong-answer']}, uncaught ${outcomes.uncaught}, unexpected ${outcomes.unexpected}, hangs ${outcomes.hang}`);
 if (first.size > 0) {
-  lines.push('', 'first failing seed of each kind');
-  for (const [k, v] of first) lines.push(`  ${k}: ${v.line.slice(0, 400)}`);
+  lines.push('', 'first failing seed of each kind (per structure and mutation)');
+  for (const [k, v] of [...first].sort((a, b) => a[1].seed - b[1].seed)) lines.push(`  ${k}: ${v.line.slice(0, 300)}`);
 }
 console.log(lines.join('\n'));
 process.exit(first.size > 0 ? 1 : 0);

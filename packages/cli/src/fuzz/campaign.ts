@@ -86,6 +86,25 @@ const ACCEPTED: ReadonlySet<FuzzClass> = new Set<FuzzClass>(['updated', 'file-er
 export const zeroOutcomes = (): Record<FuzzClass, number> => Object.fromEntries(FUZZ_CLASSES.map((k) => [k, 0])) as Record<FuzzClass, number>;
 const messageOf = (e: unknown): string => (e instanceof Error ? `${e.name}: ${e.message}` : String(e));
 
+/**
+ * Data pages when no decoder listed any (a format whose decoder is not loaded): the pages the
+ * KHO tracker preserves that are not handover metadata, as [startPfn, endPfn) runs.
+ */
+export function preservedDataRuns(view: HandoverView): Array<readonly [number, number]> {
+  const out: Array<readonly [number, number]> = [];
+  for (const o of view.tracker?.orders ?? []) {
+    for (const [s, e] of o.runs) {
+      let start = -1;
+      for (let p = s; p <= e; p++) {
+        const data = p < e && !view.pages.has(p);
+        if (data && start < 0) start = p;
+        if (!data && start >= 0) { out.push([start, p]); start = -1; }
+      }
+    }
+  }
+  return out;
+}
+
 function countOf(targets: readonly MutationTarget[]): Record<string, number> {
   const counts: Record<string, number> = {};
   for (const t of targets) counts[t.structure] = (counts[t.structure] ?? 0) + 1;
@@ -114,7 +133,7 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult
       const view = decodeHandover(machine.memory, machine.bootParams.khoData, from);
       targets = mutationTargets(machine.memory, view);
       structures = structureList(targets);
-      const dataRuns = view.dataRuns;
+      const dataRuns = view.dataRuns.length > 0 ? view.dataRuns : preservedDataRuns(view);
       const ctx = { targets, dataRuns, pageCount: machine.memory.pageCount };
       const byPfn = new Map(targets.map((t) => [t.pfn, t]));
       const snap = machine.memory.snapshot();

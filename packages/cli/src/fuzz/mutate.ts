@@ -155,7 +155,9 @@ export function chooseMutation(seed: number, ctx: MutationContext, structures: r
     case 'xor': return xorMutation(r, t);
     case 'retarget-page': {
       const w = pick(pointers);
-      const other = pick(ctx.targets.filter((x) => x.pfn !== t.pfn).map((x) => x.pfn).concat([t.pfn]));
+      const others = ctx.targets.filter((x) => x.pfn !== t.pfn);
+      if (others.length === 0) break;
+      const other = pick(others).pfn;
       m = word(w, pointerTo(readWord(t.bytes, w), other, ctx.pageCount), 'pointer'); break;
     }
     case 'retarget-folio': {
