@@ -12,7 +12,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { FUZZ_CLASSES, MUTATIONS, type FuzzClass } from '@liveupdate/cli';
+import { FUZZ_CLASSES, MUTATIONS, sweepFaults, type FuzzClass, type SweepRun } from '@liveupdate/cli';
 
 interface RunMsg { type: 'run'; i: number; seed: number; structure: string; mutation: string; outcome: FuzzClass; detail: string | null; what: string }
 interface StartMsg { type: 'start'; i: number; seed: number }
@@ -31,6 +31,7 @@ function arg(name: string, def: number): number {
 const runs = arg('--runs', 1_000_000);
 const minutes = arg('--minutes', 60);
 const seed = arg('--seed', 1);
+const faults = !process.argv.includes('--no-faults');
 const workers = Math.max(1, Math.min(arg('--workers', availableParallelism()), 16));
 const hangMs = arg('--hang-ms', 10_000);
 const deadline = performance.now() + minutes * 60_000;
@@ -123,6 +124,22 @@ for (const s of order) {
 lines.push(`${pad('total', 16)} ${pad('', 15)} ${cols.map((c) => String(outcomes[c]).padStart(10)).join(' ')}`);
 lines.push('', `runs/s: ${rate.toFixed(1)} (${workers} threads, after setup); 10^6 runs would take ${(1e6 / rate / 60).toFixed(1)} min`);
 lines.push(`wrong answers ${outcomes['wrong-answer']}, uncaught ${outcomes.uncaught}, unexpected ${outcomes.unexpected}, hangs ${outcomes.hang}`);
+
+if (faults) {
+  // Fault injection at every file-handler and FLB op x call index of every plugin (full replays).
+  const f0 = performance.now();
+  const sweep: SweepRun[] = await sweepFaults();
+  const byOp = new Map<string, Map<string, number>>();
+  for (const r of sweep) {
+    const op = r.fault.replace(/ call \d+$/, '');
+    const row = byOp.get(op) ?? new Map<string, number>();
+    byOp.set(op, row);
+    row.set(r.outcome, (row.get(r.outcome) ?? 0) + 1);
+    if (!['updated', 'rolled-back', 'preserve-failed', 'file-error', 'refused-incoming'].includes(r.outcome)) fail(`${r.outcome} (fault)`, 0, `${r.fault}: ${r.detail ?? ''}`);
+  }
+  lines.push('', `fault injection: ${sweep.length} runs (every op x call index until the fault no longer fires), ${((performance.now() - f0) / 1000).toFixed(1)} s`);
+  for (const [op, row] of byOp) lines.push(`  ${pad(op, 40)} ${[...row].map(([k, n]) => `${k} ${n}`).join(', ')}`);
+}
 if (first.size > 0) {
   lines.push('', 'first failing seed of each kind (per structure and mutation)');
   for (const [k, v] of [...first].sort((a, b) => a[1].seed - b[1].seed)) lines.push(`  ${k}: ${v.line.slice(0, 300)}`);

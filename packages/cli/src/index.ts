@@ -22,3 +22,4 @@ export { createProgress, noProgress, type Progress, type ProgressMode } from './
 export { renderReport } from './report/html.js';
 export { runCampaign, mergeCampaign, mutationTargets, structureList, type CampaignRun, type CampaignResult, type CampaignOptions } from './fuzz/campaign.js';
 export { chooseMutation, mutatedPage, inferWords, MUTATIONS, type Mutation, type MutationKind, type MutationTarget } from './fuzz/mutate.js';
+export { sweepFaults, type SweepRun, type SweepClass } from './fuzz/fault-sweep.js';
