@@ -12,6 +12,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { chainedUpdates } from './campaign-chain.js';
 import { FUZZ_CLASSES, MUTATIONS, sweepFaults, type FuzzClass, type SweepRun } from '@liveupdate/cli';
 
 interface RunMsg { type: 'run'; i: number; seed: number; structure: string; mutation: string; outcome: FuzzClass; detail: string | null; what: string }
@@ -32,6 +33,7 @@ const runs = arg('--runs', 1_000_000);
 const minutes = arg('--minutes', 60);
 const seed = arg('--seed', 1);
 const faults = !process.argv.includes('--no-faults');
+const chain = arg('--chain', 100);
 const workers = Math.max(1, Math.min(arg('--workers', availableParallelism()), 16));
 const hangMs = arg('--hang-ms', 10_000);
 const deadline = performance.now() + minutes * 60_000;
@@ -139,6 +141,12 @@ if (faults) {
   }
   lines.push('', `fault injection: ${sweep.length} runs (every op x call index until the fault no longer fires), ${((performance.now() - f0) / 1000).toFixed(1)} s`);
   for (const [op, row] of byOp) lines.push(`  ${pad(op, 40)} ${[...row].map(([k, n]) => `${k} ${n}`).join(', ')}`);
+}
+if (chain > 0) {
+  const c = chainedUpdates(chain);
+  lines.push('', `chained live updates: ${c.updates} of ${chain} on one machine, ${c.problems.length} problem(s), ${(c.ms / 1000).toFixed(1)} s`);
+  for (const p of c.problems.slice(0, 10)) lines.push(`  ${p}`);
+  if (c.problems.length > 0) fail('chained update', 0, c.problems[0] as string);
 }
 if (first.size > 0) {
   lines.push('', 'first failing seed of each kind (per structure and mutation)');
