@@ -8,6 +8,14 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { runCampaign, type CampaignResult, type CampaignRun } from '../src/fuzz/campaign.js';
+import { sweepFaults } from '../src/fuzz/fault-sweep.js';
+import { classify } from '../src/fuzz/fuzz.js';
+import { chooseMutation, mutatedPage } from '../src/fuzz/mutate.js';
+import { noProgress } from '../src/output/progress.js';
+import { builtinScenario } from '../src/scenario/load.js';
+import { runScenario } from '../src/scenario/runner.js';
+import { mutationTargets, structureList, preservedDataRuns } from '../src/fuzz/campaign.js';
+import type { FaultSpec } from '@liveupdate/sdk/testing';
 
 let result: CampaignResult;
 const runs: CampaignRun[] = [];
@@ -46,6 +54,39 @@ describe('fuzz campaign (200 forked runs, seed 1, one thread)', () => {
 });
 
 /** The default fuzz scenario's handover: core structures, then the memfd plugin's decoder's pages. */
+describe('a forked run ends as the same mutation replayed from scratch', () => {
+  it.each([30, 87, 17, 100, 150])('seed %i: the same outcome class with kernel A once (fork) as with the whole scenario replayed', async (seed) => {
+    const forked = runs.find((r) => r.seed === seed) as CampaignRun;
+    const scenario = (await builtinScenario('fuzz')).scenario;
+    // Replay: the same bytes written by 'corrupt' faults after the jump, kernel A run again.
+    let faults: FaultSpec[] = [];
+    await runScenario(scenario, {
+      progress: noProgress,
+      onHandover: (m, view) => {
+        const targets = mutationTargets(m.memory, view);
+        const ctx = { targets, dataRuns: view.dataRuns.length > 0 ? view.dataRuns : preservedDataRuns(view), pageCount: m.memory.pageCount };
+        const mu = chooseMutation(seed, ctx, structureList(targets));
+        const page = mutatedPage(targets.find((t) => t.pfn === mu.pfn) as (typeof targets)[number], mu);
+        faults = mu.writes.map((w) => ({ kind: 'corrupt', target: { phys: mu.pfn * 4096 }, offset: w.offset, value: page[w.offset] as number }));
+      },
+    });
+    const replay = await runScenario(scenario, { progress: noProgress, faults });
+    expect(classify(replay).outcome).toBe(forked.outcome);
+  }, 60_000);
+});
+
+describe('fault injection sweep over the default fuzz scenario', () => {
+  it('fails every file-handler and FLB op at each call index; no run ends uncaught or wrong', async () => {
+    const sweep = await sweepFaults();
+    const ops = new Set(sweep.map((r) => r.fault.replace(/ call \d+$/, '')));
+    // 8 file-handler ops and 4 FLB ops of the one plugin.
+    expect(ops.size).toBe(12);
+    expect(sweep.filter((r) => !['updated', 'rolled-back', 'preserve-failed', 'file-error', 'refused-incoming'].includes(r.outcome))).toEqual([]);
+    // Each op's sweep ends at the call index past its last call: the update then goes through.
+    expect(sweep.filter((r) => r.outcome === 'updated')).toHaveLength(12);
+  }, 120_000);
+});
+
 const KNOWN_STRUCTURES = ['root FDT', 'tracker node', 'LUO blob', 'session block', 'file block', 'FLB page', 'scratch array', 'kexec-metadata', 'memfd header'];
 /**
  * Seeds 1..200 that end wrong-answer: each swaps (or duplicates) the file-set pointers of the
