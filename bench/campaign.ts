@@ -43,7 +43,7 @@ const table = new Map<string, Map<string, Record<FuzzClass | 'hang', number>>>()
 const outcomes: Record<FuzzClass | 'hang', number> = { ...Object.fromEntries(FUZZ_CLASSES.map((k) => [k, 0])) as Record<FuzzClass, number>, hang: 0 };
 const first = new Map<string, { seed: number; line: string }>();
 let done = 0;
-let setup: SetupMsg | null = null;
+let setup = null as SetupMsg | null;
 const t0 = performance.now();
 let setupEnd = 0;
 
