@@ -391,7 +391,8 @@ export class PhysMemory {
    * copies that chunk once, so `restore` costs what was written since, never the memory's size.
    * One snapshot is live at a time (a new one replaces it). Views from `mapPage` taken before
    * the snapshot write into the snapshot's chunk: take it when no such view is in use (after a
-   * kexec, only bytes are left).
+   * kexec, only bytes are left). Likewise another worker mapping this memory through
+   * `exportState` writes the shared chunks directly: snapshots are for one thread's memory.
    */
   snapshot(): MemorySnapshot {
     this.snapEpoch++;
