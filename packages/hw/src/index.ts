@@ -1,6 +1,6 @@
 export { PAGE_SHIFT, PAGE_SIZE, MAX_PHYS_BITS, parseSize, formatSize, SizeError, pfnToPhys, physToPfn, isPageAligned } from './units.js';
 export { PfnRanges, unionRanges, subtractRanges } from './ranges.js';
-export { PhysMemory, PhysAddrError, POISON_BYTE, type PageKind, type MemoryState } from './memory.js';
+export { PhysMemory, PhysAddrError, POISON_BYTE, type PageKind, type MemoryState, type MemorySnapshot } from './memory.js';
 export { fillSyntheticPage } from './synthetic.js';
 export {
   Machine, createMachine, attachMachine,

@@ -15,7 +15,7 @@
  * function of that seed, so `--seed S --runs 1` reproduces it exactly.
  */
 import { PAGE_SIZE } from '@liveupdate/hw';
-import type { FaultSpec } from '@liveupdate/sdk/testing';
+import type { FaultSpec, ScenarioRunResult } from '@liveupdate/sdk/testing';
 import { InvalidArgumentError, type Command } from 'commander';
 import { EXIT, EXIT_CODES_HELP } from '../exit.js';
 import { hex, ms, plural, table } from '../output/format.js';
@@ -24,7 +24,7 @@ import { summarize } from '../output/summary.js';
 import type { CliIo } from '../program.js';
 import type { Scenario } from '@liveupdate/sdk';
 import { builtinScenario, loadScenarioFile } from '../scenario/load.js';
-import { runScenario, type RunResult } from '../scenario/runner.js';
+import { runScenario } from '../scenario/runner.js';
 import { fuzzTargets, structuresOf, type FuzzTarget } from './targets.js';
 
 type Structure = string;
@@ -118,7 +118,7 @@ const messageOf = (e: unknown): string => (e instanceof Error ? `${e.name}: ${e.
  * object (or a failed section check) is a wrong answer whatever else happened in the run: a
  * file error on one file does not excuse another file that came back with another's page.
  */
-export function classify(r: RunResult): { outcome: FuzzClass; detail: string | null } {
+export function classify(r: ScenarioRunResult): { outcome: FuzzClass; detail: string | null } {
   const firstLine = (s: string | null): string | null => s?.split('\n')[0] ?? null;
   if (r.harnessOutcome === 'updated' || r.harnessOutcome === 'file-error') {
     const wrong = r.objects.find((o) => o.check !== null && !o.check.ok);

@@ -40,6 +40,14 @@ export interface LiveUpdateScenario<S> {
   afterJump?(machine: Machine): void;
   readonly faults?: readonly FaultSpec[];
   /**
+   * Right after the jump (after `afterJump`), with a function that boots kernel B from the
+   * machine as it is now, runs `after` and returns that update's result. A fuzzer takes a
+   * snapshot of memory here and calls `bootB` once per mutated copy of the handover, so the
+   * pre-kexec part runs once for many incoming kernels. The harness then boots B once more, as
+   * without `fork`, from whatever the machine holds when `fork` returns.
+   */
+  fork?(machine: Machine, bootB: () => LiveUpdateResult<S>): void;
+  /**
    * The outcome(s) this scenario expects. Any other outcome throws UnexpectedOutcomeError, so a
    * test copied from an example cannot pass green on an update that did not happen. Default:
    * 'updated' without faults; 'any' (return every class) with faults, where classifying is the point.
@@ -162,6 +170,20 @@ function run<S>(sides: { from: KernelSide; to: KernelSide }, scenario: LiveUpdat
   applyCorruptions(k1, corruptions);
   scenario.afterJump?.(machine);
 
+  if (scenario.fork) scenario.fork(machine, () => incoming(machine, k1, target, scenario, state, tools, faults, timeline.slice(), formats, num1, true));
+  return incoming(machine, k1, target, scenario, state, tools, faults, timeline, formats, num1, faults.length > 0);
+}
+
+/** Kernel B's part: boot from the machine's bytes, run `after`, check the invariants. */
+function incoming<S>(
+  machine: Machine, k1: Kernel, target: Parameters<typeof Kernel.boot>[1], scenario: LiveUpdateScenario<S>, state: S, tools: ScenarioTools,
+  faults: FaultRecord[], timeline: PhaseTime[], formats: Record<string, string>, num1: number, faulted: boolean,
+): LiveUpdateResult<S> {
+  const violations: string[] = [];
+  const time = <R>(phase: string, fn: () => R): R => {
+    const t0 = performance.now();
+    try { return fn(); } finally { timeline.push({ phase, ms: performance.now() - t0 }); }
+  };
   const mem = machine.memory;
   mem.resetPoisonReads();
   let k2: Kernel;
@@ -180,7 +202,7 @@ function run<S>(sides: { from: KernelSide; to: KernelSide }, scenario: LiveUpdat
     if (e instanceof ErrnoError && e.code === 'EIO' && e.syscall === 'open') {
       return { outcome: { kind: 'refused-incoming', reason: `/dev/liveupdate: ${e.message}` }, from: k1, to: k2, state, violations, timeline, faults, formats };
     }
-    if (e instanceof ErrnoError && faults.length > 0) {
+    if (e instanceof ErrnoError && faulted) {
       return { outcome: { kind: 'file-error', error: e }, from: k1, to: k2, state, violations, timeline, faults, formats };
     }
     throw e;
@@ -204,6 +226,6 @@ function run<S>(sides: { from: KernelSide; to: KernelSide }, scenario: LiveUpdat
     }
     violations.push(`${leaked.blocks} preserved block(s) (${leaked.pages} pages) neither restored nor released: ${named.join(', ')}`);
   }
-  if (faults.length === 0 && violations.length > 0) throw new InvariantError(violations);
+  if (!faulted && violations.length > 0) throw new InvariantError(violations);
   return { outcome: { kind: 'updated' }, from: k1, to: k2, state, violations, timeline, faults, formats };
 }

@@ -18,7 +18,7 @@ import type { MachineStepContext, ObjectCheck, ObjectKind, RestoredObject, Scena
 import { parseSizeStrict } from '../size.js';
 import { preflight, type PreflightReport } from '../versions.js';
 import type { FaultSpec } from './faults.js';
-import { InvariantError, liveUpdate, UnexpectedOutcomeError, type Outcome, type PhaseTime } from './harness.js';
+import { InvariantError, liveUpdate, UnexpectedOutcomeError, type LiveUpdateResult, type Outcome, type PhaseTime } from './harness.js';
 
 export const BASE_CMDLINE = 'kho=on liveupdate=on';
 const DEFAULT_BROKER = 'luod';
@@ -109,6 +109,15 @@ export interface ScenarioRunOptions {
   readonly faults?: readonly FaultSpec[];
   /** Right after the jump (after any 'corrupt' fault), with only memory and boot params left. */
   readonly onJump?: (machine: Machine) => void;
+  /**
+   * Right after the jump (after `onJump`), with a function that boots kernel B from the bytes
+   * in memory now, restores and checks every object and returns that run's result (as if the
+   * handover had been corrupted by a fault: every outcome class is returned). A fuzzer takes
+   * a memory snapshot here and calls `bootB` once per mutated copy of the handover. The
+   * returned result's `violations` are kernel B's; the run then ends once more from whatever
+   * memory holds when `fork` returns.
+   */
+  readonly fork?: (machine: Machine, bootB: () => ScenarioRunResult) => void;
 }
 
 /** The object kinds and sections of a list of plugins, by type / key (first plugin wins). */
@@ -372,50 +381,84 @@ export function runScenario(scenario: Scenario, opts: ScenarioRunOptions): Scena
     if (firstError) throw firstError;
   };
 
-  let outcome: RunOutcome = 'updated';
-  let harnessOutcome: Outcome['kind'] | null = null;
-  let refusal: NegotiationRefusal | null = null;
-  let error: string | null = null;
-  let violations: readonly string[] = [];
-  let timeline: readonly PhaseTime[] = [];
-  let formats: Readonly<Record<string, string>> = {};
-  try {
-    const res = liveUpdate({ from, to }, {
-      name: scenario.name, machine, before, after, afterJump, expect: 'any', ...(opts.faults ? { faults: opts.faults } : {}),
+  /** Forget what a previous kernel B did (a forked run starts from the same kernel A). */
+  const resetB = (): void => {
+    for (const r of objects) { r.restoredBy = null; r.restoredPages = null; r.check = null; r.error = null; r.compatible = null; }
+    for (const s of sessions) { s.restored = false; s.finished = false; }
+    sectionChecks.length = 0;
+    parts.after.length = 0;
+    k2 = null;
+    num.after = null;
+    marks.afterStart = NaN;
+    marks.afterEnd = NaN;
+  };
+  const fork = opts.fork;
+  const forkB = fork === undefined ? undefined : (m: Machine, bootB: () => LiveUpdateResult<void>): void => {
+    fork(m, () => {
+      resetB();
+      let res: LiveUpdateResult<void> | null = null;
+      let thrown: unknown = null;
+      try { res = bootB(); } catch (e) { thrown = e; }
+      const snapshotOf = <T extends object>(xs: readonly T[]): T[] => xs.map((x) => ({ ...x }));
+      const r = resultOf(res, thrown);
+      return { ...r, objects: snapshotOf(r.objects), sessions: snapshotOf(r.sessions), sectionChecks: r.sectionChecks.slice() };
     });
-    timeline = res.timeline;
-    violations = res.violations;
-    formats = res.formats;
-    harnessOutcome = res.outcome.kind;
-    if (res.outcome.kind === 'rolled-back') {
-      outcome = 'rolled-back';
-      error = res.outcome.error.message;
-      if (res.outcome.error instanceof FormatNegotiationError) refusal = { refusals: res.outcome.error.refusals, freezes, fromAlive: !res.from.isDead };
-    } else if (res.outcome.kind === 'refused-incoming') { outcome = 'refused-incoming'; error = res.outcome.reason; }
-    else if (res.outcome.kind === 'file-error') { outcome = 'failed'; error = `${res.outcome.error.code} ${res.outcome.error.message}`; }
-  } catch (e) {
-    if (e instanceof InvariantError) {
-      violations = e.violations;
-    } else if (e instanceof ErrnoError || e instanceof FormatNegotiationError || e instanceof UnexpectedOutcomeError) {
+    resetB();
+  };
+
+  /** The run's result from the harness's result, or what it threw. */
+  const resultOf = (res: LiveUpdateResult<void> | null, thrown: unknown): ScenarioRunResult => {
+    let outcome: RunOutcome = 'updated';
+    let harnessOutcome: Outcome['kind'] | null = null;
+    let refusal: NegotiationRefusal | null = null;
+    let error: string | null = null;
+    let violations: readonly string[] = [];
+    let timeline: readonly PhaseTime[] = [];
+    let formats: Readonly<Record<string, string>> = {};
+    if (res) {
+      timeline = res.timeline;
+      violations = res.violations;
+      formats = res.formats;
+      harnessOutcome = res.outcome.kind;
+      if (res.outcome.kind === 'rolled-back') {
+        outcome = 'rolled-back';
+        error = res.outcome.error.message;
+        if (res.outcome.error instanceof FormatNegotiationError) refusal = { refusals: res.outcome.error.refusals, freezes, fromAlive: !res.from.isDead };
+      } else if (res.outcome.kind === 'refused-incoming') { outcome = 'refused-incoming'; error = res.outcome.reason; }
+      else if (res.outcome.kind === 'file-error') { outcome = 'failed'; error = `${res.outcome.error.code} ${res.outcome.error.message}`; }
+    } else if (thrown instanceof InvariantError) {
+      violations = thrown.violations;
+    } else if (thrown instanceof ErrnoError || thrown instanceof FormatNegotiationError || thrown instanceof UnexpectedOutcomeError) {
       outcome = 'failed';
-      error = `${e instanceof ErrnoError ? `${e.code} ` : ''}${messageOf(e)}`;
+      error = `${thrown instanceof ErrnoError ? `${thrown.code} ` : ''}${messageOf(thrown)}`;
     } else {
-      throw e;
+      throw thrown;
     }
+    const kin = k2 as Kernel | null;
+    if (kin) num.after = kin.luo.liveupdateNum;
+    // Without the harness timeline (it throws when an invariant broke), the callbacks' marks tell the same story.
+    const fallback = [
+      { phase: 'boot A', ms: marks.beforeStart - marks.start }, { phase: 'before', ms: marks.beforeEnd - marks.beforeStart },
+      { phase: 'freeze + serialize + jump', ms: marks.jump - marks.beforeEnd }, { phase: 'boot B', ms: marks.afterStart - marks.jump },
+      { phase: 'after', ms: marks.afterEnd - marks.afterStart },
+    ].filter((p) => Number.isFinite(p.ms));
+    const phases = (timeline.length > 0 ? timeline : fallback).map((p) => (p.phase === 'before' || p.phase === 'after' ? { ...p, parts: parts[p.phase] } : p));
+    return {
+      ...base, outcome, harnessOutcome, refusal, error, unsupported: null, sectionChecks, phases, formats,
+      leaks: kin?.khoIn ? kin.khoIn.leaked() : null, poisonReads: machine.memory.poisonReads, liveupdateNum: { ...num }, violations,
+    };
+  };
+
+  let res: LiveUpdateResult<void> | null = null;
+  let thrown: unknown = null;
+  try {
+    res = liveUpdate({ from, to }, {
+      name: scenario.name, machine, before, after, afterJump, expect: 'any', ...(opts.faults ? { faults: opts.faults } : {}), ...(forkB ? { fork: forkB } : {}),
+    });
+  } catch (e) {
+    thrown = e;
   } finally {
     progress.done();
   }
-  const kin = k2 as Kernel | null;
-  if (kin) num.after = kin.luo.liveupdateNum;
-  // Without the harness timeline (it throws when an invariant broke), the callbacks' marks tell the same story.
-  const fallback = [
-    { phase: 'boot A', ms: marks.beforeStart - marks.start }, { phase: 'before', ms: marks.beforeEnd - marks.beforeStart },
-    { phase: 'freeze + serialize + jump', ms: marks.jump - marks.beforeEnd }, { phase: 'boot B', ms: marks.afterStart - marks.jump },
-    { phase: 'after', ms: marks.afterEnd - marks.afterStart },
-  ].filter((p) => Number.isFinite(p.ms));
-  const phases = (timeline.length > 0 ? timeline : fallback).map((p) => (p.phase === 'before' || p.phase === 'after' ? { ...p, parts: parts[p.phase] } : p));
-  return {
-    ...base, outcome, harnessOutcome, refusal, error, unsupported: null, sectionChecks, phases, formats,
-    leaks: kin?.khoIn ? kin.khoIn.leaked() : null, poisonReads: machine.memory.poisonReads, liveupdateNum: num, violations,
-  };
+  return resultOf(res, thrown);
 }

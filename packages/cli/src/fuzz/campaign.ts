@@ -1,0 +1,193 @@
+/**
+ * The fuzz campaign's engine: kernel A runs the scenario's pre-kexec part once; right after the
+ * jump the handover is decoded (core structures by the CLI's decoder, plugin pages by the
+ * plugins' decoders only), memory is snapshotted (copy on write), and each run applies one
+ * mutation to a copy of one page, boots kernel B from those bytes, restores and checks every
+ * object, then puts memory back. A run costs kernel B's boot and checks, not kernel A's work.
+ *
+ * Every page of the handover is a target: the kexec-metadata blob, the scratch array, the root
+ * FDT, tracker nodes, the LUO blob, session and file blocks, the FLB page, subtrees, and each
+ * page a plugin's decoder owns (headers, xarray nodes, vmalloc chunks, folio arrays, FLB data).
+ */
+import { PAGE_SIZE, type Machine } from '@liveupdate/hw';
+import type { Scenario } from '@liveupdate/sdk';
+import { runScenario as runGeneric, type ScenarioRunResult } from '@liveupdate/sdk/testing';
+import { decodeHandover, type HandoverView } from '../handover/decode.js';
+import { resolvePlugins } from '../plugins.js';
+import { builtinScenario } from '../scenario/load.js';
+import { classify, FUZZ_CLASSES, type FuzzClass } from './fuzz.js';
+import { chooseMutation, inferWords, mutatedPage, MUTATIONS, type MutationKind, type MutationTarget, type Word } from './mutate.js';
+import { CORE_STRUCTURES } from './targets.js';
+
+/** Every page of the handover, with the words its decoder names (or the ones inferred from its bytes). */
+export function mutationTargets(memory: Machine['memory'], view: HandoverView): MutationTarget[] {
+  const words = new Map<number, readonly Word[]>();
+  for (const o of view.owned) {
+    for (let i = 0; i < (o.count ?? 1); i++) if (o.words && o.words.length > 0 && i === 0) words.set(o.pfn, o.words);
+  }
+  const out: MutationTarget[] = [];
+  for (const [pfn, role] of [...view.pages].sort((a, b) => a[0] - b[0])) {
+    const bytes = memory.read(pfn * PAGE_SIZE, PAGE_SIZE);
+    out.push({ structure: view.structures.get(pfn) ?? role, role, pfn, bytes, words: words.get(pfn) ?? inferWords(bytes, memory.size) });
+  }
+  return out;
+}
+
+/** Structures present, the core's first (in the order the summary lists them), then plugins', sorted. */
+export function structureList(targets: readonly MutationTarget[]): string[] {
+  const present = new Set(targets.map((t) => t.structure));
+  const core = [...CORE_STRUCTURES, 'scratch array', 'kexec-metadata', 'subtree'].filter((s) => present.has(s));
+  return [...core, ...[...present].filter((s) => !core.includes(s)).sort()];
+}
+
+export interface CampaignRun {
+  readonly seed: number;
+  readonly structure: string;
+  readonly mutation: MutationKind;
+  readonly pfn: number;
+  readonly what: string;
+  readonly outcome: FuzzClass;
+  readonly detail: string | null;
+}
+
+export interface CampaignOptions {
+  readonly scenario?: Scenario;
+  readonly seed: number;
+  readonly runs: number;
+  /** Stop starting runs after this wall time (ms). */
+  readonly deadlineMs?: number;
+  /** Seeds to run instead of seed..seed+runs-1 (a shard of a campaign). */
+  readonly seeds?: (i: number) => number;
+  /** Called before each run (a watchdog in another thread learns which seed is running). */
+  readonly onStart?: (seed: number) => void;
+  readonly onRun?: (run: CampaignRun, ms: number) => void;
+  /** Once, after kernel A's part and the handover's decode: pages per structure. */
+  readonly onSetup?: (targets: Readonly<Record<string, number>>, structures: readonly string[], ms: number) => void;
+  /** Only this mutation kind (for tests). */
+  readonly only?: MutationKind;
+}
+
+export interface CampaignResult {
+  readonly scenario: string;
+  readonly runs: number;
+  readonly structures: readonly string[];
+  readonly targets: Readonly<Record<string, number>>;
+  /** structure -> mutation -> outcome -> count. */
+  readonly table: Record<string, Record<string, Record<FuzzClass, number>>>;
+  readonly outcomes: Record<FuzzClass, number>;
+  /** The first seed of each failing class, with its run. */
+  readonly firstFailing: Partial<Record<FuzzClass, CampaignRun>>;
+  readonly ms: number;
+  /** Time kernel A and the handover decode took (once). */
+  readonly setupMs: number;
+}
+
+const ACCEPTED: ReadonlySet<FuzzClass> = new Set<FuzzClass>(['updated', 'file-error', 'refused-incoming']);
+export const zeroOutcomes = (): Record<FuzzClass, number> => Object.fromEntries(FUZZ_CLASSES.map((k) => [k, 0])) as Record<FuzzClass, number>;
+const messageOf = (e: unknown): string => (e instanceof Error ? `${e.name}: ${e.message}` : String(e));
+
+/**
+ * Data pages when no decoder listed any (a format whose decoder is not loaded): the pages the
+ * KHO tracker preserves that are not handover metadata, as [startPfn, endPfn) runs.
+ */
+export function preservedDataRuns(view: HandoverView): Array<readonly [number, number]> {
+  const out: Array<readonly [number, number]> = [];
+  for (const o of view.tracker?.orders ?? []) {
+    for (const [s, e] of o.runs) {
+      let start = -1;
+      for (let p = s; p <= e; p++) {
+        const data = p < e && !view.pages.has(p);
+        if (data && start < 0) start = p;
+        if (!data && start >= 0) { out.push([start, p]); start = -1; }
+      }
+    }
+  }
+  return out;
+}
+
+function countOf(targets: readonly MutationTarget[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const t of targets) counts[t.structure] = (counts[t.structure] ?? 0) + 1;
+  return counts;
+}
+
+/** Run a campaign shard in this thread. Scenarios with devices (sections) are refused: their state is not in memory. */
+export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult> {
+  const t0 = performance.now();
+  const scenario = opts.scenario ?? (await builtinScenario('fuzz')).scenario;
+  const from = (await resolvePlugins(scenario.from.plugins)).map((b) => b.create());
+  const to = (await resolvePlugins(scenario.to.plugins)).map((b) => b.create());
+  const table: CampaignResult['table'] = {};
+  const outcomes = zeroOutcomes();
+  const firstFailing: Partial<Record<FuzzClass, CampaignRun>> = {};
+  let structures: string[] = [];
+  let targets: MutationTarget[] = [];
+  let setupMs = 0;
+  let done = 0;
+  let forked = false;
+  runGeneric(scenario, {
+    from, to,
+    fork: (machine, bootB) => {
+      forked = true;
+      if (machine.attachedDevices.length > 0) throw new Error(`fuzz campaign: scenario ${scenario.name} attaches devices, whose state is not in memory; forks need a memory-only handover`);
+      const view = decodeHandover(machine.memory, machine.bootParams.khoData, from);
+      targets = mutationTargets(machine.memory, view);
+      structures = structureList(targets);
+      const dataRuns = view.dataRuns.length > 0 ? view.dataRuns : preservedDataRuns(view);
+      const ctx = { targets, dataRuns, pageCount: machine.memory.pageCount };
+      const byPfn = new Map(targets.map((t) => [t.pfn, t]));
+      const snap = machine.memory.snapshot();
+      setupMs = performance.now() - t0;
+      opts.onSetup?.(countOf(targets), structures, setupMs);
+      for (let i = 0; i < opts.runs; i++) {
+        if (opts.deadlineMs !== undefined && performance.now() - t0 > opts.deadlineMs) break;
+        const seed = (opts.seeds ? opts.seeds(i) : opts.seed + i) >>> 0;
+        opts.onStart?.(seed);
+        const m = chooseMutation(seed, ctx, structures, opts.only);
+        const r0 = performance.now();
+        machine.memory.write(m.pfn * PAGE_SIZE, mutatedPage(byPfn.get(m.pfn) as MutationTarget, m));
+        let outcome: FuzzClass;
+        let detail: string | null;
+        try {
+          const r: ScenarioRunResult = bootB();
+          ({ outcome, detail } = classify(r));
+        } catch (e) {
+          outcome = 'uncaught';
+          detail = messageOf(e);
+        }
+        machine.memory.restore(snap);
+        const run: CampaignRun = { seed, structure: m.structure, mutation: m.kind, pfn: m.pfn, what: m.what, outcome, detail };
+        const row = (table[m.structure] ??= {});
+        (row[m.kind] ??= zeroOutcomes())[outcome]++;
+        outcomes[outcome]++;
+        if (!ACCEPTED.has(outcome) && firstFailing[outcome] === undefined) firstFailing[outcome] = run;
+        done++;
+        opts.onRun?.(run, performance.now() - r0);
+      }
+    },
+  });
+  if (!forked) throw new Error(`fuzz campaign: scenario ${scenario.name} did not reach the jump`);
+  return { scenario: scenario.name, runs: done, structures, targets: countOf(targets), table, outcomes, firstFailing, ms: performance.now() - t0, setupMs };
+}
+
+/** Add one shard's result into another (the campaign's threads each run a shard). */
+export function mergeCampaign(a: CampaignResult | null, b: CampaignResult): CampaignResult {
+  if (!a) return b;
+  const table: CampaignResult['table'] = structuredClone(a.table);
+  for (const [s, row] of Object.entries(b.table)) {
+    for (const [k, o] of Object.entries(row)) {
+      const dst = ((table[s] ??= {})[k] ??= zeroOutcomes());
+      for (const c of FUZZ_CLASSES) dst[c] += o[c];
+    }
+  }
+  const outcomes = zeroOutcomes();
+  for (const c of FUZZ_CLASSES) outcomes[c] = a.outcomes[c] + b.outcomes[c];
+  const firstFailing = { ...a.firstFailing };
+  for (const [c, run] of Object.entries(b.firstFailing) as Array<[FuzzClass, CampaignRun]>) {
+    const have = firstFailing[c];
+    if (!have || run.seed < have.seed) firstFailing[c] = run;
+  }
+  return { ...a, runs: a.runs + b.runs, table, outcomes, firstFailing, ms: Math.max(a.ms, b.ms), setupMs: Math.max(a.setupMs, b.setupMs) };
+}
+
+export { MUTATIONS };
