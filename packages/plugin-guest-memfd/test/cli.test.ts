@@ -46,6 +46,19 @@ describe('liveupdate on plugin-guest-memfd\'s built-in scenarios', { timeout: 60
     expect(r.code).toBe(0);
   });
 
+  it('run guest-memfd-vm-with-memfd: the VM file, its guest_memfd and a sealed memfd of VMM state come back in one session', () => {
+    const r = cli(['run', '--scenario', `${PKG}:guest-memfd-vm-with-memfd`, '--json']);
+    const s = json<RunJson>(r);
+    expect(s).toMatchObject({ ok: true, outcome: 'updated', exitCode: 0, leaks: { blocks: 0, pages: 0, poisonReads: 0 } });
+    expect(s.objects.map((o) => [o.type, o.token, o.compatible, o.check])).toEqual([
+      ['kvm-vm', 2, 'guest_memfd@2.0.0', 'passed'],
+      ['memfd', 3, 'memfd@4.0.0', 'passed'],
+    ]);
+    expect(s.dataCheck).toMatchObject({ passed: true, objectsChecked: 2 });
+    expect(s.dataCheck.counts).toMatchObject({ guestPages: 129, 'pattern pages compared byte for byte': 256 });
+    expect(r.code).toBe(0);
+  });
+
   it('run guest-memfd-vm prints the summary with the object\'s counts', () => {
     const r = cli(['run', '--scenario', `${PKG}:guest-memfd-vm`]);
     expect(r.stdout).toMatch(/^result {10}ok: kernel 7\.2\.0 runs every object from bytes alone$/m);

@@ -43,3 +43,26 @@ export const twoVmsScenario: BuiltinScenario = {
     ],
   },
 };
+
+/**
+ * The VMM of Documentation/liveupdate/vmm.rst: the VM file, its guest_memfd and a memfd (the
+ * VMM's own state, e.g. device emulation) in one session. It names the plugin-memfd release it
+ * was written against; a host with another release installed runs it through a scenario file.
+ */
+export const vmWithMemfdScenario: BuiltinScenario = {
+  name: 'guest-memfd-vm-with-memfd',
+  description: 'a VM with two vCPUs on guest_memfd RAM plus a memfd of VMM state in the same session: the VM file, its guest_memfd and the memfd are preserved, retrieved by token and checked',
+  scenario: {
+    name: 'guest-memfd-vm-with-memfd',
+    machine: { memory: '2GiB' },
+    from: { release: '7.1.0', plugins: { '@liveupdate/plugin-guest-memfd': PLUGIN_VERSION, '@liveupdate/plugin-memfd': '4.0.0' } },
+    to: { release: '7.2.0', plugins: { '@liveupdate/plugin-guest-memfd': PLUGIN_VERSION, '@liveupdate/plugin-memfd': '4.0.0' } },
+    sessions: [{
+      name: 'vm0',
+      objects: [
+        { type: 'kvm-vm', token: 2, vmToken: 1, vcpus: 2, pagesPerVcpu: 64, pauseAfter: 200, flow: 'pause' },
+        { type: 'memfd', token: 3, size: '1MiB', fill: 'pattern', seals: ['seal', 'grow', 'shrink'] },
+      ],
+    }],
+  },
+};
