@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const PUBLISHABLE = ['hw', 'runtime', 'sdk', 'plugin-memfd', 'cli'];
+const PUBLISHABLE = ['hw', 'runtime', 'sdk', 'plugin-memfd', 'plugin-pci', 'plugin-iommu', 'plugin-guest-memfd', 'plugin-mshv', 'cli'];
 
 interface Packed { readonly name: string; readonly filename: string; readonly files: ReadonlyArray<{ readonly path: string }> }
 
