@@ -6,6 +6,7 @@
  * IOMMU FLB; it is not retrievable (EOPNOTSUPP) and can_finish is false. 2.x (this project) adds
  * the areas so the incoming kernel rebuilds the HWPTs on the restored domains and can finish;
  * 2.1 closes the handover with a CRC-32 of all of it, checked before anything is restored.
+ * An allocation failure in a 2.x retrieve is ENOMEM (issue 12): sticky, nothing kept, no FINISH.
  */
 import { ErrnoError, KFile, PAGE_SIZE, defineFileHandler, type FileHandlerDefinition, type HandlerContext, type LuoSessionRef } from '@liveupdate/sdk';
 import semver from 'semver';
@@ -155,6 +156,32 @@ function retrieve(ctx: HandlerContext<IommufdPreservation>): void {
       throw new ErrnoError('EINVAL', 'iommufd_liveupdate_retrieve', `handover CRC-32 0x${c.crc32.toString(16)} (pad ${c.pad}), computed 0x${want.toString(16)}`);
     }
   }
+  // The rebuild needs working memory before it restores a domain or pins a file: the table of
+  // restored HWPTs and the table of areas (kcalloc'd; freed when retrieve returns). An allocation
+  // the page allocator cannot satisfy (alloc_pages returns NULL) is ENOMEM: what this retrieve
+  // already allocated is released, LUO keeps the error sticky, and can_finish is false after it.
+  const scratch: Array<[pfn: number, order: number]> = [];
+  const releaseScratch = (): void => { for (const [pfn, order] of scratch.splice(0)) ctx.kernel.mm.freePages(pfn, order); };
+  for (const [what, bytes] of [['the HWPT table', Math.max(1, nrHwpts) * 8], ['the area table', Math.max(1, nrAreas) * 16]] as const) {
+    const order = Math.max(0, Math.ceil(Math.log2(Math.ceil(bytes / PAGE_SIZE))));
+    const pfn = ctx.kernel.mm.allocPages(order);
+    if (pfn === null) {
+      releaseScratch();
+      throw new ErrnoError('ENOMEM', 'iommufd_liveupdate_retrieve', `cannot allocate ${2 ** order} page(s) for ${what}`);
+    }
+    scratch.push([pfn, order]);
+  }
+  try {
+    retrieveInto(ctx, core, folio, phys, nrHwpts, areasAt, nrAreas);
+  } finally {
+    releaseScratch();
+  }
+}
+
+function retrieveInto(
+  ctx: HandlerContext<IommufdPreservation>, core: ReturnType<typeof coreOf>, folio: { pfn: number; order: number }, phys: number, nrHwpts: number, areasAt: number, nrAreas: number,
+): void {
+  const mem = ctx.kernel.machine.memory;
   const ictx = new IommufdCtx(ctx.kernel, core, true);
   const hwpts: Hwpt[] = [];
   for (let i = 0; i < nrHwpts; i++) {
