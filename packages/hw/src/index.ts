@@ -7,7 +7,7 @@ export {
   type NumaNode, type BootParams, type Device, type MachineConfig, type MachineHandle, type KexecTransition,
 } from './machine.js';
 export { MachineClock, KEXEC_JUMP_NS, type Ticker } from './clock.js';
-export { type AccessGuard } from './memory.js';
+export { type AccessGuard, type GuardFaultTrap } from './memory.js';
 export {
   Hypervisor, attachHypervisor, hypervisorOf, DepositedPageFault,
   HV_PARTITION_ROOT_PAGES, HV_INIT_PARTITION_PAGES, HV_VP_PAGES, HV_VP_ROOT_PAGES, HV_ROOT_PARTITION_ID,

@@ -25,6 +25,12 @@ export type PageKind = 'zero' | 'data' | 'synthetic' | 'poison';
  */
 export type AccessGuard = (phys: number, length: number, write: boolean) => void;
 
+/**
+ * The fault vector of whatever runs on the CPUs: called with what the guard threw on an access,
+ * returns what to throw instead (a kernel installs one at boot and dies of the fault there).
+ */
+export type GuardFaultTrap = (fault: unknown, phys: number, length: number, write: boolean) => Error;
+
 export class PhysAddrError extends RangeError {
   override readonly name = 'PhysAddrError';
   constructor(readonly phys: number, readonly length: number, readonly limit: number) {
@@ -93,7 +99,10 @@ export class PhysMemory {
   /** u64 reads go through readInto so a poisoned page counts once per read, not once per u32 half. */
   private readonly scratch8 = new Uint8Array(8);
   private readonly scratch8View = new DataView(this.scratch8.buffer);
+  /** The effective guard: the installed one, its faults routed through the trap if any. */
   private guard: AccessGuard | null = null;
+  private rawGuard: AccessGuard | null = null;
+  private trap: GuardFaultTrap | null = null;
   /** The live snapshot's generation (0: none); chunks with a lower epoch are shared with it. */
   private snapEpoch = 0;
   /** Chunk slots changed since the live snapshot: index -> the chunk the snapshot had there (undefined: none). */
@@ -124,8 +133,23 @@ export class PhysMemory {
 
   /** Install (or remove, with null) the access guard; one at a time. */
   setAccessGuard(guard: AccessGuard | null): void {
-    if (guard && this.guard && guard !== this.guard) throw new Error('memory: an access guard is already installed');
-    this.guard = guard;
+    if (guard && this.rawGuard && guard !== this.rawGuard) throw new Error('memory: an access guard is already installed');
+    this.rawGuard = guard;
+    this.composeGuard();
+  }
+
+  /** Install (or remove, with null) the trap for guard faults; the running kernel's, so a new one replaces the old. */
+  setGuardFaultTrap(trap: GuardFaultTrap | null): void {
+    this.trap = trap;
+    this.composeGuard();
+  }
+
+  private composeGuard(): void {
+    const raw = this.rawGuard;
+    const trap = this.trap;
+    this.guard = raw === null || trap === null ? raw : (phys, length, write) => {
+      try { raw(phys, length, write); } catch (e) { throw trap(e, phys, length, write); }
+    };
   }
 
   /** Reads that hit a poisoned page (one per page touched). */

@@ -141,6 +141,21 @@ describe('hypervisor: the kernel must not touch deposited pages', () => {
     expect(hv.faultCount).toBe(4);
   });
 
+  it('the fault goes through the installed fault trap (the running kernel\'s vector) once; the guard records it once', () => {
+    const { hv, machine } = setup(true);
+    machine.powerOn('');
+    hv.depositMemory(HV_PARTITION_ID_SELF, [300]);
+    const seen: Array<[unknown, number, number, boolean]> = [];
+    machine.memory.setGuardFaultTrap((fault, phys, length, write) => { seen.push([fault, phys, length, write]); return new Error('trapped'); });
+    expect(() => machine.memory.writeU32(300 * PAGE_SIZE + 8, 1)).toThrow('trapped');
+    expect(seen).toEqual([[expect.any(DepositedPageFault), 300 * PAGE_SIZE + 8, 4, true]]);
+    machine.memory.readU32(301 * PAGE_SIZE);
+    expect(seen).toHaveLength(1);
+    machine.memory.setGuardFaultTrap(null);
+    expect(() => machine.memory.readU8(300 * PAGE_SIZE)).toThrow(DepositedPageFault);
+    expect(hv.faults.map((f) => [f.pfn, f.write])).toEqual([[300, true], [300, false]]);
+  });
+
   it('a withdrawn page is ordinary memory again', () => {
     const { hv, machine } = setup(true);
     hv.depositMemory(HV_PARTITION_ID_SELF, [300]);

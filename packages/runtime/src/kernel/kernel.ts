@@ -12,7 +12,7 @@ import { KhoOut } from '../kho/kho.js';
 import { KhoIn, khoPopulate } from '../kho/kho-in.js';
 import { readIncomingMetadata, writeOutgoingMetadata, type KexecMetadata } from '../kho/metadata.js';
 import { encodeScratchArray, reserveScratch, scratchRanges, type ScratchArea } from '../kho/scratch.js';
-import { Luo } from '../luo/luo.js';
+import { KernelPanic, Luo } from '../luo/luo.js';
 import { ErrnoError } from '../errno.js';
 import { parseBootOptions, type BootOptions } from './cmdline.js';
 import { checkPluginSdk, coreFormats, FormatRegistry, type FormatSpec, type KernelManifest } from './formats.js';
@@ -120,9 +120,14 @@ export class Kernel implements ProcessHost {
   private readonly devices = new Map<string, (proc: Process, flags: number) => KFile>();
   private nextPid = 1;
   private dead = false;
+  /** Why the kernel panicked; null unless it did. */
+  private panicReason: string | null = null;
 
   private constructor(machine: Machine, cmdline: string, config: BootConfig) {
     this.machine = machine;
+    // The fault vector is this kernel's from its first instruction: a guard fault on any access
+    // made while it runs (the hypervisor's GPF on a deposited page) is an oops it dies of.
+    machine.memory.setGuardFaultTrap((fault, phys, length, write) => this.oops(fault, phys, length, write));
     this.mm = new Mm(machine);
     this.release = config.release ?? '7.1.0';
     this.cmdline = cmdline;
@@ -267,12 +272,34 @@ export class Kernel implements ProcessHost {
   }
 
   get isDead(): boolean { return this.dead; }
+  /** The panic message if this kernel panicked (null if it is alive or kexec'd away). */
+  get panicked(): string | null { return this.panicReason; }
   /** is_kho_boot() */
   get isKhoBoot(): boolean { return this.khoIn !== null; }
 
   /** Throws once the kernel has kexec'd away. */
   assertAlive(): void {
-    if (this.dead) throw new KernelDeadError(`kernel ${this.release} is dead: it kexec'd into the next kernel`);
+    if (!this.dead) return;
+    if (this.panicReason !== null) throw new KernelDeadError(`kernel ${this.release} is dead: it panicked (${this.panicReason})`);
+    throw new KernelDeadError(`kernel ${this.release} is dead: it kexec'd into the next kernel`);
+  }
+
+  /**
+   * panic(): log it, and the kernel is dead (every later call throws KernelDeadError). Returns
+   * the KernelPanic for the caller to throw to whoever made the call.
+   */
+  panic(reason: string, cause?: unknown): KernelPanic {
+    this.dmesg.log('err', '', `Kernel panic - not syncing: ${reason}`);
+    if (this.panicReason === null) this.panicReason = reason;
+    this.dead = true;
+    return new KernelPanic(`kernel ${this.release}: Kernel panic - not syncing: ${reason}`, cause === undefined ? undefined : { cause });
+  }
+
+  /** A fatal fault on a memory access made while this kernel runs: the oops, then the panic. */
+  private oops(fault: unknown, phys: number, length: number, write: boolean): KernelPanic {
+    const what = fault instanceof Error ? fault.message : String(fault);
+    this.dmesg.log('err', '', `Oops: ${write ? 'write' : 'read'} of ${length} byte(s) at 0x${phys.toString(16)}: ${what}`);
+    return this.panic('Fatal exception', fault);
   }
 
   private khoInit(debugChecks: boolean): void {
