@@ -26,7 +26,7 @@ export { checkSdkCopy, DuplicateSdkError, SDK_IDENTITY, type SdkIdentity } from 
 export { PAGE_SIZE, PAGE_SHIFT } from '@liveupdate/hw';
 // Building blocks and kernel types re-exported so plugins need only the SDK.
 export {
-  ErrnoError, ERRNO, isErrno, errnoOf, KhoBlockSet, khoPreserveVmalloc, khoUnpreserveVmalloc, khoRestoreVmalloc, vzalloc, vfree, VmArea,
+  ErrnoError, ERRNO, KernelDeadError, isErrno, errnoOf, KhoBlockSet, khoPreserveVmalloc, khoUnpreserveVmalloc, khoRestoreVmalloc, vzalloc, vfree, VmArea,
   defineStruct, u8, u16, u32, s32, u64, bytes, cstring, StructError, KFile, Inode, compatibleFor, versionOf,
   FormatNegotiationError, PluginLoadError, KernelPanic, Kernel, boot, abi,
   type ErrnoCode, type StructCodec, type StructValue, type FieldSpec, type FileOperations, type Process, type KhoVmallocDesc,
