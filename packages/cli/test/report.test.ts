@@ -83,7 +83,7 @@ describe('liveupdate report in headless Chromium', () => {
     expect(logMeta.length).toBeGreaterThan(0);
     expect(Math.min(...logMeta.map((s) => Number(s.width)))).toBeGreaterThan(3);
     expect(Number(/data-visible-segments="(\d+)"/.exec(dom)?.[1])).toBe(segs.length);
-  });
+  }, 30_000);
 
   it.runIf(chromiumTool.run)('a screenshot is not blank and shows the memory map colors', () => {
     const png = path.join(dir, 'report.png');
@@ -95,5 +95,5 @@ describe('liveupdate report in headless Chromium', () => {
     expect(stats.nonWhite).toBeGreaterThan(0.1);
     // Solid fills of the map: preserved, scratch, metadata (exact colors from report/memmap.ts).
     for (const color of ['#1f77b4', '#f2b134', '#d62728']) expect(countColor(img, color)).toBeGreaterThan(100);
-  });
+  }, 30_000);
 });
