@@ -67,20 +67,40 @@ function pfnRuns(m: MemfdInode): PfnRun[] {
   return runs;
 }
 
+/** The checks every restored memfd gets first: size and folio size. Problems are capped at 8. */
+function checkShape(ctx: SessionStepContext, fd: number, g: GuestFile) {
+  const problems: string[] = [];
+  const problem = (p: string): void => { if (problems.length < 8) problems.push(p); };
+  const where = `session ${g.session} token ${g.token}`;
+  const size = ctx.vmm.lseek(fd, 0, 2);
+  if (size !== g.size) problem(`${where}: size ${size}, expected ${g.size}`);
+  const m = inodeOf(ctx.vmm.file(fd, 'check'));
+  if (m.folioBytes !== g.folioBytes) problem(`${where}: folios of ${m.folioBytes} bytes, expected ${g.folioBytes}`);
+  return { problems, problem, where, m };
+}
+
+/**
+ * Seals as written. Without MFD_ALLOW_SEALING a memfd starts sealed with F_SEAL_SEAL; memfd-v1
+ * does not carry seals, so there the VMM re-applies them (and we check that works).
+ */
+function checkSeals(ctx: SessionStepContext, fd: number, g: GuestFile, resealV1: boolean, problem: (p: string) => void, where: string): void {
+  const { vmm } = ctx;
+  const wantSeals = g.seals || F_SEAL_SEAL;
+  let seals = vmm.fcntl(fd, F_GET_SEALS);
+  if (resealV1 && seals !== wantSeals) {
+    vmm.fcntl(fd, F_ADD_SEALS, wantSeals);
+    seals = vmm.fcntl(fd, F_GET_SEALS);
+  }
+  if (seals !== wantSeals) problem(`${where}: seals 0x${seals.toString(16)}, expected 0x${wantSeals.toString(16)}`);
+}
+
 /**
  * Device-written memory: the bytes belong to the device's reference model (a scenario section),
  * so this checks what the file itself promises: size, seals, every folio back at the physical
  * page it had when preserved (the device's DMA addresses stay valid), and no page reads poison.
  */
 function verifyDeviceWritten(ctx: SessionStepContext, fd: number, g: GuestFile, resealV1: boolean): ObjectCheck {
-  const { vmm } = ctx;
-  const problems: string[] = [];
-  const problem = (p: string): void => { if (problems.length < 8) problems.push(p); };
-  const where = `session ${g.session} token ${g.token}`;
-  const size = vmm.lseek(fd, 0, 2);
-  if (size !== g.size) problem(`${where}: size ${size}, expected ${g.size}`);
-  const m = inodeOf(vmm.file(fd, 'check'));
-  if (m.folioBytes !== g.folioBytes) problem(`${where}: folios of ${m.folioBytes} bytes, expected ${g.folioBytes}`);
+  const { problems, problem, where, m } = checkShape(ctx, fd, g);
   const want = g.pfnRuns ?? [];
   const step = 2 ** m.order;
   const mem = m.kernel.machine.memory;
@@ -102,13 +122,7 @@ function verifyDeviceWritten(ctx: SessionStepContext, fd: number, g: GuestFile, 
   if (extra > 0) problem(`${where}: ${extra} folio(s) resident that were not when preserved`);
   if (resident - extra < wantFolios) problem(`${where}: ${wantFolios - (resident - extra)} preserved folio(s) came back as holes`);
   if (poisoned > 0) problem(`${where}: ${poisoned} page(s) read poison`);
-  const wantSeals = g.seals || F_SEAL_SEAL;
-  let seals = vmm.fcntl(fd, F_GET_SEALS);
-  if (resealV1 && seals !== wantSeals) {
-    vmm.fcntl(fd, F_ADD_SEALS, wantSeals);
-    seals = vmm.fcntl(fd, F_GET_SEALS);
-  }
-  if (seals !== wantSeals) problem(`${where}: seals 0x${seals.toString(16)}, expected 0x${wantSeals.toString(16)}`);
+  checkSeals(ctx, fd, g, resealV1, problem, where);
   ctx.tick(resident * step);
   const pages = (resident - extra - moved) * step;
   return {
@@ -148,13 +162,7 @@ function incomingCompatible(ctx: SessionStepContext, token: number): string | nu
  */
 export function verifyGuestFile(ctx: SessionStepContext, fd: number, g: GuestFile, resealV1: boolean): ObjectCheck {
   const { vmm } = ctx;
-  const problems: string[] = [];
-  const problem = (p: string): void => { if (problems.length < 8) problems.push(p); };
-  const where = `session ${g.session} token ${g.token}`;
-  const size = vmm.lseek(fd, 0, 2);
-  if (size !== g.size) problem(`${where}: size ${size}, expected ${g.size}`);
-  const m = inodeOf(vmm.file(fd, 'check'));
-  if (m.folioBytes !== g.folioBytes) problem(`${where}: folios of ${m.folioBytes} bytes, expected ${g.folioBytes}`);
+  const { problems, problem, where, m } = checkShape(ctx, fd, g);
 
   // One pass over the resident folios, merged with the (ascending) written runs.
   const runs = [...touchedRuns(g)];
@@ -216,15 +224,7 @@ export function verifyGuestFile(ctx: SessionStepContext, fd: number, g: GuestFil
     }
   }
 
-  // Without MFD_ALLOW_SEALING a memfd starts sealed with F_SEAL_SEAL.
-  const wantSeals = g.seals || F_SEAL_SEAL;
-  let seals = vmm.fcntl(fd, F_GET_SEALS);
-  if (resealV1 && seals !== wantSeals) {
-    // memfd-v1 does not carry seals: the VMM re-applies them (and we check that works).
-    vmm.fcntl(fd, F_ADD_SEALS, wantSeals);
-    seals = vmm.fcntl(fd, F_GET_SEALS);
-  }
-  if (seals !== wantSeals) problem(`${where}: seals 0x${seals.toString(16)}, expected 0x${wantSeals.toString(16)}`);
+  checkSeals(ctx, fd, g, resealV1, problem, where);
   const residentPages = m.cache.count * 2 ** m.order;
   const holePages = Math.max(0, g.size / PAGE_SIZE - residentPages);
   const counts: Record<string, number> = {};
