@@ -24,6 +24,7 @@ import { summarize } from '../output/summary.js';
 import type { CliIo } from '../program.js';
 import type { Scenario } from '@liveupdate/sdk';
 import { builtinScenario, loadScenarioFile } from '../scenario/load.js';
+import { rng as seededRng } from './mutate.js';
 import { runScenario } from '../scenario/runner.js';
 import { fuzzTargets, structuresOf, type FuzzTarget } from './targets.js';
 
@@ -38,18 +39,6 @@ export const DEFAULT_RUNS = 50;
 export const DEFAULT_SEED = 1;
 const MAX_RUNS = 100_000;
 
-/** mulberry32: a small, fast PRNG whose whole state is one u32. */
-export function prng(seed: number): { next(): number; int(n: number): number } {
-  let a = seed >>> 0;
-  const next = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
-  };
-  return { next, int: (n) => Math.floor(next() * n) };
-}
 
 export interface Corruption {
   readonly structure: Structure;
@@ -65,7 +54,7 @@ export interface Corruption {
  * mask (half of them single-bit flips).
  */
 export function chooseCorruption(seed: number, targets: readonly FuzzTarget[]): Corruption {
-  const rng = prng(Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) ^ seed);
+  const rng = seededRng(seed);
   const present = structuresOf(targets);
   const structure = present[rng.int(present.length)] as Structure;
   const pages = targets.filter((t) => t.structure === structure);

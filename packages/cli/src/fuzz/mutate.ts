@@ -47,9 +47,9 @@ export interface Mutation {
   readonly what: string;
 }
 
-/** mulberry32, seeded through a mix so neighbouring seeds differ in every draw. */
-export function rng(seed: number): { next(): number; int(n: number): number } {
-  let a = (Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) ^ seed) >>> 0;
+/** mulberry32: a small, fast PRNG whose whole state is one u32. */
+export function prng(seed: number): { next(): number; int(n: number): number } {
+  let a = seed >>> 0;
   const next = (): number => {
     a = (a + 0x6d2b79f5) >>> 0;
     let t = a;
@@ -58,6 +58,11 @@ export function rng(seed: number): { next(): number; int(n: number): number } {
     return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
   };
   return { next, int: (n) => Math.floor(next() * n) };
+}
+
+/** mulberry32 (see prng), seeded through a mix so neighbouring seeds differ in every draw. */
+export function rng(seed: number): { next(): number; int(n: number): number } {
+  return prng((Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) ^ seed) >>> 0);
 }
 
 const readWord = (b: Uint8Array, w: Word): bigint => {

@@ -1,0 +1,57 @@
+/**
+ * CRC-32 as IEEE 802.3 / zlib compute it: reflected, polynomial 0xEDB88320, initial value and
+ * final XOR 0xFFFFFFFF (crc32(ascii '123456789') = 0xCBF43926). Table-driven, one byte a step.
+ * The streaming form (crc32Start / crc32Update / crc32U32 / crc32Final) lets a check value
+ * cover a header and then a long run of entries without building one buffer of all of them.
+ */
+const TABLE: Uint32Array = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+/** The running state before any byte. */
+export const CRC32_START = 0xffffffff;
+
+/** Feed `bytes` into a running state. */
+export function crc32Update(state: number, bytes: Uint8Array): number {
+  let c = state;
+  for (let i = 0; i < bytes.length; i++) c = (TABLE[(c ^ (bytes[i] as number)) & 0xff] as number) ^ (c >>> 8);
+  return c;
+}
+
+/** Feed the four little-endian bytes of the u32 `w` into a running state. */
+export function crc32U32(state: number, w: number): number {
+  let c = state;
+  c = (TABLE[(c ^ w) & 0xff] as number) ^ (c >>> 8);
+  c = (TABLE[(c ^ (w >>> 8)) & 0xff] as number) ^ (c >>> 8);
+  c = (TABLE[(c ^ (w >>> 16)) & 0xff] as number) ^ (c >>> 8);
+  return (TABLE[(c ^ (w >>> 24)) & 0xff] as number) ^ (c >>> 8);
+}
+
+/** The check value of a running state, as an unsigned 32-bit number. */
+export const crc32Final = (state: number): number => (state ^ 0xffffffff) >>> 0;
+
+/** The CRC-32 of `bytes` as an unsigned 32-bit number; pass a previous CRC to continue it (as zlib's crc32()). */
+export function crc32(bytes: Uint8Array, prev = 0): number {
+  return crc32Final(crc32Update((prev ^ 0xffffffff) >>> 0, bytes));
+}
+
+/** Continue the CRC-32 `crc` over the four little-endian bytes of the u32 `word`. */
+export function crc32Word(crc: number, word: number): number {
+  return crc32Final(crc32U32((crc ^ 0xffffffff) >>> 0, word));
+}
+
+/** The streaming form as an object: `new Crc32().update(a).update(b).digest()`. */
+export class Crc32 {
+  private state = CRC32_START;
+  update(bytes: Uint8Array): this {
+    this.state = crc32Update(this.state, bytes);
+    return this;
+  }
+  digest(): number { return crc32Final(this.state); }
+}
