@@ -75,7 +75,7 @@ describe('liveupdate run (default scenario)', () => {
     expect(s.formats.luo).toBe('luo-v5');
     expect(s.formats.flbs).toEqual(['hugetlb-v1']);
     expect(s.formats.files).toEqual([
-      { family: 'memfd', version: '4.0.0', compatible: 'memfd@4.0.0', files: 5 },
+      { family: 'memfd', version: '4.1.0', compatible: 'memfd@4.1.0', files: 5 },
       { family: 'hugetlb-memfd', version: '1.0.0', compatible: 'hugetlb-memfd@1.0.0', files: 1 },
     ]);
     expect(s.phases.map((p: { phase: string }) => p.phase)).toEqual(['boot A', 'before', 'freeze + serialize + jump', 'boot B', 'after']);
@@ -89,7 +89,7 @@ describe('liveupdate run (default scenario)', () => {
     expect(s.handover.metadataPages).toBe(Object.values(s.handover.structures as Record<string, number>).reduce((a, b) => a + b, 0));
     // Every handover page by structure: the core's and the ones plugin-memfd's decoders own.
     expect(s.handover.structures).toMatchObject({ 'root FDT': 1, 'LUO blob': 1, 'memfd header': 6, 'hugetlb FLB': 1 });
-    // memfd@4.0.0: one kho_vmalloc chunk per file with folios (4 of the 5), one extent-stream page
+    // memfd@4.1.0: one kho_vmalloc chunk per file with folios (4 of the 5), one extent-stream page
     // each but the 1 GiB file's two (2,048 one-folio extents, 6,146 bytes); the hugeTLB file
     // (hugetlb-memfd@1.0.0) keeps its KHO xarray: a root, then one node per level down to 2 leaves.
     expect(s.handover.structures).toMatchObject({ 'memfd vmalloc chunk': 4, 'memfd extent stream': 5, 'memfd xarray node': 7 });
@@ -100,7 +100,7 @@ describe('liveupdate run (default scenario)', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('compatible = "kho-v4";');
     expect(r.stdout).toMatch(/LUO at 0x[0-9a-f]+: compatible "luo-v5", liveupdate_num 1, 3 sessions/);
-    expect(r.stdout).toMatch(/token 1: compatible "memfd@4\.0\.0" \(memfd 4\.0\.0\)/);
+    expect(r.stdout).toMatch(/token 1: compatible "memfd@4\.1\.0" \(memfd 4\.1\.0\)/);
     expect(r.stdout).toMatch(/nr_folios 2048, nr_extents 2048, stream_bytes 6146, .*crc32 0x[0-9a-f]+\n {6}pages: memfd header 1, memfd vmalloc chunk 1, memfd extent stream 2; 2,048 data pages/);
     expect(r.stdout).toMatch(/compatible "hugetlb-memfd@1\.0\.0" \(hugetlb-memfd 1\.0\.0\)/);
     expect(r.stdout).toMatch(/order 9 \(2 MiB blocks\): 1,024 blocks/);
@@ -115,7 +115,7 @@ describe('liveupdate run (default scenario)', () => {
     expect(x.luo.compatible).toBe('luo-v5');
     expect(x.luo.sessions.map((s: { name: string }) => s.name)).toEqual(['vm-web', 'vm-db', 'vm-batch']);
     const files = x.luo.sessions.flatMap((s: { files: Array<{ compatible: string }> }) => s.files.map((f) => f.compatible));
-    expect(files.filter((c: string) => c === 'memfd@4.0.0')).toHaveLength(5);
+    expect(files.filter((c: string) => c === 'memfd@4.1.0')).toHaveLength(5);
     const order9 = x.tracker.orders.find((o: { order: number }) => o.order === 9);
     expect(order9).toMatchObject({ blocks: 1024, pages: 524_288 });
     expect(x.kexecMetadata).toEqual({ previousRelease: '7.1.0', kexecCount: 0 });
@@ -193,7 +193,7 @@ describe('liveupdate usage and bad input', () => {
     expect(r.code).toBe(1);
     const s = JSON.parse(r.stdout);
     expect(s).toMatchObject({ ok: false, exitCode: 1, outcome: 'rolled-back', leaks: { blocks: 0 } });
-    expect(s.error).toMatch(/@liveupdate\/plugin-memfd: format 'memfd' \(writes 1\.0\.0, 2\.0\.0, 3\.0\.0, 3\.1\.0, 3\.2\.0, 4\.0\.0\) is not read by kernel 7\.2\.0/);
+    expect(s.error).toMatch(/@liveupdate\/plugin-memfd: format 'memfd' \(writes 1\.0\.0, 2\.0\.0, 3\.0\.0, 3\.1\.0, 3\.2\.0, 4\.0\.0, 4\.1\.0\) is not read by kernel 7\.2\.0/);
   });
 
   it('runs an upgrade from released plugin-memfd 2.0.0 (installed beside 4.0.0 under an npm alias) in the negotiated memfd-v2', () => {

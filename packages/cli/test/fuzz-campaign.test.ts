@@ -40,9 +40,14 @@ describe('fuzz campaign (200 forked runs, seed 1, one thread)', () => {
     expect(new Set(runs.map((r) => r.mutation))).toEqual(new Set(['xor', 'retarget-page', 'retarget-folio', 'duplicate', 'count+1', 'count-1', 'count-0', 'count-max', 'cycle-self', 'cycle-earlier', 'swap']));
   });
 
-  it('has no wrong answer but the known upstream-ABI cross-wirings of session and file blocks', () => {
-    const wrong = runs.filter((r) => r.outcome === 'wrong-answer').map((r) => `${r.seed} ${r.structure} ${r.mutation}`);
-    expect(wrong).toEqual(KNOWN_WRONG);
+  it('has no wrong answer: memfd@4.1.0 refuses a header reached through a rewired session or file block', () => {
+    expect(runs.filter((r) => r.outcome === 'wrong-answer').map((r) => `${r.seed} ${r.structure} ${r.mutation}`)).toEqual([]);
+  });
+
+  it('ends seeds 52 and 195 (vm-a and vm-b swapped in the luo-v5 session block; wrong answers with memfd@4.0.0) in a file error', () => {
+    for (const seed of [52, 195]) {
+      expect(runs.find((r) => r.seed === seed), `seed ${seed}`).toMatchObject({ structure: 'session block', mutation: 'swap', outcome: 'file-error' });
+    }
   });
 
   it('the same seed gives the same run', async () => {
@@ -88,9 +93,3 @@ describe('fault injection sweep over the default fuzz scenario', () => {
 });
 
 const KNOWN_STRUCTURES = ['root FDT', 'tracker node', 'LUO blob', 'session block', 'file block', 'FLB page', 'scratch array', 'kexec-metadata', 'memfd extent stream', 'memfd header', 'memfd vmalloc chunk'];
-/**
- * Seeds 1..200 that end wrong-answer: each swaps (or duplicates) the file-set pointers of the
- * two sessions in the luo-v5 session block, so vm-a retrieves vm-b's memfd. Upstream LUO
- * serves it the same way (luo_session_ser has no integrity check); a regression list, not a goal.
- */
-const KNOWN_WRONG = ['52 session block swap', '195 session block swap'];

@@ -101,15 +101,15 @@ describe('liveupdate fuzz seeds 9342 and 18956 (regression): memfd@3.1.0 has no 
   // In memfd@3.2.0 and memfd@4.0.0 the same retargeted folio fails the CRC-32 over all metadata:
   // packages/plugin-memfd/test/wrong-answers.test.ts ('two files whose metadata name the same
   // folio', memfd@3.2.0) and format-v4.test.ts (the same for memfd@4.0.0) apply it in place.
-  // Here, the same seeds on the default 4.0.0 -> 4.0.0 (memfd@4.0.0) never serve data.
-  it('seed 9342 on memfd@4.0.0 flips the same bytes of vm-a\'s header: a file error (metadata checksum), exit 0', () => {
+  // Here, the same seeds on the default 4.0.0 -> 4.0.0 (memfd@4.1.0) never serve data.
+  it('seed 9342 on memfd@4.1.0 flips the same bytes of vm-a\'s header: a file error (its identity check covers the header), exit 0', () => {
     const { code, f } = fuzzOne(smallScenario(dir, '4.0.0', '4.0.0'), 9342);
     expect(f.results[0]).toMatchObject({ structure: 'memfd header', role: 'memfd header (session vm-a token 1)', bytes: [{ offset: 33, xor: 4 }], outcome: 'file-error' });
-    expect(f.results[0]?.detail).toMatch(/^RETRIEVE_FD token 1: EINVAL .*metadata checksum mismatch: crc32 0x[0-9a-f]+, metadata 0x[0-9a-f]+/);
+    expect(f.results[0]?.detail).toMatch(/^RETRIEVE_FD token 1: EINVAL .*fails its identity check for session vm-a token 1 \(id_crc32 0x[0-9a-f]+, computed 0x[0-9a-f]+\)/);
     expect(code).toBe(0);
   });
 
-  it('seed 18956 on memfd@4.0.0 flips an unused slot of vm-a\'s kho_vmalloc chunk: updated, every byte checked', () => {
+  it('seed 18956 on memfd@4.1.0 flips an unused slot of vm-a\'s kho_vmalloc chunk: updated, every byte checked', () => {
     const { code, f } = fuzzOne(smallScenario(dir, '4.0.0', '4.0.0'), 18956);
     expect(f.results[0]).toMatchObject({ structure: 'memfd vmalloc chunk', bytes: [{ offset: 1953, xor: 8 }], outcome: 'updated', detail: null });
     expect(code).toBe(0);

@@ -19,8 +19,9 @@ const NEGOTIATED = [
   ['memfd-v1', 'memfd-v2', 'memfd@3.0.0', 'memfd@3.0.0', 'memfd@3.0.0'], // from 3.0.0
   ['memfd-v1', 'memfd-v2', 'memfd@3.1.0', 'memfd@3.1.0', 'memfd@3.1.0'], // from 3.1.0: 3.0.0 reads the minor 3.1 header, skipping its checksum
   // from 4.0.0: releases before 4.0.0 cannot read the new major, they get the minor 3.2 (3.0 skips
-  // both checksums, 3.1 checks the header's and skips meta_crc32); 4.0.0 itself gets the extents.
-  ['memfd-v1', 'memfd-v2', 'memfd@3.2.0', 'memfd@3.2.0', 'memfd@4.0.0'],
+  // both checksums, 3.1 checks the header's and skips meta_crc32); 4.0.0 itself gets the extents
+  // bound to their session and token (memfd@4.1.0).
+  ['memfd-v1', 'memfd-v2', 'memfd@3.2.0', 'memfd@3.2.0', 'memfd@4.1.0'],
 ];
 
 interface Cell { from: string; to: string; outcome: string; compatible: string[]; reason: string | null; leaks: { blocks: number; poisonReads: number }; dataCheck: string; refusals: unknown[] }
@@ -127,7 +128,7 @@ describe('liveupdate fuzz', () => {
 
   it('corrupts 1..4 bytes of a page of a handover structure the dump logic knows', () => {
     const f = JSON.parse(first.stdout) as Fuzz;
-    // The small scenario in memfd@4.0.0: each file a header, a kho_vmalloc chunk and an extent-stream page.
+    // The small scenario in memfd@4.1.0: each file a header, a kho_vmalloc chunk and an extent-stream page.
     for (const s of ['root FDT', 'tracker node', 'LUO blob', 'session block', 'file block', 'memfd header', 'memfd vmalloc chunk', 'memfd extent stream']) {
       expect(f.targets[s], s).toBeGreaterThan(0);
     }
@@ -170,7 +171,7 @@ describe('liveupdate fuzz', () => {
     expect(r.stderr.match(/^\[fuzz\] seed \d+: /gm)).toHaveLength(5);
   }, 30_000);
 
-  it('--runs 600 --seed 1 ends with 0 wrong answers: an in-range corruption of a memfd@4.0.0 header fails the metadata checksum', () => {
+  it('--runs 600 --seed 1 ends with 0 wrong answers: an in-range corruption of a memfd@4.1.0 header fails its identity check', () => {
     const r = cli(['fuzz', '--runs', '600', '--seed', '1', '--json']);
     expect(r.code).toBe(0);
     const f = JSON.parse(r.stdout) as Fuzz;
@@ -178,12 +179,13 @@ describe('liveupdate fuzz', () => {
     expect(f.outcomes).toMatchObject({ 'wrong-answer': 0, uncaught: 0, unexpected: 0 });
     expect(Object.values(f.outcomes).reduce((a, b) => a + b, 0)).toBe(600);
     // Seeds that were wrong answers with memfd@3.0.0 (a corrupted size restored as real) and
-    // header-checksum refusals with memfd@3.1.0 land on a memfd@4.0.0 header now: its CRC-32 over
-    // the header and the extent stream refuses them.
+    // header-checksum refusals with memfd@3.1.0 land on a memfd@4.1.0 header now: its id_crc32,
+    // over the header (whose crc32 covers the extent stream), the token and the session name,
+    // refuses them before anything is claimed.
     for (const seed of [247, 264, 283, 344]) {
       const run = f.results.find((x) => x.seed === seed);
       expect(run, `seed ${seed}`).toMatchObject({ structure: 'memfd header', outcome: 'file-error' });
-      expect(run?.detail).toMatch(/EINVAL .*metadata checksum mismatch: crc32 0x[0-9a-f]+, metadata 0x[0-9a-f]+/);
+      expect(run?.detail).toMatch(/EINVAL .*fails its identity check for session vm-[ab] token 1 \(id_crc32 0x[0-9a-f]+, computed 0x[0-9a-f]+\)/);
     }
     // The 4.x pages are targets too, and none of their corruptions served data.
     for (const s of ['memfd vmalloc chunk', 'memfd extent stream']) {

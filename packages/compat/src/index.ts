@@ -12,12 +12,15 @@
  *   2.0.0    1.0.0, 2.0.0                 >=1.0.0 <3.0.0   no        mainline (memfd-v2)
  *   3.0.0    1.0.0, 2.0.0, 3.0.0          >=1.0.0 <4.0.0   yes       sparse format (memfd@3.0.0)
  *   3.1.0    1.0.0, 2.0.0, 3.0.0, 3.1.0   >=1.0.0 <4.0.0   yes       memfd@3.1.0: + header CRC-32
- *   4.0.0    1.0.0 .. 3.1.0, 3.2.0, 4.0.0 >=1.0.0 <5.0.0   yes       this project (memfd@3.2.0: + CRC-32 over
- *                                                                    all metadata; memfd@4.0.0: extents)
+ *   4.0.0    1.0.0 .. 3.2.0, 4.0.0, 4.1.0 >=1.0.0 <5.0.0   yes       this project (memfd@3.2.0: + CRC-32 over
+ *                                                                    all metadata; memfd@4.0.0: extents;
+ *                                                                    memfd@4.1.0: + a CRC-32 binding the
+ *                                                                    header to its session and token)
  *
  * 3.1.0 is a minor format version: a 3.0.0 reader restores a memfd@3.1.0 header by reading its
  * first 48 bytes and skipping the checksum; 3.2.0 likewise for 3.0 and 3.1 readers. 4.0.0 is a
- * new major: releases before 4.0.0 cannot read it, so 4.0.0 → 3.x negotiates memfd@3.2.0.
+ * new major: releases before 4.0.0 cannot read it, so 4.0.0 → 3.x negotiates memfd@3.2.0. 4.1.0
+appends 8 bytes a 4.0 reader does not read.
  *
  * The syscalls of a release work only on memfds of that release: a file is a memfd when its
  * inode is an instance of the module's own MemfdInode class, so release 2.0.0's memfdCreate

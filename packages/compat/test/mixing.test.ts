@@ -7,7 +7,8 @@
  * 2.0.0, 3.0.0 and 3.1.0 from their tarballs (memfd@3.1.0 = memfd@3.0.0 + a header CRC-32, a
  * minor version a 3.0.0 reader skips), 4.0.0 the workspace package (memfd@3.2.0 = memfd@3.1.0 +
  * a CRC-32 over all metadata, a minor version 3.0 and 3.1 readers skip; memfd@4.0.0 = extents,
- * a new major only 4.x reads).
+ * a new major only 4.x reads; memfd@4.1.0 = memfd@4.0.0 + a CRC-32 binding the header to its
+ * session and token, which it writes when both sides run it).
  */
 import { describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@liveupdate/hw';
@@ -72,7 +73,7 @@ const TABLE: ReadonlyArray<readonly [MemfdRelease, MemfdRelease, string, boolean
   ['4.0.0', '2.0.0', 'memfd-v2', true],
   ['4.0.0', '3.0.0', 'memfd@3.2.0', true], // rollback past the new major: the 3.0 reader reads 48 bytes, skips both checksums
   ['4.0.0', '3.1.0', 'memfd@3.2.0', true], // the 3.1 reader checks the header CRC-32 and skips meta_crc32
-  ['4.0.0', '4.0.0', 'memfd@4.0.0', true],
+  ['4.0.0', '4.0.0', 'memfd@4.1.0', true],
 ];
 
 describe.each(TABLE)('plugin-memfd %s → %s', (from, to, compatible, sealsCarried) => {

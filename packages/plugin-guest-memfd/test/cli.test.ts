@@ -52,7 +52,7 @@ describe('liveupdate on plugin-guest-memfd\'s built-in scenarios', { timeout: 60
     expect(s).toMatchObject({ ok: true, outcome: 'updated', exitCode: 0, leaks: { blocks: 0, pages: 0, poisonReads: 0 } });
     expect(s.objects.map((o) => [o.type, o.token, o.compatible, o.check])).toEqual([
       ['kvm-vm', 2, 'guest_memfd@2.0.0', 'passed'],
-      ['memfd', 3, 'memfd@4.0.0', 'passed'],
+      ['memfd', 3, 'memfd@4.1.0', 'passed'],
     ]);
     expect(s.dataCheck).toMatchObject({ passed: true, objectsChecked: 2 });
     expect(s.dataCheck.counts).toMatchObject({ guestPages: 129, 'pattern pages compared byte for byte': 256 });

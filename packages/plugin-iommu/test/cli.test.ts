@@ -43,7 +43,7 @@ describe('iommu-vfio-passthrough through the CLI', { timeout: 180_000 }, () => {
     const r = cli(['run', '--scenario', SCENARIO, '--dump', dump, '--report', path.join(dir, 'report.html')]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^result {10}ok: kernel 7\.2\.0 runs every object from bytes alone$/m);
-    expect(r.stdout).toMatch(/^formats +memfd 4\.0\.0 as "memfd@4\.0\.0" \(1 file\), iommufd 2\.1\.0 as "iommufd@2\.1\.0" \(1 file\), vfio-pci 2\.0\.0 as "vfio-pci@2\.0\.0" \(1 file\)/m);
+    expect(r.stdout).toMatch(/^formats +memfd 4\.1\.0 as "memfd@4\.1\.0" \(1 file\), iommufd 2\.1\.0 as "iommufd@2\.1\.0" \(1 file\), vfio-pci 2\.0\.0 as "vfio-pci@2\.0\.0" \(1 file\)/m);
     expect(r.stdout).toMatch(/^section pci: passed: dsa0: (\d+) DMA writes, \d+ after the kexec, gap-free, all in surviving guest RAM; longest DMA gap 10\.0 us \(10\.0 us across the kexec\)$/m);
     expect(r.stdout).toMatch(/^section iommu: passed: dmar@0xfed90000: \d+ translations, 0 faults$/m);
     expect(r.stdout).toMatch(/^section pci: passed: vm0: blackout [0-9.]+ ms/m);

@@ -66,6 +66,6 @@ describe('the "iommufd" scenario object kind, run step by step inside liveUpdate
     let err: unknown;
     try { scenario(['1.0.0']); } catch (e) { err = e; }
     expect(err).toBeInstanceOf(InvariantError);
-    expect((err as InvariantError).violations[0]).toMatch(/^incoming session 'vm0' was never finished: token 1 \(memfd@4\.0\.0\), token 2 \(iommufd-v1\)/);
+    expect((err as InvariantError).violations[0]).toMatch(/^incoming session 'vm0' was never finished: token 1 \(memfd@4\.1\.0\), token 2 \(iommufd-v1\)/);
   });
 });

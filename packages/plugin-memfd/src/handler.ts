@@ -23,7 +23,7 @@ import {
   MEMFD_V3_1_CRC_BYTES, MEMFD_V3_2_META_CRC_OFFSET, memfdLuoFolioSer, memfdLuoSerV1, memfdLuoSerV2, memfdLuoSerV3,
   memfdLuoSerV3_2, memfdV3_2MetaEntry, memfdV3_2MetaStart, writeFolioSer,
 } from './abi/memfd.js';
-import { MEMFD_V4_CRC_OFFSET, memfdLuoSerV4, memfdV4Checksum } from './abi/memfd-v4.js';
+import { MEMFD_V4_1_ID_OFFSET, MEMFD_V4_CRC_OFFSET, memfdLuoSerV4, memfdLuoSerV4_1, memfdV4Checksum, memfdV4IdChecksum } from './abi/memfd-v4.js';
 import { crc32, crc32Final } from './crc32.js';
 import { preserveExtents, releaseExtents, type ExtentHandover } from './extents.js';
 import { MemfdInode, inodeOf } from './memfd.js';
@@ -44,7 +44,7 @@ interface FolioArray {
 }
 
 /** The header slot: the longest header any version writes (each write rewrites all of it). */
-const HEADER_SLOT = Math.max(memfdLuoSerV3_2.size, memfdLuoSerV4.size);
+const HEADER_SLOT = Math.max(memfdLuoSerV3_2.size, memfdLuoSerV4_1.size);
 
 /** Runtime-only state of one preserved memfd (args->private_data). */
 export interface MemfdPreservation {
@@ -54,6 +54,9 @@ export interface MemfdPreservation {
   readonly serPhys: number;
   /** Upstream formats record the seals at preserve (freeze only refreshes pos); 3.x at freeze. */
   readonly sealsAtPreserve: number;
+  /** The (session name, token) the file is preserved under: 4.1 binds its header to them. */
+  readonly session: string;
+  readonly token: bigint;
   array: FolioArray | null;
   xa: KhoXarray | null;
   /** 4.x: the extent stream written by the last freeze. */
@@ -67,6 +70,8 @@ export const majorOf = (v: string): number => semver.major(v);
 export const hasHeaderChecksum = (v: string): boolean => majorOf(v) === 3 && semver.gte(v, '3.1.0');
 /** memfd 3.2 and later 3.x minors add a CRC-32 over the header and every xarray entry. */
 export const hasMetaChecksum = (v: string): boolean => majorOf(v) === 3 && semver.gte(v, '3.2.0');
+/** memfd 4.1 and later 4.x minors append a CRC-32 binding the header to the file's (session, token). */
+export const hasIdChecksum = (v: string): boolean => majorOf(v) === 4 && semver.gte(v, '4.1.0');
 
 function khoOut(kernel: Kernel) {
   const out = kernel.khoOut;
@@ -192,7 +197,7 @@ export function preserveMemfd(ctx: HandlerContext<MemfdPreservation>, onCount?: 
     throw e;
   }
   onCount?.(m.order, m.cache.count);
-  const state: MemfdPreservation = { m, file, mode, serPhys, sealsAtPreserve: m.seals, array, xa: holder.xa, extents: null, ...(onCount ? { onCount } : {}) };
+  const state: MemfdPreservation = { m, file, mode, serPhys, sealsAtPreserve: m.seals, session: ctx.session.name, token: ctx.token, array, xa: holder.xa, extents: null, ...(onCount ? { onCount } : {}) };
   // The watcher reads the xarray through the state from now on (freeze may build or drop it).
   if (mode === 'sparse') watchPages(kernel, m, state, onCount);
   ctx.state = state;
@@ -204,7 +209,8 @@ export function preserveMemfd(ctx: HandlerContext<MemfdPreservation>, onCount?: 
  * Write the handover header in `version`'s layout at its physical address. The whole slot is
  * rewritten, so a shorter header written over a longer one leaves zeros behind it, as a kernel
  * that only knows that layout would. 3.1 and later append the CRC-32 of the first 48 bytes; 3.2
- * the CRC-32 of all metadata; 4.x has its own layout (abi/memfd-v4.ts).
+ * the CRC-32 of all metadata; 4.x has its own layout (abi/memfd-v4.ts), to which 4.1 appends
+ * the CRC-32 binding it to (session, token).
  */
 function writeHeader(kernel: Kernel, st: MemfdPreservation, version: string): void {
   const { m } = st;
@@ -237,6 +243,7 @@ function writeHeader(kernel: Kernel, st: MemfdPreservation, version: string): vo
       order: m.order, crc32: 0,
     });
     view.setUint32(MEMFD_V4_CRC_OFFSET, memfdV4Checksum(slot, e?.stream ?? new Uint8Array(0)), true);
+    if (hasIdChecksum(version)) view.setUint32(MEMFD_V4_1_ID_OFFSET, memfdV4IdChecksum(slot, st.session, st.token), true);
   }
   kernel.machine.memory.write(st.serPhys, slot);
 }

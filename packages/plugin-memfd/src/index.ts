@@ -34,7 +34,7 @@ export interface MemfdPluginOptions {
  * sparse memfd@3.0.0, without the 3.1 header checksum; 3.1.0: up to memfd@3.1.0, without the 3.2
  * whole-metadata checksum and the 4.x extents).
  */
-const DEFAULT_WRITES: readonly string[] = ['1.0.0', '2.0.0', '3.0.0', '3.1.0', '3.2.0', '4.0.0'];
+const DEFAULT_WRITES: readonly string[] = ['1.0.0', '2.0.0', '3.0.0', '3.1.0', '3.2.0', '4.0.0', '4.1.0'];
 const DEFAULT_READS = '>=1.0.0 <5.0.0';
 const DEFAULT_HUGETLB = true;
 
@@ -94,7 +94,8 @@ function countHuge(kernel: Kernel, order: number, delta: number): void {
 
 /**
  * The memfd plugin. Format 1.x = memfd-v1, 2.x = memfd-v2 (upstream, byte-exact), 3.x = sparse
- * (3.1: + header CRC-32; 3.2: + CRC-32 over all metadata), 4.x = extents with a whole-metadata CRC-32.
+ * (3.1: + header CRC-32; 3.2: + CRC-32 over all metadata), 4.x = extents with a whole-metadata CRC-32
+ * (4.1: + a CRC-32 binding the header to the file's session name and token).
  */
 export default function memfd(options: MemfdPluginOptions = {}): Plugin {
   const writes = options.writes ?? DEFAULT_WRITES;

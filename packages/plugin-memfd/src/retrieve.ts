@@ -11,10 +11,10 @@ import {
   MEMFD_LUO_ALL_SEALS, MEMFD_V3_1_CRC_BYTES, folioPfn, memfdLuoFolioSer, memfdLuoSerV1, memfdLuoSerV2, memfdLuoSerV3,
   memfdLuoSerV3_1, memfdLuoSerV3_2, memfdV3_2MetaEntry, memfdV3_2MetaStart, readFolioSerIndex, readFolioSerPfn,
 } from './abi/memfd.js';
-import { memfdLuoSerV4 } from './abi/memfd-v4.js';
+import { memfdLuoSerV4, memfdLuoSerV4_1, memfdV4IdChecksum } from './abi/memfd-v4.js';
 import { crc32, crc32Final } from './crc32.js';
 import { ExtentError, incomingExtents, type FolioList } from './extents.js';
-import { hasHeaderChecksum, hasMetaChecksum, majorOf, type MemfdPreservation } from './handler.js';
+import { hasHeaderChecksum, hasIdChecksum, hasMetaChecksum, majorOf, type MemfdPreservation } from './handler.js';
 import { hugetlbAdopt, hugetlbFree } from './hugetlb-pool.js';
 import { MAX_LFS_FILESIZE, MemfdInode, memfdFile } from './memfd.js';
 
@@ -200,6 +200,22 @@ function claimHeader(kernel: Kernel, phys: number, version: string): boolean {
   return true;
 }
 
+/**
+ * 4.1: the header must be the one written for this file's (session name, token). Checked in
+ * place, before the page is claimed: a header reached through a rewired LUO session or file
+ * block is another file's, and that file must still find it and its folios untouched.
+ */
+function checkIdentity(kernel: Kernel, phys: number, ctx: HandlerContext<MemfdPreservation>): void {
+  const mem = kernel.machine.memory;
+  if (!Number.isSafeInteger(phys) || phys < 0 || phys + memfdLuoSerV4_1.size > mem.size) throw new ErrnoError('EINVAL', 'retrieve', `header 0x${phys.toString(16)} is not in RAM`);
+  const raw = mem.read(phys, memfdLuoSerV4_1.size);
+  const h = memfdLuoSerV4_1.decode(raw);
+  const want = memfdV4IdChecksum(raw, ctx.session.name, ctx.token);
+  if (h.id_crc32 !== want || h.id_pad !== 0) {
+    throw new ErrnoError('EINVAL', 'retrieve', `header 0x${phys.toString(16)} fails its identity check for session ${ctx.session.name} token ${ctx.token} (id_crc32 0x${h.id_crc32.toString(16)}, computed 0x${want.toString(16)}): corrupt, or another file's`);
+  }
+}
+
 function releaseHeader(kernel: Kernel, phys: number, claimed: boolean): void {
   if (claimed) kernel.mm.freePages(phys / PAGE_SIZE, 0);
   else kernel.khoIn?.restoreFree(phys);
@@ -214,6 +230,7 @@ export function retrieveMemfd(ctx: HandlerContext<MemfdPreservation>, hugetlb: b
   const sparse = majorOf(ctx.version) >= 3;
   let claimed = false;
   try {
+    if (hasIdChecksum(ctx.version)) checkIdentity(kernel, phys, ctx);
     claimed = claimHeader(kernel, phys, ctx.version);
     const h = readHeader(kernel, phys, ctx.version);
     // 4.x checks all of its metadata first; the folios it names are released if a field then fails.
@@ -271,6 +288,7 @@ export function finishMemfd(ctx: HandlerContext<MemfdPreservation>): void {
   const sparse = majorOf(ctx.version) >= 3;
   let claimed = false;
   try {
+    if (hasIdChecksum(ctx.version)) checkIdentity(kernel, phys, ctx);
     claimed = claimHeader(kernel, phys, ctx.version);
     const h = readHeader(kernel, phys, ctx.version);
     dropFolios(kernel, incomingFolios(kernel, h, phys / PAGE_SIZE), 0, h.order);

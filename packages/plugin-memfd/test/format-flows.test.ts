@@ -31,7 +31,8 @@ const BUILDS: readonly Build[] = [
   { label: 'format 3 (memfd@3.0.0)', options: { writes: ['1.0.0', '2.0.0', '3.0.0'] }, compatible: 'memfd@3.0.0', keepsSeals: true, keepsHoles: true },
   { label: 'format 3.1 (memfd@3.1.0, header checksum)', options: { writes: ['3.1.0'] }, compatible: 'memfd@3.1.0', keepsSeals: true, keepsHoles: true },
   { label: 'format 3.2 (memfd@3.2.0, whole-metadata checksum)', options: { writes: ['3.2.0'] }, compatible: 'memfd@3.2.0', keepsSeals: true, keepsHoles: true },
-  { label: 'format 4 (memfd@4.0.0, extents; the default)', options: {}, compatible: 'memfd@4.0.0', keepsSeals: true, keepsHoles: true },
+  { label: 'format 4 (memfd@4.0.0, extents)', options: { writes: ['4.0.0'] }, compatible: 'memfd@4.0.0', keepsSeals: true, keepsHoles: true },
+  { label: 'format 4.1 (memfd@4.1.0, extents bound to session and token; the default)', options: {}, compatible: 'memfd@4.1.0', keepsSeals: true, keepsHoles: true },
 ];
 
 /** Preserve `fd` as token 1 of session 'vm', live-update, retrieve it: the new kernel's process and fd. */

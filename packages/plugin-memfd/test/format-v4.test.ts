@@ -26,9 +26,12 @@ function crc32Reference(bytes: Uint8Array): number {
   return (c ^ 0xffffffff) >>> 0;
 }
 
-/** Session 'vm': token 1 = `first(p)`, token 2 (2 pages, pattern 2). Jumps with the default build (4.0.0). */
+/** A build whose newest format is 4.0 (the 4.1 identity check is test/format-v4-1.test.ts's). */
+const UP_TO_4_0 = ['1.0.0', '2.0.0', '3.0.0', '3.1.0', '3.2.0', '4.0.0'];
+
+/** Session 'vm': token 1 = `first(p)`, token 2 (2 pages, pattern 2). Jumps with a build that writes up to 4.0.0. */
 function handOver(first: (o: Outgoing) => number): { o: Outgoing; header: number } {
-  const o = start([memfd()]);
+  const o = start([memfd({ writes: UP_TO_4_0 })]);
   handOverAs(o, [first(o), patternMemfd(o.p, 'b', 2, 2)]);
   return { o, header: Number(handedOver(o, 'vm', 1).data) };
 }

@@ -123,7 +123,7 @@ describe('freeze of the upstream formats', () => {
   });
 });
 
-describe('a file preserved for memfd@4.0.0 (no xarray while it runs)', () => {
+describe('a file preserved for memfd 4.x (no xarray while it runs)', () => {
   /** A kernel with this code that reads up to 3.x only. */
   const V3_ONLY = [memfd({ writes: ['1.0.0', '2.0.0', '3.0.0', '3.1.0', '3.2.0'], reads: '>=1.0.0 <4.0.0' })];
 
@@ -149,7 +149,7 @@ describe('a file preserved for memfd@4.0.0 (no xarray while it runs)', () => {
     o.p.pwrite(fd, pattern(PAGE_SIZE, 4), 50 * PAGE_SIZE);
     failing.now = false;
     o.k1.kexecJump(o.cfg);
-    expect(handedOver(o, 'vm', 1).compatible).toBe('memfd@4.0.0');
+    expect(handedOver(o, 'vm', 1).compatible).toBe('memfd@4.1.0');
     const next = bootNext(o);
     const { sfd, fd: got } = retrieveOne(next, 'vm', 1);
     expect(memfdResidentPages(next.p2, got)).toBe(3);

@@ -123,6 +123,18 @@ export function handedOverFiles(o: Outgoing): HandedOverFile[] {
   return files;
 }
 
+/** Every session of the handover, read from bytes: its name, its luo_session_ser entry and its file set pointer. */
+export function handedOverSessions(o: Outgoing): Array<{ name: string; entryPhys: number; files: bigint }> {
+  const luo = o.k1.khoOut?.subtreeList.find((s) => s.name === 'LUO');
+  if (!luo) throw new Error('no LUO subtree in the handover');
+  const { luoSer, luoSessionSer } = abi.luo;
+  const ser = luoSer.decode(o.machine.memory.read(luo.phys, luoSer.size));
+  return blockEntries(o.machine, Number(ser.sessions_pa), luoSessionSer.size).map((sp) => {
+    const s = luoSessionSer.decode(o.machine.memory.read(sp, luoSessionSer.size));
+    return { name: s.name, entryPhys: sp, files: s.files };
+  });
+}
+
 /** The FLB entries of the handover (luo_ser.flbs_pa → luo_flb_header_ser + luo_flb_ser[count]), from bytes. */
 export function handedOverFlbs(o: Outgoing): Array<{ name: string; data: bigint; count: bigint }> {
   const luo = o.k1.khoOut?.subtreeList.find((s) => s.name === 'LUO');

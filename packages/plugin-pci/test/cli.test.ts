@@ -44,7 +44,7 @@ describe('pci-continuous-dma through the CLI', { timeout: 180_000 }, () => {
     expect(r.stdout).toMatch(/^section pci: passed: dsa0: \d+ DMA writes, \d+ after the kexec, gap-free, all in surviving guest RAM; longest DMA gap 10\.0 us \(10\.0 us across the kexec\)$/m);
     expect(r.stdout).toMatch(/^section pci: passed: dsa2: .*gap-free, all in surviving guest RAM/m);
     expect(r.stdout).toMatch(/^section pci: passed: vm0: blackout [0-9.]+ ms \(machine clock/m);
-    expect(r.stdout).toMatch(/vm0 +1 +memfd +size 1MiB, fill zero, contents device-written +256 +256 +memfd@4\.0\.0 +passed/);
+    expect(r.stdout).toMatch(/vm0 +1 +memfd +size 1MiB, fill zero, contents device-written +256 +256 +memfd@4\.1\.0 +passed/);
     expect(readFileSync(path.join(dir, 'report.html'), 'utf8')).toContain('pci-continuous-dma');
   });
 

@@ -4,6 +4,8 @@
  * The streaming form (crc32Start / crc32Update / crc32U32 / crc32Final) lets a check value
  * cover a header and then a long run of entries without building one buffer of all of them.
  */
+import { abi } from '@liveupdate/runtime';
+
 const TABLE: Uint32Array = (() => {
   const t = new Uint32Array(256);
   for (let n = 0; n < 256; n++) {
@@ -54,4 +56,21 @@ export class Crc32 {
     return this;
   }
   digest(): number { return crc32Final(this.state); }
+}
+
+const UTF8 = new TextEncoder();
+
+/**
+ * Feed the identity a file was preserved under into a running state: the token as a u64
+ * (little-endian), then the session name as luo_session_ser.name holds it
+ * (LIVEUPDATE_SESSION_NAME_LENGTH bytes, NUL-padded). LUO's session and file blocks (luo-v5)
+ * carry no check value, so a rewired block serves one file's intact handover under another
+ * session or token; a format whose check value folds this in refuses it instead.
+ */
+export function crc32Identity(state: number, session: string, token: bigint): number {
+  const name = new Uint8Array(abi.luo.LIVEUPDATE_SESSION_NAME_LENGTH);
+  name.set(UTF8.encode(session).subarray(0, name.length - 1));
+  const lo = Number(BigInt.asUintN(32, token));
+  const hi = Number(BigInt.asUintN(32, token >> 32n));
+  return crc32Update(crc32U32(crc32U32(state, lo), hi), name);
 }

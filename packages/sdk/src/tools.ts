@@ -173,6 +173,14 @@ export type DecoderTarget =
   | { readonly kind: 'flb'; readonly compatible: string }
   | { readonly kind: 'subtree'; readonly name: string };
 
+/** What the caller knows of the bytes it hands a decoder. */
+export interface DecodeContext {
+  /** How problems name the object ('session vm0 token 1', 'FLB iommu-liveupdate'). */
+  readonly label: string;
+  /** A LUO file's session name and token (file decoders), for formats bound to them. */
+  readonly file?: { readonly session: string; readonly token: bigint };
+}
+
 export interface FormatDecoder {
   readonly target: DecoderTarget;
   /**
@@ -180,7 +188,7 @@ export interface FormatDecoder {
    * address; `version` is the format version the compatible string names (null for subtrees
    * and FLBs without one). Must not throw on hostile bytes: problems instead.
    */
-  decode(memory: PhysMemory, data: bigint, version: string | null, context: { readonly label: string }): Decoded;
+  decode(memory: PhysMemory, data: bigint, version: string | null, context: DecodeContext): Decoded;
 }
 
 /** A scenario shipped with the plugin (`liveupdate run --scenario <name>`). */

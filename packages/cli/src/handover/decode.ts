@@ -185,7 +185,7 @@ class Reader {
 }
 
 /** Run the decoder of the plugin that declares `compatible`'s format (files) or the FLB. */
-function runDecoder(r: Reader, plugins: readonly Plugin[], target: { file: string } | { flb: string }, data: bigint, label: string): DecodedView | null {
+function runDecoder(r: Reader, plugins: readonly Plugin[], target: { file: string; session: string; token: bigint } | { flb: string }, data: bigint, label: string): DecodedView | null {
   let family: string | null = null;
   let version: string | null = null;
   let owner: string | null = null;
@@ -210,7 +210,7 @@ function runDecoder(r: Reader, plugins: readonly Plugin[], target: { file: strin
   if (!decoder) return owner ? { family, version, owner, fields: {}, problems: [], pages: [], dataRuns: [] } : null;
   let d: Decoded;
   try {
-    d = decoder.decode(r.memory, data, version, { label });
+    d = decoder.decode(r.memory, data, version, 'file' in target ? { label, file: { session: target.session, token: target.token } } : { label });
   } catch (e) {
     r.problems.push(`${label}: ${owner ?? '?'}'s decoder threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
     return { family, version, owner, fields: {}, problems: [], pages: [], dataRuns: [] };
@@ -405,7 +405,7 @@ export function decodeHandover(memory: PhysMemory, khoDataBytes: Uint8Array | un
   for (const s of subtrees) if (s !== luoSub && s !== metaSub) r.mark(s.phys, s.size, `subtree ${s.name}`);
   if (luoView && plugins.length > 0) {
     for (const s of luoView.sessions) {
-      for (const f of s.files) f.decoded = runDecoder(r, plugins, { file: f.compatible }, f.data, `session ${s.name} token ${f.token}`);
+      for (const f of s.files) f.decoded = runDecoder(r, plugins, { file: f.compatible, session: s.name, token: f.token }, f.data, `session ${s.name} token ${f.token}`);
     }
     for (const f of luoView.flbs) f.decoded = runDecoder(r, plugins, { flb: f.name }, f.data, `FLB ${f.name}`);
   }

@@ -12,7 +12,7 @@ import {
   MEMFD_V3_1_CRC_BYTES, memfdLuoSerV3, memfdLuoSerV3_1, memfdLuoSerV3_2, memfdV3_2MetaEntry, memfdV3_2MetaStart, folioPfn,
 } from './memfd.js';
 import {
-  ExtentBuilder, MEMFD_V4_CRC_OFFSET, checkExtents, decodeExtentStream, memfdLuoSerV4, memfdV4Checksum, type Extents,
+  ExtentBuilder, MEMFD_V4_CRC_OFFSET, checkExtents, decodeExtentStream, memfdLuoSerV4, memfdLuoSerV4_1, memfdV4Checksum, memfdV4IdChecksum, type Extents,
 } from './memfd-v4.js';
 
 export type DecodedField = string | number | bigint | boolean | null;
@@ -134,15 +134,26 @@ export function decodeMemfdV3(mem: PhysMemory, headerPhys: number, minor = 2): D
 export const decodeMemfdV3_2 = (mem: PhysMemory, headerPhys: number): DecodedMemfd => decodeMemfdV3(mem, headerPhys, 2);
 
 /** memfd 4.x: the header, the kho_vmalloc chunks and stream pages walked from bytes, the stream decoded and checked. */
-export function decodeMemfdV4(mem: PhysMemory, headerPhys: number): DecodedMemfd {
+export function decodeMemfdV4(mem: PhysMemory, headerPhys: number, minor = 0, file?: { readonly session: string; readonly token: bigint }): DecodedMemfd {
   const problems: string[] = [];
   const pages: DecodedPage[] = [];
   const fields: Record<string, DecodedField> = {};
-  const raw = headerBytes(mem, headerPhys, memfdLuoSerV4.size, problems);
+  const raw = headerBytes(mem, headerPhys, minor >= 1 ? memfdLuoSerV4_1.size : memfdLuoSerV4.size, problems);
   if (!raw) return { fields, problems, pages, dataRuns: [] };
   pages.push({ pfn: headerPhys / PAGE_SIZE, structure: 'memfd@4 header', role: 'header' });
   const h = memfdLuoSerV4.decode(raw);
   Object.assign(fields, { ...h });
+  if (minor >= 1) {
+    // 4.1: the header names the (session, token) it was written for; the reader checks it first.
+    const id = memfdLuoSerV4_1.decode(raw);
+    fields.id_crc32 = id.id_crc32;
+    if (id.id_pad !== 0) problems.push(`id_pad 0x${id.id_pad.toString(16)} (must be 0)`);
+    if (file) {
+      const want = memfdV4IdChecksum(raw, file.session, file.token);
+      fields.id_crc32_ok = want === id.id_crc32;
+      if (want !== id.id_crc32) problems.push(`id_crc32 0x${id.id_crc32.toString(16)}, expected 0x${want.toString(16)} for session ${file.session} token ${file.token}: the header was written for another file`);
+    }
+  }
   if (h.flags !== 0) problems.push(`flags 0x${h.flags.toString(16)} (must be 0)`);
   if (h.order !== 0 && h.order !== 9 && h.order !== 18) problems.push(`folio order ${h.order}`);
   const metadataPfns = [headerPhys / PAGE_SIZE];

@@ -11,6 +11,13 @@
  *   64 u32 order (folio order)                68 u32 crc32
  * crc32 = CRC-32 (IEEE 802.3) of header bytes 0..67, then of stream bytes [0, stream_bytes).
  *
+ * 4.1 appends 8 bytes (header 80 bytes; a 4.0 reader reads the first 72 and is unaffected):
+ *   72 u32 id_crc32      76 u32 id_pad (0)
+ * id_crc32 = CRC-32 of header bytes 0..71 (crc32 included, so the stream too), then the token
+ * as a u64 and the session name as its 64 NUL-padded bytes in luo_session_ser (SDK
+ * crc32Identity). LUO's own blocks carry no check: without this, a rewired session or file
+ * block hands one file's intact 4.0 metadata to another (session, token), and it is served.
+ *
  * Extent stream: for each extent in ascending file index, three unsigned LEB128 varints
  * (at most 8 bytes each, value < 2^53):
  *   gap    = index - end index of the previous extent (0 before the first)
@@ -25,9 +32,11 @@
  * (gap 0) costs at most 8 bytes per folio whatever its placement on any machine below 8 PiB.
  */
 import { defineStruct, u16, u32, u64 } from '@liveupdate/sdk';
-import { CRC32_START, crc32Final, crc32Update } from '../crc32.js';
+import { CRC32_START, crc32Final, crc32Identity, crc32Update } from '../crc32.js';
 
 export const MEMFD_V4_VERSION = '4.0.0';
+/** The minor that binds the header to the file's (session name, token). */
+export const MEMFD_V4_1_VERSION = '4.1.0';
 
 export const memfdLuoSerV4 = defineStruct('memfd_luo_ser(v4)', {
   pos: u64, size: u64, seals: u32, flags: u32,
@@ -37,6 +46,17 @@ export const memfdLuoSerV4 = defineStruct('memfd_luo_ser(v4)', {
   /** CRC-32 of bytes 0..67 and of the extent stream. */
   crc32: u32,
 }, { size: 72 });
+export const memfdLuoSerV4_1 = defineStruct('memfd_luo_ser(v4.1)', {
+  pos: u64, size: u64, seals: u32, flags: u32,
+  nr_folios: u64, nr_extents: u64, stream_bytes: u64,
+  extents_first: u64, extents_total_pages: u32, extents_flags: u16, extents_order: u16,
+  order: u32, crc32: u32,
+  /** CRC-32 of bytes 0..71, the token and the session name. */
+  id_crc32: u32,
+  id_pad: u32,
+}, { size: 80 });
+/** Header bytes the id_crc32 covers before the identity. */
+export const MEMFD_V4_1_ID_OFFSET = 72;
 /** Header bytes the crc32 covers before the stream. */
 export const MEMFD_V4_CRC_OFFSET = 68;
 /** The longest varint a 4.x stream may hold (56 bits carry every value below 2^53). */
@@ -233,4 +253,9 @@ export function checkExtents(ext: Extents, lim: ExtentLimits): string | null {
 /** The crc32 field of a 4.x header: header bytes 0..67, then the stream. */
 export function memfdV4Checksum(header: Uint8Array, stream: Uint8Array): number {
   return crc32Final(crc32Update(crc32Update(CRC32_START, header.subarray(0, MEMFD_V4_CRC_OFFSET)), stream));
+}
+
+/** The id_crc32 field of a 4.1 header: header bytes 0..71, the token, the session name. */
+export function memfdV4IdChecksum(header: Uint8Array, session: string, token: bigint): number {
+  return crc32Final(crc32Identity(crc32Update(CRC32_START, header.subarray(0, MEMFD_V4_1_ID_OFFSET)), session, token));
 }

@@ -9,7 +9,7 @@
  * problems, never an exception: pointers are range-checked, chains bounded and cycle-checked.
  */
 import { PAGE_SIZE, type PhysMemory } from '@liveupdate/hw';
-import { abi, defineDecoder, xarrayAbi, type Decoded, type DecodedValue, type FormatDecoder, type OwnedPages } from '@liveupdate/sdk';
+import { abi, defineDecoder, xarrayAbi, type Decoded, type DecodeContext, type DecodedValue, type FormatDecoder, type OwnedPages } from '@liveupdate/sdk';
 import {
   decodeMemfdV3, decodeMemfdV4, folioPfn, HUGETLB_FAMILY, HUGETLB_FLB_COMPATIBLE, HUGETLB_MAX_HSTATES, hugetlbHstateSer, MEMFD_FAMILY, MEMFD_LUO_ALL_SEALS,
   MEMFD_LUO_FOLIO_PFN_BITS, MEMFD_V3_1_CRC_BYTES, memfdLuoFolioSer, memfdLuoSerV1, memfdLuoSerV2, memfdLuoSerV3, memfdLuoSerV3_1,
@@ -89,6 +89,8 @@ const V4_WORDS: Words = [
   { offset: 40, size: 8, kind: 'count' }, { offset: 48, size: 8, kind: 'pointer' }, { offset: 56, size: 4, kind: 'count' },
   { offset: 60, size: 4, kind: 'flags' }, { offset: 64, size: 4, kind: 'count' }, { offset: 68, size: 4, kind: 'flags' },
 ];
+/** memfd 4.1: the 4.0 words, then id_crc32 and id_pad. */
+const V4_1_WORDS: Words = [...V4_WORDS, { offset: 72, size: 4, kind: 'flags' }, { offset: 76, size: 4, kind: 'flags' }];
 const CHUNK_WORDS: Words = [
   { offset: KHO_VMALLOC_CHUNK_NEXT_OFFSET, size: 8, kind: 'pointer' }, { offset: KHO_VMALLOC_CHUNK_PHYS_OFFSET, size: 8, kind: 'pointer' },
 ];
@@ -183,13 +185,14 @@ function headerProblems(w: Walk, size: bigint, pos: bigint, seals: number | null
   if (reserved !== 0) w.problems.push(`reserved ${hex(reserved)} must be 0`);
 }
 
-function decodeMemfd(memory: PhysMemory, data: bigint, version: string | null, label: string, family: string): Decoded {
+function decodeMemfd(memory: PhysMemory, data: bigint, version: string | null, context: DecodeContext, family: string): Decoded {
+  const { label } = context;
   const w = new Walk(memory, label);
   const phys = w.pageOk(data, `${label}: header`);
   if (phys === null) return w.result({});
   const [major = 0, minor = 0] = (version ?? '').split('.').map(Number);
   const hugetlb = family === HUGETLB_FAMILY;
-  if (!hugetlb && ((major === 3 && minor >= 2) || major === 4)) return decodeChecked(memory, phys, major, minor, label);
+  if (!hugetlb && ((major === 3 && minor >= 2) || major === 4)) return decodeChecked(memory, phys, major, minor, context);
   if (hugetlb || major === 3) {
     const withCrc = !hugetlb && minor >= 1;
     const raw = memory.read(phys, withCrc ? memfdLuoSerV3_1.size : memfdLuoSerV3.size);
@@ -241,8 +244,9 @@ const MAX_PROBLEMS = 16;
  * memfd 3.2 and 4.x: the pure decoders (every check the reader makes, both CRC-32s), their pages
  * named for the memory map and the fuzzer (with the words worth mutating), header fields in hex.
  */
-function decodeChecked(memory: PhysMemory, phys: number, major: number, minor: number, label: string): Decoded {
-  const d = major === 4 ? decodeMemfdV4(memory, phys) : decodeMemfdV3(memory, phys, minor);
+function decodeChecked(memory: PhysMemory, phys: number, major: number, minor: number, context: DecodeContext): Decoded {
+  const { label } = context;
+  const d = major === 4 ? decodeMemfdV4(memory, phys, minor, context.file) : decodeMemfdV3(memory, phys, minor);
   const f = d.fields;
   const h = (k: string): string => { const v = f[k]; return typeof v === 'number' || typeof v === 'bigint' ? hex(v) : String(v); };
   const fields: Record<string, DecodedValue> = major === 4
@@ -250,6 +254,7 @@ function decodeChecked(memory: PhysMemory, phys: number, major: number, minor: n
         size: f.size ?? null, pos: f.pos ?? null, seals: h('seals'), flags: h('flags'), nr_folios: f.nr_folios ?? null, nr_extents: f.nr_extents ?? null,
         stream_bytes: f.stream_bytes ?? null, extents_first: h('extents_first'), extents_total_pages: f.extents_total_pages ?? null,
         extents_order: f.extents_order ?? null, order: f.order ?? null, crc32: h('crc32'),
+        ...(minor >= 1 ? { id_crc32: h('id_crc32') } : {}),
       }
     : {
         size: f.size ?? null, pos: f.pos ?? null, seals: h('seals'), flags: h('flags'), nr_folios: f.nr_folios ?? null, folios_xa: h('folios_xa'),
@@ -263,7 +268,7 @@ function decodeChecked(memory: PhysMemory, phys: number, major: number, minor: n
   if (typeof seals === 'number' && (seals & ~MEMFD_LUO_ALL_SEALS) !== 0) problems.push(`seals ${hex(seals)} has unknown bits`);
   const pages: OwnedPages[] = d.pages.map((p) => {
     const count = p.count !== undefined && p.count !== 1 ? { count: p.count } : {};
-    if (p.role === 'header') return { pfn: p.pfn, structure: 'memfd header', role: `memfd header (${label})`, words: major === 4 ? V4_WORDS : V3_2_WORDS };
+    if (p.role === 'header') return { pfn: p.pfn, structure: 'memfd header', role: `memfd header (${label})`, words: major === 4 ? (minor >= 1 ? V4_1_WORDS : V4_WORDS) : V3_2_WORDS };
     if (p.structure === 'kho-xarray') {
       return { pfn: p.pfn, structure: 'memfd xarray node', role: `memfd xarray ${p.role} (${label})`, ...(p.role === 'leaf' ? {} : { words: XA_WORDS }) };
     }
@@ -291,8 +296,8 @@ function decodeHugetlbFlb(memory: PhysMemory, data: bigint, label: string): Deco
 
 export function memfdDecoders(): FormatDecoder[] {
   return [
-    defineDecoder({ target: { kind: 'file', family: MEMFD_FAMILY }, decode: (m, d, v, c) => decodeMemfd(m, d, v, c.label, MEMFD_FAMILY) }),
-    defineDecoder({ target: { kind: 'file', family: HUGETLB_FAMILY }, decode: (m, d, v, c) => decodeMemfd(m, d, v, c.label, HUGETLB_FAMILY) }),
+    defineDecoder({ target: { kind: 'file', family: MEMFD_FAMILY }, decode: (m, d, v, c) => decodeMemfd(m, d, v, c, MEMFD_FAMILY) }),
+    defineDecoder({ target: { kind: 'file', family: HUGETLB_FAMILY }, decode: (m, d, v, c) => decodeMemfd(m, d, v, c, HUGETLB_FAMILY) }),
     defineDecoder({ target: { kind: 'flb', compatible: HUGETLB_FLB_COMPATIBLE }, decode: (m, d, _v, c) => decodeHugetlbFlb(m, d, c.label) }),
   ];
 }
