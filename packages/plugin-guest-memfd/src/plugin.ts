@@ -37,8 +37,8 @@ export interface GuestMemfdPluginOptions {
   readonly version?: string;
 }
 
-/** 1.0.0 = guest_memfd_luo_v1 (upstream), 2.0.0 = sparse on the KHO xarray. */
-export const DEFAULT_GMEM_WRITES: readonly string[] = ['1.0.0', '2.0.0'];
+/** 1.0.0 = guest_memfd_luo_v1 (upstream), 2.0.0 = sparse on the KHO xarray, 2.1.0 = 2.0 bound to its session and token. */
+export const DEFAULT_GMEM_WRITES: readonly string[] = ['1.0.0', '2.0.0', '2.1.0'];
 export const DEFAULT_GMEM_READS = '>=1.0.0 <3.0.0';
 
 export default function guestMemfd(options: GuestMemfdPluginOptions = {}): Plugin {

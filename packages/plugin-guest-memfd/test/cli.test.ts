@@ -35,9 +35,9 @@ describe('liveupdate on plugin-guest-memfd\'s built-in scenarios', { timeout: 60
     expect(r.stderr).toBe('');
     const s = json<RunJson>(r);
     expect(s).toMatchObject({ ok: true, outcome: 'updated', exitCode: 0, leaks: { blocks: 0, pages: 0, poisonReads: 0 } });
-    expect(s.formats.files).toEqual([{ family: 'guest_memfd', version: '2.0.0', compatible: 'guest_memfd@2.0.0', files: 1 }]);
+    expect(s.formats.files).toEqual([{ family: 'guest_memfd', version: '2.1.0', compatible: 'guest_memfd@2.1.0', files: 1 }]);
     const [vm] = s.objects;
-    expect(vm).toMatchObject({ type: 'kvm-vm', token: 2, compatible: 'guest_memfd@2.0.0', check: 'passed', preservedPages: 57 });
+    expect(vm).toMatchObject({ type: 'kvm-vm', token: 2, compatible: 'guest_memfd@2.1.0', check: 'passed', preservedPages: 57 });
     expect(vm?.counts).toMatchObject({ guestPages: 129, memoryFaults: 0, vcpus: 2 });
     const blackout = vm?.counts['ns paused (VM vm0/2)'] as number;
     expect(blackout).toBeGreaterThan(0);
@@ -51,7 +51,7 @@ describe('liveupdate on plugin-guest-memfd\'s built-in scenarios', { timeout: 60
     const s = json<RunJson>(r);
     expect(s).toMatchObject({ ok: true, outcome: 'updated', exitCode: 0, leaks: { blocks: 0, pages: 0, poisonReads: 0 } });
     expect(s.objects.map((o) => [o.type, o.token, o.compatible, o.check])).toEqual([
-      ['kvm-vm', 2, 'guest_memfd@2.0.0', 'passed'],
+      ['kvm-vm', 2, 'guest_memfd@2.1.0', 'passed'],
       ['memfd', 3, 'memfd@4.1.0', 'passed'],
     ]);
     expect(s.dataCheck).toMatchObject({ passed: true, objectsChecked: 2 });
@@ -62,7 +62,7 @@ describe('liveupdate on plugin-guest-memfd\'s built-in scenarios', { timeout: 60
   it('run guest-memfd-vm prints the summary with the object\'s counts', () => {
     const r = cli(['run', '--scenario', `${PKG}:guest-memfd-vm`]);
     expect(r.stdout).toMatch(/^result {10}ok: kernel 7\.2\.0 runs every object from bytes alone$/m);
-    expect(r.stdout).toMatch(/^formats {9}guest_memfd 2\.0\.0 as "guest_memfd@2\.0\.0" \(1 file\)/m);
+    expect(r.stdout).toMatch(/^formats {9}guest_memfd 2\.1\.0 as "guest_memfd@2\.1\.0" \(1 file\)/m);
     expect(r.stdout).toMatch(/^data check {6}passed: 1 object; 129 guestPages, 0 memoryFaults, 2 vcpus, [\d,]+ ns paused \(VM vm0\/2\)$/m);
     expect(r.code).toBe(0);
   });
@@ -107,7 +107,7 @@ describe('liveupdate on plugin-guest-memfd\'s built-in scenarios', { timeout: 60
     expect(readFileSync(html, 'utf8')).toContain('guest-memfd-vm');
     const r = cli(['inspect', dump]);
     expect(r.stdout).toContain('token 1: compatible "kvm_vm_luo_v1" (kvm_vm 1.0.0), data 0x146000  format 1.0.0, type 0, kho_folios 0x0');
-    expect(r.stdout).toMatch(/token 2: compatible "guest_memfd@2\.0\.0" \(guest_memfd 2\.0\.0\), data 0x147000 {2}format 2\.0\.0, size 532480, flags 0x3, nr_folios 58, vm_token 1/);
+    expect(r.stdout).toMatch(/token 2: compatible "guest_memfd@2\.1\.0" \(guest_memfd 2\.1\.0\), data 0x147000 {2}format 2\.1\.0, size 532480, flags 0x3, nr_folios 58, vm_token 1/);
     expect(r.stdout).toContain('pages: guest_memfd_luo_ser 1, kho xarray node 6; 58 data pages');
     expect(r.stdout).toMatch(/^problems: none$/m);
     expect(r.code).toBe(0);
@@ -143,7 +143,7 @@ describe('liveupdate on plugin-guest-memfd\'s built-in scenarios', { timeout: 60
     const s = json<{ ok: boolean; rows: Array<{ from: string; cells: Array<{ to: string; outcome: string; compatible: string[] }> }> }>(r);
     expect(s.rows.map((row) => [row.from, row.cells.map((c) => [c.to, c.outcome, c.compatible])])).toEqual([
       ['0.9.0', [['0.9.0', 'ok', ['guest_memfd_luo_v1']], [VERSION, 'ok', ['guest_memfd_luo_v1']]]],
-      [VERSION, [['0.9.0', 'ok', ['guest_memfd_luo_v1']], [VERSION, 'ok', ['guest_memfd@2.0.0']]]],
+      [VERSION, [['0.9.0', 'ok', ['guest_memfd_luo_v1']], [VERSION, 'ok', ['guest_memfd@2.1.0']]]],
     ]);
     expect(r.code).toBe(0);
   });

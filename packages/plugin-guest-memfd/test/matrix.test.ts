@@ -16,14 +16,14 @@ const ctxOf = (kernel: Kernel, vmm: Process, sessionFd: number): SessionStepCont
 
 const BUILDS = {
   'upstream only (writes 1.0.0, reads ^1.0.0)': { writes: ['1.0.0'], reads: '^1.0.0' },
-  'this release (writes 1.0.0 and 2.0.0)': {},
+  'this release (writes 1.0.0, 2.0.0 and 2.1.0)': {},
 } as const;
 
 describe('release x release: the guest continues whichever builds are mixed', () => {
   for (const [fromName, from] of Object.entries(BUILDS)) {
     for (const [toName, to] of Object.entries(BUILDS)) {
       const sparse = 'writes' in from === false && 'writes' in to === false;
-      it(`${fromName} -> ${toName}: guest_memfd goes over as ${sparse ? 'guest_memfd@2.0.0' : 'guest_memfd_luo_v1'}`, () => {
+      it(`${fromName} -> ${toName}: guest_memfd goes over as ${sparse ? 'guest_memfd@2.1.0' : 'guest_memfd_luo_v1'}`, () => {
         const spec: VmSpec = { type: 'kvm-vm', token: 2, vmToken: 1, vcpus: 2, pagesPerVcpu: 32, pauseAfter: 100 };
         let compatibles: string[] = [];
         const r = liveUpdate({ from: { plugins: plugins(from), release: '7.1.0' }, to: { plugins: plugins(to), release: '7.2.0' } }, {
@@ -42,7 +42,7 @@ describe('release x release: the guest continues whichever builds are mixed', ()
           },
         });
         expect(r.outcome.kind).toBe('updated');
-        expect(compatibles).toEqual([sparse ? 'guest_memfd@2.0.0' : 'guest_memfd_luo_v1', 'kvm_vm_luo_v1']);
+        expect(compatibles).toEqual([sparse ? 'guest_memfd@2.1.0' : 'guest_memfd_luo_v1', 'kvm_vm_luo_v1']);
       });
     }
   }

@@ -83,7 +83,7 @@ describe('record bytes, checked against hand-computed bytes', () => {
     expect(i.k2.khoIn?.leaked()).toEqual({ blocks: 0, pages: 0 });
   });
 
-  it('sparse 2.0.0: header { size, flags, nr_folios, vm_token, folios_xa, entries_sum, header_crc32 } and xarray entries pfn | flags << 52', () => {
+  it('sparse 2.x: header { size, flags, nr_folios, vm_token, folios_xa, entries_sum, header_crc32 } and xarray entries pfn | flags << 52', () => {
     const { o, pfns } = scene(V2);
     const data = jumpOnly(o);
     const m = o.machine;

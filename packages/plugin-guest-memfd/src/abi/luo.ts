@@ -47,6 +47,19 @@ export const guestMemfdLuoSerV2 = defineStruct('guest_memfd_luo_ser(v2)', {
   entries_sum: u32, header_crc32: u32,
 }, { size: 48 });
 export const GMEM_V2_HEADER_CRC_BYTES = 44;
+
+/**
+ * guest_memfd 2.1 appends 8 bytes to the 2.0 header (56 bytes; a 2.0 reader reads the first 48):
+ *   48 u32 id_crc32      52 u32 id_pad (0)
+ * id_crc32 = CRC-32 of header bytes 0..47, then the file's token as a u64 and its session name
+ * as the 64 NUL-padded bytes of luo_session_ser (SDK crc32Identity). LUO's blocks carry no
+ * check, so without it a rewired session or file block serves another VM's intact guest_memfd.
+ */
+export const guestMemfdLuoSerV2_1 = defineStruct('guest_memfd_luo_ser(v2.1)', {
+  size: u64, flags: u64, nr_folios: u64, vm_token: u64, folios_xa: u64,
+  entries_sum: u32, header_crc32: u32, id_crc32: u32, id_pad: u32,
+}, { size: 56 });
+export const GMEM_V2_1_ID_OFFSET = 48;
 export const GMEM_V2_ORDER_SHIFT = 1;
 export const GMEM_V2_ORDER_MASK = 0x1f;
 

@@ -6,12 +6,14 @@
 import { PAGE_SIZE } from '@liveupdate/hw';
 import { ErrnoError, KhoXarray, khoRestoreVmalloc, vfree, type HandlerContext, type Kernel, type KhoVmallocDesc } from '@liveupdate/sdk';
 import { GUEST_MEMFD_FLAG_INIT_SHARED, hasPrivateMem } from '../abi/kvm.js';
-import { GMEM_V2_HEADER_CRC_BYTES, GUEST_MEMFD_LUO_FOLIO_UPTODATE, guestMemfdLuoFolioSer, guestMemfdLuoSer, guestMemfdLuoSerV2 } from '../abi/luo.js';
+import {
+  GMEM_V2_HEADER_CRC_BYTES, GUEST_MEMFD_LUO_FOLIO_UPTODATE, guestMemfdLuoFolioSer, guestMemfdLuoSer, guestMemfdLuoSerV2, guestMemfdLuoSerV2_1,
+} from '../abi/luo.js';
 import { crc32 } from '../crc32.js';
 import { FOLIO_UPTODATE } from '../folios.js';
 import { GmemInode, gmemFile } from '../gmem.js';
 import { KvmVm, isKvmVm, vmOf } from '../kvm.js';
-import { GMEM_LUO_FLAGS, majorOf, type GmemPreservation } from './gmem.js';
+import { GMEM_LUO_FLAGS, gmemIdChecksum, hasIdChecksum, majorOf, type GmemPreservation } from './gmem.js';
 import { EntriesSum, entryFlags, entryPfn, readRecordHi, readRecordIndex, readRecordLo, sparseOrder } from './records.js';
 
 const REC = guestMemfdLuoFolioSer.size;
@@ -140,6 +142,22 @@ function discardAll(kernel: Kernel, h: Header, version: string, list: FolioList 
 }
 
 /**
+ * 2.1: the header must be the one written for this file's (session name, token). Checked in
+ * place before the record page is claimed: a header reached through a rewired LUO block is
+ * another file's, which must still find it and its folios untouched.
+ */
+function checkIdentity(kernel: Kernel, phys: number, ctx: HandlerContext<GmemPreservation>): void {
+  const mem = kernel.machine.memory;
+  if (!Number.isSafeInteger(phys) || phys < 0 || phys + guestMemfdLuoSerV2_1.size > mem.size) throw new ErrnoError('EINVAL', 'retrieve', `guest_memfd_luo_ser 0x${phys.toString(16)} is not in RAM`);
+  const raw = mem.read(phys, guestMemfdLuoSerV2_1.size);
+  const h = guestMemfdLuoSerV2_1.decode(raw);
+  const want = gmemIdChecksum(raw, ctx.session.name, ctx.token);
+  if (h.id_crc32 !== want || h.id_pad !== 0) {
+    throw new ErrnoError('EINVAL', 'retrieve', `guest_memfd_luo_ser 0x${phys.toString(16)} fails its identity check for session ${ctx.session.name} token ${ctx.token} (id_crc32 0x${h.id_crc32.toString(16)}, computed 0x${want.toString(16)}): corrupt, or another file's`);
+  }
+}
+
+/**
  * retrieve, in kvm_gmem_luo_retrieve's order: size (EINVAL), flags (EOPNOTSUPP), the VM by
  * token (liveupdate_get_file_incoming retrieves it on demand; not a KVM VM is EINVAL), flags
  * that VM supports (EINVAL), a new guest_memfd of `size` on it, then every folio at its index
@@ -150,6 +168,7 @@ export function retrieveGmem(ctx: HandlerContext<GmemPreservation>): void {
   const kin = kernel.khoIn;
   if (!kin) throw new ErrnoError('EINVAL', 'retrieve', 'not a KHO boot');
   const phys = Number(ctx.data);
+  if (hasIdChecksum(ctx.version)) checkIdentity(kernel, phys, ctx);
   const ser = kin.restoreFolio(phys);
   if (!ser) throw new ErrnoError('EINVAL', 'retrieve', `guest_memfd_luo_ser at 0x${phys.toString(16)} is not preserved`);
   try {
@@ -204,6 +223,14 @@ export function finishGmem(ctx: HandlerContext<GmemPreservation>): void {
   if (ctx.retrieveStatus !== 0) return;
   const { kernel } = ctx;
   const phys = Number(ctx.data);
+  if (hasIdChecksum(ctx.version)) {
+    try {
+      checkIdentity(kernel, phys, ctx);
+    } catch (e) {
+      kernel.dmesg.log('warn', 'guest_memfd', `finish of an unretrieved guest_memfd: ${e instanceof Error ? e.message : String(e)}`);
+      return;
+    }
+  }
   const ser = kernel.khoIn?.restoreFolio(phys);
   if (!ser) { kernel.dmesg.log('warn', 'guest_memfd', `finish: record 0x${phys.toString(16)} is not preserved`); return; }
   try {

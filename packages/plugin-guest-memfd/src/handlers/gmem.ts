@@ -19,9 +19,10 @@ import {
 import semver from 'semver';
 import { GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP, hasPrivateMem } from '../abi/kvm.js';
 import {
-  GMEM_V2_HEADER_CRC_BYTES, GUEST_MEMFD_LUO_FOLIO_UPTODATE, guestMemfdLuoFolioSer, guestMemfdLuoSer, guestMemfdLuoSerV2,
+  GMEM_V2_1_ID_OFFSET, GMEM_V2_HEADER_CRC_BYTES, GUEST_MEMFD_LUO_FOLIO_UPTODATE, guestMemfdLuoFolioSer, guestMemfdLuoSer, guestMemfdLuoSerV2,
+  guestMemfdLuoSerV2_1,
 } from '../abi/luo.js';
-import { crc32 } from '../crc32.js';
+import { CRC32_START, crc32, crc32Final, crc32Identity, crc32Update } from '../crc32.js';
 import { FOLIO_HWPOISON, FOLIO_UPTODATE } from '../folios.js';
 import { GmemInode, gmemOf, isGuestMemfd, type FolioWatcher } from '../gmem.js';
 import { KvmVm } from '../kvm.js';
@@ -32,7 +33,7 @@ import {
 /** The flags a preservation format can describe. */
 export const GMEM_LUO_FLAGS = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED;
 const REC = guestMemfdLuoFolioSer.size;
-const SER_SLOT = Math.max(guestMemfdLuoSer.size, guestMemfdLuoSerV2.size);
+const SER_SLOT = Math.max(guestMemfdLuoSer.size, guestMemfdLuoSerV2_1.size);
 
 interface FolioArray {
   readonly area: VmArea;
@@ -51,9 +52,19 @@ export interface GmemPreservation {
   xa: KhoXarray | null;
   /** 2.x: the entries checksum, kept current with the xarray. */
   sum: EntriesSum;
+  /** The (session name, token) the file is preserved under: 2.1 binds its header to them. */
+  readonly session: string;
+  readonly token: bigint;
 }
 
 export const majorOf = (v: string): number => semver.major(v);
+/** guest_memfd 2.1 and later 2.x minors append a CRC-32 binding the header to its (session, token). */
+export const hasIdChecksum = (v: string): boolean => majorOf(v) === 2 && semver.gte(v, '2.1.0');
+
+/** A 2.1 header's id_crc32: bytes 0..47, the token, the session name. */
+export function gmemIdChecksum(header: Uint8Array, session: string, token: bigint): number {
+  return crc32Final(crc32Identity(crc32Update(CRC32_START, header.subarray(0, GMEM_V2_1_ID_OFFSET)), session, token));
+}
 
 function khoOut(kernel: Kernel) {
   const out = kernel.khoOut;
@@ -197,7 +208,7 @@ export function preserveGmem(ctx: HandlerContext<GmemPreservation>): void {
     g.frozen = false;
     throw e;
   }
-  const st: GmemPreservation = { g, mode, serPhys, array, xa, sum };
+  const st: GmemPreservation = { g, mode, serPhys, array, xa, sum, session: ctx.session.name, token: ctx.token };
   g.watcher = xa ? xarrayWatcher(kernel, xa, sum) : arrayWatcher(st);
   g.preserved = true;
   ctx.state = st;
@@ -221,6 +232,7 @@ function writeHeader(kernel: Kernel, st: GmemPreservation, version: string, vmTo
       folios_xa: BigInt(st.xa?.rootPhys ?? 0), entries_sum: st.sum.value, header_crc32: 0,
     });
     new DataView(slot.buffer).setUint32(GMEM_V2_HEADER_CRC_BYTES, crc32(slot.subarray(0, GMEM_V2_HEADER_CRC_BYTES)), true);
+    if (hasIdChecksum(version)) new DataView(slot.buffer).setUint32(GMEM_V2_1_ID_OFFSET, gmemIdChecksum(slot, st.session, st.token), true);
   }
   kernel.machine.memory.write(st.serPhys, slot);
 }

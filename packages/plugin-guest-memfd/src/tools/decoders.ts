@@ -4,15 +4,15 @@
  * object owns (headers, vmalloc chunks and record pages, xarray nodes); dataRuns the folios.
  */
 import { PAGE_SIZE, type PhysMemory } from '@liveupdate/hw';
-import { defineDecoder, xarrayAbi, type Decoded, type DecodedValue, type FormatDecoder, type OwnedPages } from '@liveupdate/sdk';
+import { defineDecoder, xarrayAbi, type Decoded, type DecodeContext, type DecodedValue, type FormatDecoder, type OwnedPages } from '@liveupdate/sdk';
 import semver from 'semver';
 import { KVM_VM_TYPES_MODELED } from '../abi/kvm.js';
 import {
   GMEM_V2_HEADER_CRC_BYTES, GUEST_MEMFD_FAMILY, GUEST_MEMFD_LUO_FOLIO_UPTODATE, KVM_KHO_FOLIO_PA_BYTES, KVM_VCPU_FAMILY, KVM_VM_FAMILY,
-  guestMemfdLuoFolioSer, guestMemfdLuoSer, guestMemfdLuoSerV2, kvmKhoFoliosSer, kvmLuoSer, kvmVcpuSer,
+  guestMemfdLuoFolioSer, guestMemfdLuoSer, guestMemfdLuoSerV2, guestMemfdLuoSerV2_1, kvmKhoFoliosSer, kvmLuoSer, kvmVcpuSer,
 } from '../abi/luo.js';
 import { crc32 } from '../crc32.js';
-import { GMEM_LUO_FLAGS } from '../handlers/gmem.js';
+import { GMEM_LUO_FLAGS, gmemIdChecksum, hasIdChecksum } from '../handlers/gmem.js';
 import { EntriesSum, entryFlags, entryPfn, sparseOrder } from '../handlers/records.js';
 
 const KHO_VMALLOC_SIZE = 511;
@@ -131,6 +131,17 @@ function decodeV1(mem: PhysMemory, phys: number, label: string, fields: Record<s
   return runsOf(pfns, () => 0);
 }
 
+/** 2.1: id_crc32 against the (session, token) the caller found the file under, when it knows them. */
+function decodeIdentity(mem: PhysMemory, phys: number, file: DecodeContext['file'], fields: Record<string, DecodedValue>, problems: string[]): void {
+  const raw = mem.read(phys, guestMemfdLuoSerV2_1.size);
+  const h = guestMemfdLuoSerV2_1.decode(raw);
+  fields.id_crc32 = hex(h.id_crc32);
+  if (h.id_pad !== 0) problems.push(`id_pad ${hex(h.id_pad)} (must be 0)`);
+  if (!file) return;
+  const want = gmemIdChecksum(raw, file.session, file.token);
+  if (want !== h.id_crc32) problems.push(`id_crc32 ${hex(h.id_crc32)}, expected ${hex(want)} for session ${file.session} token ${file.token}: the header was written for another file`);
+}
+
 function decodeV2(mem: PhysMemory, phys: number, label: string, fields: Record<string, DecodedValue>, problems: string[], pages: OwnedPages[]): Decoded['dataRuns'] {
   const raw = mem.read(phys, guestMemfdLuoSerV2.size);
   const h = guestMemfdLuoSerV2.decode(raw);
@@ -169,7 +180,7 @@ function decodeV2(mem: PhysMemory, phys: number, label: string, fields: Record<s
 
 export const guestMemfdDecoder: FormatDecoder = defineDecoder({
   target: { kind: 'file', family: GUEST_MEMFD_FAMILY },
-  decode(mem, data, version, { label }): Decoded {
+  decode(mem, data, version, { label, file }): Decoded {
     const problems: string[] = [];
     const pages: OwnedPages[] = [];
     const fields: Record<string, DecodedValue> = { format: version ?? 'unknown' };
@@ -186,6 +197,7 @@ export const guestMemfdDecoder: FormatDecoder = defineDecoder({
     });
     try {
       const dataRuns = major === 1 ? decodeV1(mem, phys, label, fields, problems, pages) : decodeV2(mem, phys, label, fields, problems, pages);
+      if (major === 2 && hasIdChecksum(version ?? '2.0.0')) decodeIdentity(mem, phys, file, fields, problems);
       return { fields, problems, pages, ...(dataRuns ? { dataRuns } : {}) };
     } catch (e) {
       return { fields, problems: [...problems, `undecodable: ${e instanceof Error ? e.message : String(e)}`], pages };
