@@ -236,11 +236,8 @@ function kvmRun(v: KvmVcpu): number {
   const run = v.run;
   const head = kvmRunHead.decode(run);
   const setExit = (reason: number): void => { new DataView(run.buffer).setUint32(kvmRunHead.offsets.exit_reason, reason, true); };
-  /*
-   * Upstream returns -EINTR with KVM_EXIT_INTR here and when a signal ends the run; the
-   * runtime's errno table has no EINTR, so this model returns 0 with KVM_EXIT_INTR.
-   */
-  if (head.immediate_exit) { setExit(KVM_EXIT_INTR); return 0; }
+  // kvm_arch_vcpu_ioctl_run: immediate_exit (or a pending signal) is -EINTR with KVM_EXIT_INTR.
+  if (head.immediate_exit) { setExit(KVM_EXIT_INTR); throw new ErrnoError('EINTR', 'KVM_RUN', 'immediate_exit'); }
   // Complete an MMIO load with the data userspace left in kvm_run.mmio.
   if (v.cpu.mmioLoadPending) {
     const m = kvmRunMmio.decode(run, KVM_RUN_EXIT_UNION);
@@ -267,7 +264,8 @@ function kvmRun(v: KvmVcpu): number {
       setExit(KVM_EXIT_MEMORY_FAULT);
       kvmRunMemoryFault.encodeInto(run, KVM_RUN_EXIT_UNION, { flags: 0n, gpa: BigInt(exit.gpa - (exit.gpa % PAGE_SIZE)), size: BigInt(PAGE_SIZE) });
       throw new ErrnoError(exit.hwpoison ? 'EHWPOISON' : 'EFAULT', 'KVM_RUN', `memory fault at gpa 0x${exit.gpa.toString(16)}`);
-    case 'budget': setExit(KVM_EXIT_INTR); return 0;
+    // The VMM's timer signal ended the run: -EINTR with KVM_EXIT_INTR, as for any pending signal.
+    case 'budget': setExit(KVM_EXIT_INTR); throw new ErrnoError('EINTR', 'KVM_RUN', 'signal pending');
     case 'internal':
       setExit(KVM_EXIT_INTERNAL_ERROR);
       kvmRunInternal.encodeInto(run, KVM_RUN_EXIT_UNION, { suberror: KVM_INTERNAL_ERROR_EMULATION, ndata: 0 });

@@ -86,7 +86,7 @@ export function createGuest(proc: Process, kvmFd: number, spec: GuestSpec): Gues
 }
 
 export type RunResult =
-  | { readonly exit: number; readonly errno: 0 | 'EFAULT' | 'EHWPOISON' }
+  | { readonly exit: number; readonly errno: 0 | 'EINTR' | 'EFAULT' | 'EHWPOISON' }
   & { readonly mmio?: { readonly gpa: number; readonly data: bigint; readonly isWrite: boolean }; readonly fault?: { readonly gpa: number; readonly size: number } };
 
 /** One KVM_RUN, its exit read back from the mmap'ed kvm_run. */
@@ -95,7 +95,7 @@ export function runOnce(proc: Process, vcpuFd: number): RunResult {
   try {
     proc.ioctl(vcpuFd, KVM_RUN, new Uint8Array(0));
   } catch (e) {
-    if (!(e instanceof ErrnoError) || (e.code !== 'EFAULT' && e.code !== 'EHWPOISON')) throw e;
+    if (!(e instanceof ErrnoError) || (e.code !== 'EINTR' && e.code !== 'EFAULT' && e.code !== 'EHWPOISON')) throw e;
     errno = e.code;
   }
   const run = kvmRunPage(proc, vcpuFd);

@@ -95,11 +95,11 @@ describe('KVM_RUN exits', () => {
     expect(new DataView(gmemLoad(o.p, gmem, 8, 0x808).buffer).getBigUint64(0, true)).toBe(0x1234n);
   });
 
-  it('immediate_exit returns at once with KVM_EXIT_INTR; an undefined opcode is KVM_EXIT_INTERNAL_ERROR', () => {
+  it('immediate_exit fails KVM_RUN at once with EINTR and KVM_EXIT_INTR; an undefined opcode is KVM_EXIT_INTERNAL_ERROR', () => {
     const { o, vcpu } = vmWith(new Uint8Array([0xee, 0, 0, 0, 0, 0, 0, 0]));
     const run = kvmRunPage(o.p, vcpu);
     run[A.kvmRunHead.offsets.immediate_exit] = 1;
-    expect(runOnce(o.p, vcpu).exit).toBe(A.KVM_EXIT_INTR);
+    expect(runOnce(o.p, vcpu)).toEqual({ exit: A.KVM_EXIT_INTR, errno: 'EINTR' });
     run[A.kvmRunHead.offsets.immediate_exit] = 0;
     expect(runOnce(o.p, vcpu).exit).toBe(A.KVM_EXIT_INTERNAL_ERROR);
     expect(new DataView(run.buffer).getUint32(A.KVM_RUN_EXIT_UNION, true)).toBe(A.KVM_INTERNAL_ERROR_EMULATION);

@@ -17,8 +17,8 @@ describe.each([
     const o = start({ plugins: plugins({ writes }), next: plugins({ writes }) });
     const guest = createGuest(o.p, o.kvm, TWO_VCPUS);
     // Both vCPUs run part of the program (a timer signal ends each KVM_RUN), at different points.
-    expect(runFor(o.p, guest.vcpuFds[0] as number, 150).exit).toBe(KVM_EXIT_INTR);
-    expect(runFor(o.p, guest.vcpuFds[1] as number, 321).exit).toBe(KVM_EXIT_INTR);
+    expect(runFor(o.p, guest.vcpuFds[0] as number, 150)).toEqual({ exit: KVM_EXIT_INTR, errno: 'EINTR' });
+    expect(runFor(o.p, guest.vcpuFds[1] as number, 321)).toEqual({ exit: KVM_EXIT_INTR, errno: 'EINTR' });
     const counters = gmemLoad(o.p, guest.gmemFd, 16, counterGpa(0));
     // 3 setup instructions, then 7 per iteration whose third stores the counter:
     // 150 = 3 + 21 x 7; 321 = 3 + 45 x 7 + 3 (the 46th store done, its page not yet written).

@@ -1,7 +1,7 @@
 /** Generic Linux errno numbering (include/uapi/asm-generic/errno-base.h and errno.h). */
 export const ERRNO = {
   EPERM: 1, ENOENT: 2, EIO: 5, E2BIG: 7, EBADF: 9, EAGAIN: 11, ENOMEM: 12, EFAULT: 14,
-  ESRCH: 3, EBUSY: 16, EEXIST: 17, ENODEV: 19, EINVAL: 22, EMFILE: 24, ENOTTY: 25, EFBIG: 27,
+  ESRCH: 3, EINTR: 4, EBUSY: 16, EEXIST: 17, ENODEV: 19, EINVAL: 22, EMFILE: 24, ENOTTY: 25, EFBIG: 27,
   ENOSPC: 28, ESPIPE: 29, ERANGE: 34, ENODATA: 61, EOVERFLOW: 75, EOPNOTSUPP: 95,
   EADDRINUSE: 98, EADDRNOTAVAIL: 99, EHWPOISON: 133,
   /** Kernel-internal; the ioctl layer turns it into ENOTTY before userspace sees it. */
