@@ -247,7 +247,7 @@ export class LuoFileSet<K> {
       if (!canFinish) continue;
       let ok: boolean;
       try { ok = this.call(f, 'canFinish', (a) => canFinish(a)); } catch { ok = false; }
-      if (!ok) throw new ErrnoError('EBUSY', 'LIVEUPDATE_SESSION_FINISH', `${f.handler.compatible} token ${f.token} cannot finish yet`);
+      if (!ok) throw new ErrnoError('EBUSY', 'LIVEUPDATE_SESSION_FINISH', `${f.compatible} token ${f.token} cannot finish yet`);
     }
     while (this.files.length > 0) {
       const f = this.pop();
