@@ -49,6 +49,12 @@ describe('scenario sections in the generic runner', () => {
     expect(r.sectionChecks).toEqual([{ section: 'board', ok: true, summary: '3 devices still running', problems: [] }]);
   });
 
+  it('a parameter both a section and an object kind ask for is on the command line once', () => {
+    const withWord = (p: Plugin): Plugin => ({ ...p, tools: { ...p.tools, objects: (p.tools.objects ?? []).map((k) => ({ ...k, cmdline: () => 'board.devices=3 note.x=1' })) } });
+    const r = runScenario(scenario(3), { from: [withWord(note()), board([])], to: [withWord(note()), board([])] });
+    expect(r.cmdline).toBe('kho=on liveupdate=on board.devices=3 note.x=1');
+  });
+
   it('a section\'s failed check is reported as such', () => {
     const r = runScenario(scenario(1), { from: [note(), board([])], to: [note(), board([], false)] });
     expect(r.sectionChecks).toEqual([{ section: 'board', ok: false, summary: '1 devices still running', problems: ['device 0 lost its DMA mappings'] }]);

@@ -150,19 +150,20 @@ export function unsupportedBy(scenario: Scenario, plugins: readonly Plugin[], si
 /** The kernel command line the scenario's objects and sections need (e.g. a hugeTLB pool). */
 export function cmdlineOf(scenario: Scenario, plugins: readonly Plugin[]): string {
   const { kinds, sections } = vocabularyOf(plugins);
-  const words = [BASE_CMDLINE];
+  // Each parameter once, in the order first asked for (a kind and a section may both need it).
+  const words: string[] = [];
+  const add = (w: string | undefined): void => { for (const x of (w ?? '').split(/\s+/)) if (x && !words.includes(x)) words.push(x); };
+  add(BASE_CMDLINE);
   const byType = new Map<string, ScenarioObject[]>();
   scenario.sessions.forEach((s, i) => {
     for (const { object } of sessionObjects(s, i)) byType.set(object.type, [...(byType.get(object.type) ?? []), object]);
   });
   for (const [type, specs] of byType) {
-    const w = kinds.get(type)?.kind.cmdline?.(specs);
-    if (w) words.push(w);
+    add(kinds.get(type)?.kind.cmdline?.(specs));
   }
   for (const [key, { section }] of sections) {
     if (scenario[key] === undefined) continue;
-    const w = section.cmdline?.(scenario[key]);
-    if (w) words.push(w);
+    add(section.cmdline?.(scenario[key]));
   }
   return words.join(' ');
 }
