@@ -46,6 +46,9 @@ describe('iommu-vfio-passthrough through the CLI', { timeout: 180_000 }, () => {
     expect(r.stdout).toMatch(/^formats +memfd 4\.1\.0 as "memfd@4\.1\.0" \(1 file\), iommufd 2\.1\.0 as "iommufd@2\.1\.0" \(1 file\), vfio-pci 2\.0\.0 as "vfio-pci@2\.0\.0" \(1 file\)/m);
     expect(r.stdout).toMatch(/^section pci: passed: dsa0: (\d+) DMA writes, \d+ after the kexec, gap-free, all in surviving guest RAM; longest DMA gap 10\.0 us \(10\.0 us across the kexec\)$/m);
     expect(r.stdout).toMatch(/^section iommu: passed: dmar@0xfed90000: \d+ translations, 0 faults$/m);
+    // Nested spec fields are spelled out in the objects table (not "[object Object]").
+    expect(r.stdout).toMatch(/^ +vm0 +2 +iommufd +maps \[\{ file 1, iova 1048576, length 262144 \}\], vfio dsa0, hwptToken 1 /m);
+    expect(r.stdout).toMatch(/^ +vm0 +3 +vfio-device +device dsa0, mode continuous, iommufd 2, dma \{ ram 1, pages 64, iova 1048576 \} /m);
     expect(r.stdout).toMatch(/^section pci: passed: vm0: blackout [0-9.]+ ms/m);
     // Every write went through the IOMMU: as many translations as DMA writes.
     const writes = /dsa0: (\d+) DMA writes/.exec(r.stdout)?.[1];

@@ -100,9 +100,16 @@ export interface RunSummary {
 
 const round1 = (n: number): number => Math.round(n * 10) / 10;
 
+/** A spec value in one line: lists of words joined by '+', nested objects as { key value, ... }. */
+function valueText(v: unknown): string {
+  if (Array.isArray(v)) return v.every((x) => x === null || typeof x !== 'object') ? v.join('+') : `[${v.map(valueText).join(', ')}]`;
+  if (v !== null && typeof v === 'object') return `{ ${Object.entries(v).map(([k, x]) => `${k} ${valueText(x)}`).join(', ')} }`;
+  return String(v);
+}
+
 const whatOf = (spec: Readonly<Record<string, unknown>>): string => Object.entries(spec)
   .filter(([k]) => k !== 'type' && k !== 'token')
-  .map(([k, v]) => `${k} ${Array.isArray(v) ? v.join('+') : String(v)}`).join(', ');
+  .map(([k, v]) => `${k} ${valueText(v)}`).join(', ');
 
 export function summarize(r: RunResult, outputs: { dump?: string | null; report?: string | null } = {}): RunSummary {
   const s = r.scenario;
