@@ -57,6 +57,18 @@ describe('pci-continuous-dma through the CLI', { timeout: 180_000 }, () => {
     expect(x2.sectionChecks.map((c) => [c.section, c.ok, c.summary.split(':')[0]])).toEqual([['pci', true, 'dsa0'], ['pci', true, 'dsa2'], ['pci', true, 'vm0']]);
   });
 
+  it('run --json carries each section check\'s counters: DMA writes and gaps per engine, the blackout per VM', () => {
+    const r = cli(['run', '--scenario', '@liveupdate/plugin-pci:pci-continuous-dma', '--json']);
+    const x = JSON.parse(r.stdout) as { sectionChecks: Array<{ counts: Record<string, number> }> };
+    const [dsa0, dsa2, vm0] = x.sectionChecks.map((c) => c.counts);
+    for (const c of [dsa0, dsa2]) {
+      expect(Object.keys(c ?? {})).toEqual(['dmaWrites', 'dmaWritesAfterKexec', 'dmaMaxGapNs', 'dmaGapAcrossKexecNs']);
+      expect([c?.dmaMaxGapNs, c?.dmaGapAcrossKexecNs]).toEqual([10_000, 10_000]);
+    }
+    expect(Object.keys(vm0 ?? {})).toEqual(['blackoutNs']);
+    expect(vm0?.blackoutNs).toBeGreaterThan(0);
+  });
+
   it('inspect decodes the pci_ser FLB and every vfio-pci record with no problem', () => {
     const r = cli(['inspect', '--json', dump]);
     const x = JSON.parse(r.stdout) as { luo: { sessions: Array<{ files: DumpFile[] }>; flbs: Array<{ name: string; owner: string; fields: Record<string, string> }> }; problems: string[] };

@@ -90,7 +90,11 @@ export interface RunSummary {
     readonly problems: readonly string[];
   };
   /** What the plugins' scenario sections checked in kernel B. */
-  readonly sectionChecks: ReadonlyArray<{ readonly section: string; readonly ok: boolean; readonly summary: string; readonly problems: readonly string[] }>;
+  readonly sectionChecks: ReadonlyArray<{
+    readonly section: string; readonly ok: boolean; readonly summary: string; readonly problems: readonly string[];
+    /** The section's counters (e.g. the pci section's blackoutNs per VM, dmaWrites, dmaMaxGapNs per engine). */
+    readonly counts: Readonly<Record<string, number>>;
+  }>;
   readonly liveupdateNum: { readonly before: number | null; readonly after: number | null };
   readonly violations: readonly string[];
   readonly objects: readonly ObjectSummary[];
@@ -185,7 +189,7 @@ export function summarize(r: RunResult, outputs: { dump?: string | null; report?
     handover,
     leaks,
     dataCheck: { passed: dataPassed, objectsChecked: checks.length, counts, problems },
-    sectionChecks: r.sectionChecks.map((c) => ({ section: c.section, ok: c.ok, summary: c.summary, problems: c.problems })),
+    sectionChecks: r.sectionChecks.map((c) => ({ section: c.section, ok: c.ok, summary: c.summary, problems: c.problems, counts: c.counts ?? {} })),
     liveupdateNum: r.liveupdateNum,
     violations: r.violations,
     objects,
