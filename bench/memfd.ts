@@ -8,8 +8,9 @@
  * in upstream format 2 (memfd-v2: every hole materialized, a vmalloc'd array of 16-byte folio
  * records), format 3.1 (memfd@3.1.0: folios in a KHO xarray, holes stay holes), 3.2 (3.1 plus a
  * CRC-32 over the header and every xarray entry, computed at freeze and at retrieve) and 4
- * (memfd@4.0.0: extents of physically contiguous folios in a varint stream, whole-metadata
- * CRC-32). Prints the time of each phase, preserve (PRESERVE_FD + the file's freeze) and
+ * (memfd@4.1.0: extents of physically contiguous folios in a varint stream, whole-metadata
+ * CRC-32, and a CRC-32 binding the header to its session and token: 8 bytes in the header's
+ * page, so the same pages as 4.0). Prints the time of each phase, preserve (PRESERVE_FD + the file's freeze) and
  * retrieve per preserved page, the peak RSS (one child process per run) and the handover
  * metadata per preserved 4 KiB page, counted by walking the bytes the next kernel receives.
  * Never asserts on time.
@@ -96,7 +97,7 @@ const SCENARIOS: Record<string, Scenario> = {
 
 type Format = '2' | '3.1' | '3.2' | '4';
 const FORMATS: readonly Format[] = ['2', '3.1', '3.2', '4'];
-const WRITES: Record<Format, string[]> = { 2: ['2.0.0'], 3.1: ['3.1.0'], 3.2: ['3.2.0'], 4: ['4.0.0'] };
+const WRITES: Record<Format, string[]> = { 2: ['2.0.0'], 3.1: ['3.1.0'], 3.2: ['3.2.0'], 4: ['4.1.0'] };
 
 /** Why a (scenario, format) pair is not run. */
 function skipReason(sc: Scenario, format: Format): string | null {
