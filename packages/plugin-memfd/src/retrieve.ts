@@ -11,8 +11,8 @@ import {
   MEMFD_LUO_ALL_SEALS, MEMFD_V3_1_CRC_BYTES, folioPfn, memfdLuoFolioSer, memfdLuoSerV1, memfdLuoSerV2, memfdLuoSerV3,
   memfdLuoSerV3_1, memfdLuoSerV3_2, memfdV3_2MetaEntry, memfdV3_2MetaStart, readFolioSerIndex, readFolioSerPfn,
 } from './abi/memfd.js';
-import { memfdLuoSerV4, memfdLuoSerV4_1, memfdV4IdChecksum } from './abi/memfd-v4.js';
-import { crc32, crc32Final } from './crc32.js';
+import { MEMFD_V4_1_ID_OFFSET, memfdLuoSerV4 } from './abi/memfd-v4.js';
+import { crc32, crc32Final, identityProblem } from './crc32.js';
 import { ExtentError, incomingExtents, type FolioList } from './extents.js';
 import { hasHeaderChecksum, hasIdChecksum, hasMetaChecksum, majorOf, type MemfdPreservation } from './handler.js';
 import { hugetlbAdopt, hugetlbFree } from './hugetlb-pool.js';
@@ -206,14 +206,8 @@ function claimHeader(kernel: Kernel, phys: number, version: string): boolean {
  * block is another file's, and that file must still find it and its folios untouched.
  */
 function checkIdentity(kernel: Kernel, phys: number, ctx: HandlerContext<MemfdPreservation>): void {
-  const mem = kernel.machine.memory;
-  if (!Number.isSafeInteger(phys) || phys < 0 || phys + memfdLuoSerV4_1.size > mem.size) throw new ErrnoError('EINVAL', 'retrieve', `header 0x${phys.toString(16)} is not in RAM`);
-  const raw = mem.read(phys, memfdLuoSerV4_1.size);
-  const h = memfdLuoSerV4_1.decode(raw);
-  const want = memfdV4IdChecksum(raw, ctx.session.name, ctx.token);
-  if (h.id_crc32 !== want || h.id_pad !== 0) {
-    throw new ErrnoError('EINVAL', 'retrieve', `header 0x${phys.toString(16)} fails its identity check for session ${ctx.session.name} token ${ctx.token} (id_crc32 0x${h.id_crc32.toString(16)}, computed 0x${want.toString(16)}): corrupt, or another file's`);
-  }
+  const problem = identityProblem(kernel.machine.memory, phys, MEMFD_V4_1_ID_OFFSET, ctx.session.name, ctx.token);
+  if (problem !== null) throw new ErrnoError('EINVAL', 'retrieve', `header 0x${phys.toString(16)} ${problem}`);
 }
 
 function releaseHeader(kernel: Kernel, phys: number, claimed: boolean): void {

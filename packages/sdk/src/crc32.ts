@@ -4,6 +4,7 @@
  * The streaming form (crc32Start / crc32Update / crc32U32 / crc32Final) lets a check value
  * cover a header and then a long run of entries without building one buffer of all of them.
  */
+import type { PhysMemory } from '@liveupdate/hw';
 import { abi } from '@liveupdate/runtime';
 
 const TABLE: Uint32Array = (() => {
@@ -73,4 +74,28 @@ export function crc32Identity(state: number, session: string, token: bigint): nu
   const lo = Number(BigInt.asUintN(32, token));
   const hi = Number(BigInt.asUintN(32, token >> 32n));
   return crc32Update(crc32U32(crc32U32(state, lo), hi), name);
+}
+
+/**
+ * The id_crc32 of a header bound to its file: the CRC-32 of header bytes [0, idOffset), then
+ * the identity (crc32Identity). The u32 id_crc32 sits at idOffset, a u32 pad (0) after it.
+ */
+export function identityCrc32(header: Uint8Array, idOffset: number, session: string, token: bigint): number {
+  return crc32Final(crc32Identity(crc32Update(CRC32_START, header.subarray(0, idOffset)), session, token));
+}
+
+/**
+ * Check an identity-bound header in place, before anything is claimed: null when the id_crc32
+ * at `idOffset` of the header at `phys` matches (session, token) and its pad is 0, else the
+ * problem as a phrase ("fails its identity check for session vm0 token 2 (...)").
+ */
+export function identityProblem(memory: PhysMemory, phys: number, idOffset: number, session: string, token: bigint): string | null {
+  if (!Number.isSafeInteger(phys) || phys < 0 || phys + idOffset + 8 > memory.size) return 'is not in RAM';
+  const raw = memory.read(phys, idOffset + 8);
+  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  const stored = view.getUint32(idOffset, true);
+  const pad = view.getUint32(idOffset + 4, true);
+  const want = identityCrc32(raw, idOffset, session, token);
+  if (stored === want && pad === 0) return null;
+  return `fails its identity check for session ${session} token ${token} (id_crc32 0x${stored.toString(16)}, computed 0x${want.toString(16)}${pad === 0 ? '' : `, id_pad 0x${pad.toString(16)}`}): corrupt, or another file's`;
 }

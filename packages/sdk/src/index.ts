@@ -38,4 +38,4 @@ export { fdtCreate, fdtParse, fdtNode, fdtCheckHeader, fdtTotalSize, FdtError, p
 export { BOOT_PHASE_NS, SHUTDOWN_PHASE_NS, OP_NS, chargeOp, type KernelOp } from '@liveupdate/runtime';
 export { KhoSlab } from './slab.js';
 /** CRC-32 (IEEE 802.3 / zlib) for the integrity checks the project's own formats carry. */
-export { CRC32_START, Crc32, crc32, crc32Final, crc32Identity, crc32U32, crc32Update, crc32Word } from './crc32.js';
+export { CRC32_START, Crc32, crc32, crc32Final, crc32Identity, crc32U32, crc32Update, crc32Word, identityCrc32, identityProblem } from './crc32.js';

@@ -7,13 +7,13 @@ import { PAGE_SIZE } from '@liveupdate/hw';
 import { ErrnoError, KhoXarray, khoRestoreVmalloc, vfree, type HandlerContext, type Kernel, type KhoVmallocDesc } from '@liveupdate/sdk';
 import { GUEST_MEMFD_FLAG_INIT_SHARED, hasPrivateMem } from '../abi/kvm.js';
 import {
-  GMEM_V2_HEADER_CRC_BYTES, GUEST_MEMFD_LUO_FOLIO_UPTODATE, guestMemfdLuoFolioSer, guestMemfdLuoSer, guestMemfdLuoSerV2, guestMemfdLuoSerV2_1,
+  GMEM_V2_1_ID_OFFSET, GMEM_V2_HEADER_CRC_BYTES, GUEST_MEMFD_LUO_FOLIO_UPTODATE, guestMemfdLuoFolioSer, guestMemfdLuoSer, guestMemfdLuoSerV2,
 } from '../abi/luo.js';
-import { crc32 } from '../crc32.js';
+import { crc32, identityProblem } from '../crc32.js';
 import { FOLIO_UPTODATE } from '../folios.js';
 import { GmemInode, gmemFile } from '../gmem.js';
 import { KvmVm, isKvmVm, vmOf } from '../kvm.js';
-import { GMEM_LUO_FLAGS, gmemIdChecksum, hasIdChecksum, majorOf, type GmemPreservation } from './gmem.js';
+import { GMEM_LUO_FLAGS, hasIdChecksum, majorOf, type GmemPreservation } from './gmem.js';
 import { EntriesSum, entryFlags, entryPfn, readRecordHi, readRecordIndex, readRecordLo, sparseOrder } from './records.js';
 
 const REC = guestMemfdLuoFolioSer.size;
@@ -147,14 +147,8 @@ function discardAll(kernel: Kernel, h: Header, version: string, list: FolioList 
  * another file's, which must still find it and its folios untouched.
  */
 function checkIdentity(kernel: Kernel, phys: number, ctx: HandlerContext<GmemPreservation>): void {
-  const mem = kernel.machine.memory;
-  if (!Number.isSafeInteger(phys) || phys < 0 || phys + guestMemfdLuoSerV2_1.size > mem.size) throw new ErrnoError('EINVAL', 'retrieve', `guest_memfd_luo_ser 0x${phys.toString(16)} is not in RAM`);
-  const raw = mem.read(phys, guestMemfdLuoSerV2_1.size);
-  const h = guestMemfdLuoSerV2_1.decode(raw);
-  const want = gmemIdChecksum(raw, ctx.session.name, ctx.token);
-  if (h.id_crc32 !== want || h.id_pad !== 0) {
-    throw new ErrnoError('EINVAL', 'retrieve', `guest_memfd_luo_ser 0x${phys.toString(16)} fails its identity check for session ${ctx.session.name} token ${ctx.token} (id_crc32 0x${h.id_crc32.toString(16)}, computed 0x${want.toString(16)}): corrupt, or another file's`);
-  }
+  const problem = identityProblem(kernel.machine.memory, phys, GMEM_V2_1_ID_OFFSET, ctx.session.name, ctx.token);
+  if (problem !== null) throw new ErrnoError('EINVAL', 'retrieve', `guest_memfd_luo_ser 0x${phys.toString(16)} ${problem}`);
 }
 
 /**

@@ -22,7 +22,7 @@ import {
   GMEM_V2_1_ID_OFFSET, GMEM_V2_HEADER_CRC_BYTES, GUEST_MEMFD_LUO_FOLIO_UPTODATE, guestMemfdLuoFolioSer, guestMemfdLuoSer, guestMemfdLuoSerV2,
   guestMemfdLuoSerV2_1,
 } from '../abi/luo.js';
-import { CRC32_START, crc32, crc32Final, crc32Identity, crc32Update } from '../crc32.js';
+import { crc32, identityCrc32 } from '../crc32.js';
 import { FOLIO_HWPOISON, FOLIO_UPTODATE } from '../folios.js';
 import { GmemInode, gmemOf, isGuestMemfd, type FolioWatcher } from '../gmem.js';
 import { KvmVm } from '../kvm.js';
@@ -63,7 +63,7 @@ export const hasIdChecksum = (v: string): boolean => majorOf(v) === 2 && semver.
 
 /** A 2.1 header's id_crc32: bytes 0..47, the token, the session name. */
 export function gmemIdChecksum(header: Uint8Array, session: string, token: bigint): number {
-  return crc32Final(crc32Identity(crc32Update(CRC32_START, header.subarray(0, GMEM_V2_1_ID_OFFSET)), session, token));
+  return identityCrc32(header, GMEM_V2_1_ID_OFFSET, session, token);
 }
 
 function khoOut(kernel: Kernel) {

@@ -32,7 +32,7 @@
  * (gap 0) costs at most 8 bytes per folio whatever its placement on any machine below 8 PiB.
  */
 import { defineStruct, u16, u32, u64 } from '@liveupdate/sdk';
-import { CRC32_START, crc32Final, crc32Identity, crc32Update } from '../crc32.js';
+import { CRC32_START, crc32Final, crc32Update, identityCrc32 } from '../crc32.js';
 
 export const MEMFD_V4_VERSION = '4.0.0';
 /** The minor that binds the header to the file's (session name, token). */
@@ -257,5 +257,5 @@ export function memfdV4Checksum(header: Uint8Array, stream: Uint8Array): number 
 
 /** The id_crc32 field of a 4.1 header: header bytes 0..71, the token, the session name. */
 export function memfdV4IdChecksum(header: Uint8Array, session: string, token: bigint): number {
-  return crc32Final(crc32Identity(crc32Update(CRC32_START, header.subarray(0, MEMFD_V4_1_ID_OFFSET)), session, token));
+  return identityCrc32(header, MEMFD_V4_1_ID_OFFSET, session, token);
 }
