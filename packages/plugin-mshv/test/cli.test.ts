@@ -41,6 +41,7 @@ describe('liveupdate on plugin-mshv\'s built-in scenario', () => {
     expect(s.formats.files).toEqual([{ family: 'mshv', version: '3.0.0', compatible: 'mshv@3.0.0', files: 1 }]);
     expect(s.sectionChecks).toEqual([{
       section: 'mshv', ok: true, problems: [], summary: `${DEPOSITED} pages deposited before the jump, 16 after teardown; 0 faults`,
+      counts: { depositedBefore: DEPOSITED, depositedAfter: 16, faults: 0 },
     }]);
     expect(s.objects).toMatchObject([{ type: 'mshv-tracking', compatible: 'mshv@3.0.0', check: 'passed', counts: { 'tracked pages compared': 16 } }]);
     expect(readFileSync(html, 'utf8')).toContain(SCENARIO);
