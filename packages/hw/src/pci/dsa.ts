@@ -6,6 +6,7 @@
  * sequence, time) in typed arrays. Clearing Bus Master Enable stalls it; FLR drops its work.
  */
 import type { MachineClock, Ticker } from '../clock.js';
+import type { Restore } from '../state.js';
 import type { DmaPort } from './dma.js';
 import type { PciDeviceModel, PciFunction } from './function.js';
 
@@ -57,6 +58,12 @@ export class DmaWriteLog {
     this.seq[this.count] = seq;
     this.timeNs[this.count] = t;
     this.count++;
+  }
+
+  /** The log is append-only: putting it back is putting its length back. */
+  save(): Restore {
+    const n = this.count;
+    return () => { this.count = n; };
   }
 
   /** Index of the first write at or after `t` (the log is in time order). */
@@ -122,6 +129,22 @@ export class DsaEngine implements PciDeviceModel, Ticker {
     }
     this.queue.push({ desc, done: 0, total });
     return true;
+  }
+
+  /** The queue (each descriptor's progress), the counters and the write log. */
+  save(): Restore {
+    const queue = this.queue.slice();
+    const done = queue.map((a) => a.done);
+    const { dropped, completed, stalledSlots } = this;
+    const log = this.log.save();
+    return () => {
+      this.queue = queue.slice();
+      queue.forEach((a, i) => { a.done = done[i] as number; });
+      this.dropped = dropped;
+      this.completed = completed;
+      this.stalledSlots = stalledSlots;
+      log();
+    };
   }
 
   reset(): void {
