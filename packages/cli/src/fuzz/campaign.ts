@@ -22,6 +22,7 @@ import { builtinScenario } from '../scenario/load.js';
 import { classify, FUZZ_CLASSES, type FuzzClass } from './fuzz.js';
 import { chooseMutation, inferWords, mutatedPage, MUTATIONS, rng, type Mutation, type MutationKind, type MutationTarget, type Word } from './mutate.js';
 import { CORE_STRUCTURES } from './targets.js';
+import { judgeViolations } from './violations.js';
 
 /** Every page of the handover, with the words its decoder names (or the ones inferred from its bytes). */
 export function mutationTargets(memory: Machine['memory'], view: HandoverView): MutationTarget[] {
@@ -52,8 +53,10 @@ export interface CampaignRun {
   readonly what: string;
   readonly outcome: FuzzClass;
   readonly detail: string | null;
-  /** Invariants an 'updated' run broke (a leak, a poison read): the harness's violations; empty otherwise. */
+  /** Invariants an 'updated' run broke that upstream would not (see violations.ts); empty otherwise. */
   readonly violations: readonly string[];
+  /** Invariants an 'updated' run broke as upstream does for this corruption (a leaked page whose reference was corrupted). */
+  readonly accepted: readonly string[];
 }
 
 export interface CampaignOptions {
@@ -87,9 +90,11 @@ export interface CampaignResult {
   readonly outcomes: Record<FuzzClass, number>;
   /** The first seed of each failing class, with its run. */
   readonly firstFailing: Partial<Record<FuzzClass, CampaignRun>>;
-  /** 'updated' runs that broke an invariant (r.violations), and the first of them. */
+  /** 'updated' runs that broke an invariant upstream keeps (findings), and the first of them. */
   readonly updatedWithViolations: number;
   readonly firstViolation: CampaignRun | null;
+  /** 'updated' runs whose only broken invariants are upstream-defined for their corruption. */
+  readonly updatedAccepted: number;
   /** Every run, in order, when `keepRuns` was asked for. */
   readonly results: readonly CampaignRun[];
   readonly ms: number;
@@ -135,22 +140,23 @@ export function scenarioOfSeed(seed: number, n: number): number {
 }
 
 /** One run's mutation applied, kernel B booted, classified; the machine is put back afterwards. */
-function forkRun(machine: Machine, snap: MachineSnapshot, bootB: () => ScenarioRunResult, m: Mutation, t: MutationTarget): { outcome: FuzzClass; detail: string | null; violations: readonly string[] } {
+function forkRun(machine: Machine, snap: MachineSnapshot, bootB: () => ScenarioRunResult, m: Mutation, t: MutationTarget): { outcome: FuzzClass; detail: string | null; violations: readonly string[]; accepted: readonly string[] } {
   machine.memory.write(m.pfn * PAGE_SIZE, mutatedPage(t, m));
   let outcome: FuzzClass;
   let detail: string | null;
   let violations: readonly string[] = [];
+  let accepted: readonly string[] = [];
   try {
     const r: ScenarioRunResult = bootB();
     ({ outcome, detail } = classify(r));
-    if (outcome === 'updated') violations = r.violations;
+    if (outcome === 'updated') ({ findings: violations, accepted } = judgeViolations(m.structure, r.violations));
   } catch (e) {
     outcome = 'uncaught';
     detail = messageOf(e);
   } finally {
     machine.restore(snap);
   }
-  return { outcome, detail, violations };
+  return { outcome, detail, violations, accepted };
 }
 
 /** Run a campaign shard over one scenario in this thread. */
@@ -165,6 +171,7 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult
   const results: CampaignRun[] = [];
   let updatedWithViolations = 0;
   let firstViolation: CampaignRun | null = null;
+  let updatedAccepted = 0;
   let structures: string[] = [];
   let targets: MutationTarget[] = [];
   let setupMs = 0;
@@ -189,8 +196,8 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult
         opts.onStart?.(seed);
         const m = chooseMutation(seed, ctx, structures, opts.only);
         const r0 = performance.now();
-        const { outcome, detail, violations } = forkRun(machine, snap, bootB, m, byPfn.get(m.pfn) as MutationTarget);
-        const run: CampaignRun = { seed, structure: m.structure, mutation: m.kind, pfn: m.pfn, what: m.what, outcome, detail, violations };
+        const { outcome, detail, violations, accepted } = forkRun(machine, snap, bootB, m, byPfn.get(m.pfn) as MutationTarget);
+        const run: CampaignRun = { seed, structure: m.structure, mutation: m.kind, pfn: m.pfn, what: m.what, outcome, detail, violations, accepted };
         const row = (table[m.structure] ??= {});
         (row[m.kind] ??= zeroOutcomes())[outcome]++;
         outcomes[outcome]++;
@@ -198,7 +205,7 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult
         if (violations.length > 0) {
           updatedWithViolations++;
           firstViolation ??= run;
-        }
+        } else if (accepted.length > 0) updatedAccepted++;
         if (opts.keepRuns) results.push(run);
         done++;
         opts.onRun?.(run, performance.now() - r0);
@@ -208,7 +215,7 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult
   if (!forked) throw new Error(`fuzz campaign: scenario ${scenario.name} did not reach the jump`);
   return {
     scenario: opts.label ?? scenario.name, runs: done, structures, targets: countOf(targets), table, outcomes, firstFailing,
-    updatedWithViolations, firstViolation, results, ms: performance.now() - t0, setupMs,
+    updatedWithViolations, firstViolation, updatedAccepted, results, ms: performance.now() - t0, setupMs,
   };
 }
 
@@ -232,6 +239,7 @@ export function mergeCampaign(a: CampaignResult | null, b: CampaignResult): Camp
   const firstViolation = a.firstViolation && b.firstViolation ? (a.firstViolation.seed <= b.firstViolation.seed ? a.firstViolation : b.firstViolation) : a.firstViolation ?? b.firstViolation;
   return {
     ...a, runs: a.runs + b.runs, table, outcomes, firstFailing, updatedWithViolations: a.updatedWithViolations + b.updatedWithViolations, firstViolation,
+    updatedAccepted: a.updatedAccepted + b.updatedAccepted,
     results: [...a.results, ...b.results], ms: Math.max(a.ms, b.ms), setupMs: Math.max(a.setupMs, b.setupMs),
   };
 }
