@@ -19,7 +19,7 @@ import { runScenario as runGeneric, type ScenarioRunResult } from '@liveupdate/s
 import { decodeHandover, type HandoverView } from '../handover/decode.js';
 import { resolvePlugins } from '../plugins.js';
 import { builtinScenario } from '../scenario/load.js';
-import { classify, FUZZ_CLASSES, type FuzzClass } from './fuzz.js';
+import { classify, FUZZ_CLASSES, type FuzzClass } from './classify.js';
 import { chooseMutation, inferWords, mutatedPage, MUTATIONS, rng, type Mutation, type MutationKind, type MutationTarget, type Word } from './mutate.js';
 import { CORE_STRUCTURES } from './targets.js';
 import { judgeViolations } from './violations.js';
@@ -48,9 +48,13 @@ export function structureList(targets: readonly MutationTarget[]): string[] {
 export interface CampaignRun {
   readonly seed: number;
   readonly structure: string;
+  /** The page's role as its decoder names it. */
+  readonly role: string;
   readonly mutation: MutationKind;
   readonly pfn: number;
   readonly what: string;
+  /** Every byte changed, as the XOR of its old and new value. */
+  readonly bytes: ReadonlyArray<{ readonly offset: number; readonly xor: number }>;
   readonly outcome: FuzzClass;
   readonly detail: string | null;
   /** Invariants an 'updated' run broke that upstream would not (see violations.ts); empty otherwise. */
@@ -188,6 +192,13 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult
       const ctx = { targets, dataRuns, pageCount: machine.memory.pageCount };
       const byPfn = new Map(targets.map((t) => [t.pfn, t]));
       const snap = machine.snapshot();
+      // The uncorrupted handover first: it must update cleanly, or no run can be judged.
+      const clean = bootB();
+      machine.restore(snap);
+      const c = classify(clean);
+      if (c.outcome !== 'updated' || clean.violations.length > 0) {
+        throw new Error(`fuzz: the uncorrupted scenario ${opts.label ?? scenario.name} does not pass (${c.outcome}: ${c.detail ?? clean.violations.join('; ')})`);
+      }
       setupMs = performance.now() - t0;
       opts.onSetup?.(countOf(targets), structures, setupMs);
       for (let i = 0; i < opts.runs; i++) {
@@ -196,8 +207,10 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult
         opts.onStart?.(seed);
         const m = chooseMutation(seed, ctx, structures, opts.only);
         const r0 = performance.now();
-        const { outcome, detail, violations, accepted } = forkRun(machine, snap, bootB, m, byPfn.get(m.pfn) as MutationTarget);
-        const run: CampaignRun = { seed, structure: m.structure, mutation: m.kind, pfn: m.pfn, what: m.what, outcome, detail, violations, accepted };
+        const t = byPfn.get(m.pfn) as MutationTarget;
+        const { outcome, detail, violations, accepted } = forkRun(machine, snap, bootB, m, t);
+        const bytes = m.writes.map((w) => ({ offset: w.offset, xor: (t.bytes[w.offset] as number) ^ w.value }));
+        const run: CampaignRun = { seed, structure: m.structure, role: t.role, mutation: m.kind, pfn: m.pfn, what: m.what, bytes, outcome, detail, violations, accepted };
         const row = (table[m.structure] ??= {});
         (row[m.kind] ??= zeroOutcomes())[outcome]++;
         outcomes[outcome]++;
