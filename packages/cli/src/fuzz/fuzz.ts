@@ -354,7 +354,7 @@ export async function fuzzCommand(io: CliIo, file: string | undefined, flags: Fu
 /** `program.command('fuzz')`, so it inherits the program's output and exit handling. */
 export function addFuzzCommand(program: Command, io: CliIo, exit: { code: number }): void {
   program.command('fuzz')
-    .description('corrupt the handover between the jump and the new kernel\'s boot, seeded and bounded, and check every run ends in a defined outcome')
+    .description('corrupt random bytes of the handover between the jump and the new kernel\'s boot, seeded and bounded, and check every run ends in a defined outcome')
     .argument('[scenario]', 'scenario JSON file (default: the default plugin\'s small scenario); every page its plugins\' decoders own is a target')
     .option('--scenario <name>', 'a scenario a plugin ships: <name> (the default plugin\'s) or <package>:<name> (instead of a file)')
     .option('--mutations <engine>', 'structure: structure-aware mutations on a fork of the machine, kernel A once; xor: 1..4 bytes XORed, the scenario replayed per run', engineOption, 'structure' as FuzzEngine)
