@@ -2,7 +2,7 @@
 // once, then one mutated handover per index of its shard (start, start+step, ...) whose seed
 // maps to that scenario (scenarioOfSeed), and reports each run to the main thread (which counts
 // them and watches for hangs). With a deadline, each scenario gets an equal share of the time
-// left when it starts. Plain JavaScript: worker threads do not inherit tsx.
+// left when it starts, and at least `minRuns` runs (a slow setup does not starve the ones after it). Plain JavaScript: worker threads do not inherit tsx.
 import { parentPort, workerData } from 'node:worker_threads';
 import { pluginScenarios, runCampaign, scenarioOfSeed } from '@liveupdate/cli';
 
@@ -21,11 +21,11 @@ try {
     const indices = [];
     const first = d.resume && j === d.resume.scenario ? d.resume.after + d.step : d.start;
     for (let i = first; i < d.runs; i += d.step) if (scenarioOfSeed(d.seed + i, n) === j) indices.push(i);
-    if (left <= 0 || indices.length === 0) continue;
+    if (indices.length === 0) continue;
     const t0 = performance.now();
     let index = -1;
     const res = await runCampaign({
-      scenario, label, seed: d.seed, runs: indices.length, deadlineMs: left,
+      scenario, label, seed: d.seed, runs: indices.length, deadlineMs: Math.max(0, left), minRuns: d.minRuns,
       seeds: (k) => { index = indices[k]; return d.seed + index; },
       onSetup: (targets, structures) => port.postMessage({ type: 'setup', scenario: label, ms: performance.now() - t0, targets, structures }),
       onStart: (seed) => port.postMessage({ type: 'start', j, i: index, seed }),

@@ -1,5 +1,5 @@
 /**
- * `npm run campaign -- [--runs N] [--minutes M] [--seed S] [--workers W] [--hang-ms H]`: the
+ * `npm run campaign -- [--runs N] [--minutes M] [--seed S] [--workers W] [--hang-ms H] [--min-runs R]`: the
  * handover fuzz campaign over every built-in scenario of every installed plugin (devices
  * included: the whole machine is forked, see Machine.snapshot). Run i (over all workers) uses
  * seed S+i; the seed alone picks its scenario (scenarioOfSeed), then its structure and mutation,
@@ -8,7 +8,8 @@
  * mutated copy of the handover (packages/cli/src/fuzz/campaign.ts). A worker that reports
  * nothing for --hang-ms is a hang: it is terminated, the seed it was running is recorded, and a
  * fresh worker continues after it. With --minutes, each scenario gets an equal share of the time
- * left when a worker starts it (loading the scenarios, ~10 s per worker, comes first).
+ * left when a worker starts it (loading the scenarios, ~10 s per worker, comes first), and at
+ * least --min-runs (20) runs per worker.
  *
  * Prints, per scenario, outcomes per structure and mutation, 'updated' runs that broke an
  * invariant (viol), runs per second, and the first failing seed of each kind. Bounded: stops at
@@ -42,6 +43,8 @@ const faults = !process.argv.includes('--no-faults');
 const chain = arg('--chain', 100);
 const workers = Math.max(1, Math.min(arg('--workers', availableParallelism()), 16));
 const hangMs = arg('--hang-ms', 10_000);
+/** Runs every scenario gets per worker even past its share of the time. */
+const minRuns = arg('--min-runs', 20);
 
 /** The scenarios' labels, in the workers' order (every worker finds the same installed plugins). */
 let scenarios: string[] = [];
@@ -88,7 +91,7 @@ const reproduce = (scenario: string, s: number): string => `liveupdate fuzz --sc
 function spawn(w: number, resume: { scenario: number; after: number } | null): Promise<void> {
   return new Promise((resolve) => {
     const worker = new Worker(new URL('./campaign-worker.mjs', import.meta.url), {
-      workerData: { seed, start: w, step: workers, runs, deadline, resume },
+      workerData: { seed, start: w, step: workers, runs, deadline, resume, minRuns },
     });
     let current: StartMsg | null = null;
     let last = performance.now();
@@ -166,14 +169,15 @@ for (const label of scenarios) {
     }
   }
 }
+const labelWidth = Math.max(8, ...scenarios.map((l) => l.length));
 lines.push('', 'per scenario');
-lines.push(`${header('scenario', 48)} ${'runs/s'.padStart(8)}`);
+lines.push(`${header('scenario', labelWidth)} ${'runs/s'.padStart(8)}`);
 for (const label of scenarios) {
   const sc = perScenario.get(label);
-  if (sc) lines.push(`${pad(label, 48)} ${cells(sc.outcomes)} ${sc.rate.toFixed(1).padStart(8)}`);
+  if (sc) lines.push(`${pad(label, labelWidth)} ${cells(sc.outcomes)} ${sc.rate.toFixed(1).padStart(8)}`);
 }
 const rate = [...perScenario.values()].reduce((a, s) => a + s.runs, 0) / Math.max(1e-9, [...perScenario.values()].reduce((a, s) => a + (s.rate > 0 ? s.runs / s.rate : 0), 0));
-lines.push(`${pad('total', 48)} ${cells(outcomes)} ${rate.toFixed(1).padStart(8)}`);
+lines.push(`${pad('total', labelWidth)} ${cells(outcomes)} ${rate.toFixed(1).padStart(8)}`);
 lines.push('', `runs/s over all scenarios: ${rate.toFixed(1)} (${workers} threads, after setup); 10^6 runs would take ${(1e6 / rate / 60).toFixed(1)} min`);
 lines.push(`wrong answers ${outcomes['wrong-answer']}, uncaught ${outcomes.uncaught}, unexpected ${outcomes.unexpected}, hangs ${outcomes.hang}, updated with violations ${outcomes.viol} (upstream-defined: ${outcomes['viol-ok']})`);
 

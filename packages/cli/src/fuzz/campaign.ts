@@ -69,8 +69,10 @@ export interface CampaignOptions {
   readonly label?: string;
   readonly seed: number;
   readonly runs: number;
-  /** Stop starting runs after this wall time (ms). */
+  /** Stop starting runs after this wall time (ms, from the call, setup included)... */
   readonly deadlineMs?: number;
+  /** ...but not before this many runs (every scenario of a campaign gets some). Default 0. */
+  readonly minRuns?: number;
   /** Seeds to run instead of seed..seed+runs-1 (a shard of a campaign). */
   readonly seeds?: (i: number) => number;
   /** Called before each run (a watchdog in another thread learns which seed is running). */
@@ -202,7 +204,7 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult
       setupMs = performance.now() - t0;
       opts.onSetup?.(countOf(targets), structures, setupMs);
       for (let i = 0; i < opts.runs; i++) {
-        if (opts.deadlineMs !== undefined && performance.now() - t0 > opts.deadlineMs) break;
+        if (opts.deadlineMs !== undefined && i >= (opts.minRuns ?? 0) && performance.now() - t0 > opts.deadlineMs) break;
         const seed = (opts.seeds ? opts.seeds(i) : opts.seed + i) >>> 0;
         opts.onStart?.(seed);
         const m = chooseMutation(seed, ctx, structures, opts.only);
