@@ -178,7 +178,12 @@ for (const label of scenarios) {
 }
 const rate = [...perScenario.values()].reduce((a, s) => a + s.runs, 0) / Math.max(1e-9, [...perScenario.values()].reduce((a, s) => a + (s.rate > 0 ? s.runs / s.rate : 0), 0));
 lines.push(`${pad('total', labelWidth)} ${cells(outcomes)} ${rate.toFixed(1).padStart(8)}`);
-lines.push('', `runs/s over all scenarios: ${rate.toFixed(1)} (${workers} threads, after setup); 10^6 runs would take ${(1e6 / rate / 60).toFixed(1)} min`);
+// Seeds spread evenly over the scenarios: 10^6 runs cost 10^6/n runs of each, at each one's own rate.
+const measured = [...perScenario.values()].filter((s) => s.rate > 0);
+const perMillionS = measured.reduce((a, s) => a + 1e6 / Math.max(1, scenarios.length) / s.rate, 0);
+const slowest = [...perScenario].filter(([, s]) => s.rate > 0).sort((a, b) => a[1].rate - b[1].rate)[0];
+lines.push('', `runs/s over this run's mix: ${rate.toFixed(1)} (${workers} threads, after setup, each scenario an equal share of the time)`);
+lines.push(`10^6 runs spread evenly over the ${scenarios.length} scenarios by seed would take ${(perMillionS / 60).toFixed(1)} min at these rates (slowest: ${slowest ? `${slowest[0]} ${slowest[1].rate.toFixed(1)} runs/s` : 'none'})`);
 lines.push(`wrong answers ${outcomes['wrong-answer']}, uncaught ${outcomes.uncaught}, unexpected ${outcomes.unexpected}, hangs ${outcomes.hang}, updated with violations ${outcomes.viol} (upstream-defined: ${outcomes['viol-ok']})`);
 
 if (faults) {
