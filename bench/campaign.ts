@@ -1,26 +1,33 @@
 /**
- * `npm run campaign -- [--runs N] [--minutes M] [--seed S] [--workers W] [--hang-ms H]`: the
- * handover fuzz campaign. Each worker thread runs kernel A's part of the default fuzz scenario
- * once, snapshots memory after the jump and boots kernel B once per mutated copy of the
- * handover (see packages/cli/src/fuzz/campaign.ts). Run i (over all workers) uses seed S+i;
- * worker w takes i = w, w+W, ... A worker that reports nothing for --hang-ms is a hang: it is
- * terminated, the seed it was running is recorded, and a fresh worker continues after it.
+ * `npm run campaign -- [--runs N] [--minutes M] [--seed S] [--workers W] [--hang-ms H] [--min-runs R]`: the
+ * handover fuzz campaign over every built-in scenario of every installed plugin (devices
+ * included: the whole machine is forked, see Machine.snapshot). Run i (over all workers) uses
+ * seed S+i; the seed alone picks its scenario (scenarioOfSeed), then its structure and mutation,
+ * so `liveupdate fuzz --scenario <package>:<name> --seed S --runs 1` reproduces it. Worker w
+ * takes i = w, w+W, ...; each worker runs kernel A once per scenario, then boots kernel B once per
+ * mutated copy of the handover (packages/cli/src/fuzz/campaign.ts). A worker that reports
+ * nothing for --hang-ms is a hang: it is terminated, the seed it was running is recorded, and a
+ * fresh worker continues after it. With --minutes, each scenario gets an equal share of the time
+ * left when a worker starts it (loading the scenarios, ~10 s per worker, comes first), and at
+ * least --min-runs (20) runs per worker.
  *
- * Prints outcomes per structure and mutation, runs per second, the projected time for 10^6
- * runs, and the first failing seed of each kind (reproduce one with --seed S --runs 1 --workers 1).
- * Bounded: stops at --runs or --minutes, whichever comes first. Not part of the test suite.
+ * Prints, per scenario, outcomes per structure and mutation, 'updated' runs that broke an
+ * invariant (viol), runs per second, and the first failing seed of each kind. Bounded: stops at
+ * --runs or --minutes, whichever comes first. Not part of the test suite.
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { chainedUpdates } from './campaign-chain.js';
 import { FUZZ_CLASSES, MUTATIONS, sweepFaults, type FuzzClass, type SweepRun } from '@liveupdate/cli';
 
-interface RunMsg { type: 'run'; i: number; seed: number; structure: string; mutation: string; outcome: FuzzClass; detail: string | null; what: string }
-interface StartMsg { type: 'start'; i: number; seed: number }
-interface SetupMsg { type: 'setup'; ms: number; targets: Record<string, number>; structures: string[] }
+interface RunMsg { type: 'run'; scenario: string; i: number; seed: number; structure: string; mutation: string; outcome: FuzzClass; detail: string | null; what: string; violation: string | null; accepted: boolean }
+interface StartMsg { type: 'start'; j: number; i: number; seed: number }
+interface SetupMsg { type: 'setup'; scenario: string; ms: number; targets: Record<string, number>; structures: string[] }
+interface ScenarioDoneMsg { type: 'scenario-done'; scenario: string; runs: number; fuzzMs: number }
+interface ScenariosMsg { type: 'scenarios'; labels: string[] }
 interface DoneMsg { type: 'done' }
 interface ErrorMsg { type: 'error'; message: string }
-type Msg = RunMsg | StartMsg | SetupMsg | DoneMsg | ErrorMsg;
+type Msg = ScenariosMsg | RunMsg | StartMsg | SetupMsg | ScenarioDoneMsg | DoneMsg | ErrorMsg;
 
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(name);
@@ -36,60 +43,91 @@ const faults = !process.argv.includes('--no-faults');
 const chain = arg('--chain', 100);
 const workers = Math.max(1, Math.min(arg('--workers', availableParallelism()), 16));
 const hangMs = arg('--hang-ms', 10_000);
-const deadline = performance.now() + minutes * 60_000;
+/** Runs every scenario gets per worker even past its share of the time. */
+const minRuns = arg('--min-runs', 20);
 
-const ACCEPTED = new Set<FuzzClass>(['updated', 'file-error', 'refused-incoming']);
-const table = new Map<string, Map<string, Record<FuzzClass | 'hang', number>>>();
-const outcomes: Record<FuzzClass | 'hang', number> = { ...Object.fromEntries(FUZZ_CLASSES.map((k) => [k, 0])) as Record<FuzzClass, number>, hang: 0 };
-const first = new Map<string, { seed: number; line: string }>();
-let done = 0;
-let setup = null as SetupMsg | null;
+/** The scenarios' labels, in the workers' order (every worker finds the same installed plugins). */
+let scenarios: string[] = [];
 const t0 = performance.now();
-let setupEnd = 0;
+const deadline = Date.now() + minutes * 60_000;
 
-function count(structure: string, mutation: string, outcome: FuzzClass | 'hang'): void {
-  const row = table.get(structure) ?? new Map();
-  table.set(structure, row);
-  const cell = row.get(mutation) ?? { ...Object.fromEntries(FUZZ_CLASSES.map((k) => [k, 0])) as Record<FuzzClass, number>, hang: 0 };
+type Col = FuzzClass | 'hang' | 'viol' | 'viol-ok';
+const COLS: Col[] = [...FUZZ_CLASSES, 'hang', 'viol', 'viol-ok'];
+const zero = (): Record<Col, number> => Object.fromEntries(COLS.map((k) => [k, 0])) as Record<Col, number>;
+const ACCEPTED = new Set<FuzzClass>(['updated', 'file-error', 'refused-incoming']);
+/** scenario -> structure -> mutation -> counts. */
+const table = new Map<string, Map<string, Map<string, Record<Col, number>>>>();
+const outcomes = zero();
+const perScenario = new Map<string, { runs: number; rate: number; setupMs: number; outcomes: Record<Col, number>; structures: string[]; targets: Record<string, number> }>();
+const first = new Map<string, { seed: number; line: string }>();
+/** 'updated' runs that broke an invariant: the first seed per scenario, structure and mutation. */
+const firstViolation = new Map<string, { seed: number; line: string }>();
+let done = 0;
+
+const scenarioRow = (label: string): NonNullable<ReturnType<typeof perScenario.get>> => {
+  let r = perScenario.get(label);
+  if (!r) { r = { runs: 0, rate: 0, setupMs: 0, outcomes: zero(), structures: [], targets: {} }; perScenario.set(label, r); }
+  return r;
+};
+function count(scenario: string, structure: string, mutation: string, outcome: Col, violation = false, accepted = false): void {
+  const byStructure = table.get(scenario) ?? new Map<string, Map<string, Record<Col, number>>>();
+  table.set(scenario, byStructure);
+  const row = byStructure.get(structure) ?? new Map<string, Record<Col, number>>();
+  byStructure.set(structure, row);
+  const cell = row.get(mutation) ?? zero();
   row.set(mutation, cell);
-  cell[outcome]++;
-  outcomes[outcome]++;
+  const sc = scenarioRow(scenario).outcomes;
+  cell[outcome]++; outcomes[outcome]++; sc[outcome]++;
+  if (violation) { cell.viol++; outcomes.viol++; sc.viol++; } else if (accepted) { cell['viol-ok']++; outcomes['viol-ok']++; sc['viol-ok']++; }
   done++;
 }
-function fail(kind: string, s: number, line: string): void {
-  const have = first.get(kind);
-  if (!have || s < have.seed) first.set(kind, { seed: s, line });
+function fail(kind: string, s: number, line: string, into = first): void {
+  const have = into.get(kind);
+  if (!have || s < have.seed) into.set(kind, { seed: s, line });
 }
+const reproduce = (scenario: string, s: number): string => `liveupdate fuzz --scenario ${scenario} --seed ${s} --runs 1`;
 
-/** Worker w runs indices start, start+W, ... below `runs`. */
-function spawn(w: number, start: number): Promise<void> {
+/** Worker w runs indices start, start+W, ... below `runs`, scenario after scenario (from `resume` after a hang). */
+function spawn(w: number, resume: { scenario: number; after: number } | null): Promise<void> {
   return new Promise((resolve) => {
     const worker = new Worker(new URL('./campaign-worker.mjs', import.meta.url), {
-      workerData: { seed, start, step: workers, runs, deadlineMs: Math.max(0, deadline - performance.now()) },
+      workerData: { seed, start: w, step: workers, runs, deadline, resume, minRuns },
     });
     let current: StartMsg | null = null;
     let last = performance.now();
     let settled = false;
     const finish = (): void => { if (!settled) { settled = true; clearInterval(watch); resolve(); } };
     const watch = setInterval(() => {
-      // Setup (kernel A) is once per worker; a run is what the budget bounds.
+      // Setup (kernel A) is once per worker and scenario; a run is what the budget bounds.
       if (current === null || performance.now() - last < hangMs) return;
       const hung = current;
-      count('(hang)', '(hang)', 'hang');
-      fail('hang', hung.seed, `seed ${hung.seed}: no answer in ${hangMs} ms`);
+      const label = scenarios[hung.j] as string;
+      count(label, '(hang)', '(hang)', 'hang');
+      fail(`hang (${label})`, hung.seed, `seed ${hung.seed}: no answer in ${hangMs} ms; ${reproduce(label, hung.seed)}`);
       void worker.terminate();
       clearInterval(watch);
       settled = true;
-      void spawn(w, hung.i + workers).then(resolve);
+      void spawn(w, { scenario: hung.j, after: hung.i }).then(resolve);
     }, 250);
     worker.on('message', (m: Msg) => {
       last = performance.now();
       if (m.type === 'start') current = m;
-      else if (m.type === 'setup') { setup ??= m; setupEnd = Math.max(setupEnd, performance.now()); }
-      else if (m.type === 'run') {
+      else if (m.type === 'scenarios') scenarios = m.labels;
+      else if (m.type === 'setup') {
+        const r = scenarioRow(m.scenario);
+        r.setupMs = Math.max(r.setupMs, m.ms);
+        r.structures = m.structures;
+        r.targets = m.targets;
+      } else if (m.type === 'run') {
         current = null;
-        count(m.structure, m.mutation, m.outcome);
-        if (!ACCEPTED.has(m.outcome)) fail(`${m.outcome} (${m.structure} ${m.mutation})`, m.seed, `seed ${m.seed}: ${m.structure} ${m.mutation} ${m.what}: ${m.detail ?? ''}`);
+        count(m.scenario, m.structure, m.mutation, m.outcome, m.violation !== null, m.accepted);
+        if (!ACCEPTED.has(m.outcome)) fail(`${m.outcome} (${m.scenario} ${m.structure} ${m.mutation})`, m.seed, `seed ${m.seed}: ${m.what}: ${m.detail ?? ''}; ${reproduce(m.scenario, m.seed)}`);
+        if (m.violation !== null) fail(`${m.scenario} ${m.structure} ${m.mutation}`, m.seed, `seed ${m.seed}: ${m.what}: ${m.violation}; ${reproduce(m.scenario, m.seed)}`, firstViolation);
+      } else if (m.type === 'scenario-done') {
+        current = null;
+        const r = scenarioRow(m.scenario);
+        if (m.fuzzMs > 0) r.rate += m.runs / (m.fuzzMs / 1000);
+        r.runs += m.runs;
       } else if (m.type === 'error') { console.error(`worker ${w}: ${m.message}`); finish(); }
       else finish();
     });
@@ -100,32 +138,53 @@ function spawn(w: number, start: number): Promise<void> {
 
 const progress = setInterval(() => {
   const s = (performance.now() - t0) / 1000;
-  process.stderr.write(`[campaign] ${done} runs in ${s.toFixed(0)} s; ${FUZZ_CLASSES.filter((k) => !ACCEPTED.has(k)).map((k) => `${k} ${outcomes[k]}`).join(', ')}, hang ${outcomes.hang}\n`);
+  process.stderr.write(`[campaign] ${done} runs in ${s.toFixed(0)} s; ${FUZZ_CLASSES.filter((k) => !ACCEPTED.has(k)).map((k) => `${k} ${outcomes[k]}`).join(', ')}, hang ${outcomes.hang}, updated with violations ${outcomes.viol}\n`);
 }, 30_000);
-await Promise.all(Array.from({ length: workers }, (_, w) => spawn(w, w)));
+await Promise.all(Array.from({ length: workers }, (_, w) => spawn(w, null)));
 clearInterval(progress);
 
 const elapsed = (performance.now() - t0) / 1000;
-const fuzzing = (performance.now() - (setupEnd || t0)) / 1000;
-const rate = done / Math.max(fuzzing, 1e-9);
-const cols: Array<FuzzClass | 'hang'> = [...FUZZ_CLASSES, 'hang'];
 const pad = (s: string, n: number): string => s.padEnd(n);
+const num = (c: Col): number => (c === 'viol' ? 5 : c === 'viol-ok' ? 7 : c.length > 8 ? c.length : 8);
+const header = (first: string, width: number): string => `${pad(first, width)} ${COLS.map((c) => c.padStart(num(c))).join(' ')}`;
+const cells = (x: Record<Col, number>): string => COLS.map((c) => String(x[c]).padStart(num(c))).join(' ');
 const lines: string[] = [];
-lines.push(`fuzz campaign: ${done} mutated handovers from seed ${seed}, ${workers} worker thread(s), ${elapsed.toFixed(1)} s`);
-if (setup) lines.push(`  handover pages: ${Object.entries(setup.targets).map(([s, n]) => `${s} ${n}`).join(', ')}; kernel A + decode ${setup.ms.toFixed(0)} ms per worker`);
-lines.push('', `${pad('structure', 16)} ${pad('mutation', 15)} ${cols.map((c) => c.padStart(10)).join(' ')}`);
-const order = (setup?.structures ?? []).concat([...table.keys()].filter((s) => !(setup?.structures ?? []).includes(s)));
-for (const s of order) {
-  const row = table.get(s);
-  if (!row) continue;
-  for (const k of [...MUTATIONS, '(hang)']) {
-    const cell = row.get(k);
-    if (cell) lines.push(`${pad(s, 16)} ${pad(k, 15)} ${cols.map((c) => String(cell[c]).padStart(10)).join(' ')}`);
+lines.push(`fuzz campaign: ${done} mutated handovers from seed ${seed} over ${scenarios.length} scenarios, ${workers} worker thread(s), ${elapsed.toFixed(1)} s`);
+lines.push('  viol: runs that ended updated (every byte right) but broke an invariant the harness checks, where upstream would not (a finding)');
+lines.push('  viol-ok: updated runs whose broken invariants upstream shares for that corruption (packages/cli/src/fuzz/violations.ts)');
+for (const label of scenarios) {
+  const sc = perScenario.get(label);
+  const byStructure = table.get(label);
+  if (!sc || !byStructure) continue;
+  lines.push('', `scenario ${label}: ${sc.runs} runs, ${sc.rate.toFixed(1)} runs/s (${workers} threads, after setup); kernel A + decode ${sc.setupMs.toFixed(0)} ms`);
+  lines.push(`  handover pages: ${Object.entries(sc.targets).map(([s, n]) => `${s} ${n}`).join(', ')}`);
+  lines.push(header('  structure / mutation', 40));
+  const order = sc.structures.concat([...byStructure.keys()].filter((s) => !sc.structures.includes(s)));
+  for (const s of order) {
+    const row = byStructure.get(s);
+    if (!row) continue;
+    for (const k of [...MUTATIONS, '(hang)']) {
+      const cell = row.get(k);
+      if (cell) lines.push(`  ${pad(`${s} / ${k}`, 38)} ${cells(cell)}`);
+    }
   }
 }
-lines.push(`${pad('total', 16)} ${pad('', 15)} ${cols.map((c) => String(outcomes[c]).padStart(10)).join(' ')}`);
-lines.push('', `runs/s: ${rate.toFixed(1)} (${workers} threads, after setup); 10^6 runs would take ${(1e6 / rate / 60).toFixed(1)} min`);
-lines.push(`wrong answers ${outcomes['wrong-answer']}, uncaught ${outcomes.uncaught}, unexpected ${outcomes.unexpected}, hangs ${outcomes.hang}`);
+const labelWidth = Math.max(8, ...scenarios.map((l) => l.length));
+lines.push('', 'per scenario');
+lines.push(`${header('scenario', labelWidth)} ${'runs/s'.padStart(8)}`);
+for (const label of scenarios) {
+  const sc = perScenario.get(label);
+  if (sc) lines.push(`${pad(label, labelWidth)} ${cells(sc.outcomes)} ${sc.rate.toFixed(1).padStart(8)}`);
+}
+const rate = [...perScenario.values()].reduce((a, s) => a + s.runs, 0) / Math.max(1e-9, [...perScenario.values()].reduce((a, s) => a + (s.rate > 0 ? s.runs / s.rate : 0), 0));
+lines.push(`${pad('total', labelWidth)} ${cells(outcomes)} ${rate.toFixed(1).padStart(8)}`);
+// Seeds spread evenly over the scenarios: 10^6 runs cost 10^6/n runs of each, at each one's own rate.
+const measured = [...perScenario.values()].filter((s) => s.rate > 0);
+const perMillionS = measured.reduce((a, s) => a + 1e6 / Math.max(1, scenarios.length) / s.rate, 0);
+const slowest = [...perScenario].filter(([, s]) => s.rate > 0).sort((a, b) => a[1].rate - b[1].rate)[0];
+lines.push('', `runs/s over this run's mix: ${rate.toFixed(1)} (${workers} threads, after setup, each scenario an equal share of the time)`);
+lines.push(`10^6 runs spread evenly over the ${scenarios.length} scenarios by seed would take ${(perMillionS / 60).toFixed(1)} min at these rates (slowest: ${slowest ? `${slowest[0]} ${slowest[1].rate.toFixed(1)} runs/s` : 'none'})`);
+lines.push(`wrong answers ${outcomes['wrong-answer']}, uncaught ${outcomes.uncaught}, unexpected ${outcomes.unexpected}, hangs ${outcomes.hang}, updated with violations ${outcomes.viol} (upstream-defined: ${outcomes['viol-ok']})`);
 
 if (faults) {
   // Fault injection at every file-handler and FLB op x call index of every plugin (full replays).
@@ -147,6 +206,10 @@ if (chain > 0) {
   lines.push('', `chained live updates: ${c.updates} of ${chain} on one machine, ${c.problems.length} problem(s), ${(c.ms / 1000).toFixed(1)} s`);
   for (const p of c.problems.slice(0, 10)) lines.push(`  ${p}`);
   if (c.problems.length > 0) fail('chained update', 0, c.problems[0] as string);
+}
+if (firstViolation.size > 0) {
+  lines.push('', 'first updated run with a violation (per scenario, structure and mutation)');
+  for (const [k, v] of [...firstViolation].sort((a, b) => a[1].seed - b[1].seed)) lines.push(`  ${k}: ${v.line.slice(0, 300)}`);
 }
 if (first.size > 0) {
   lines.push('', 'first failing seed of each kind (per structure and mutation)');

@@ -20,6 +20,7 @@ export { inspectDump, formatInspect, type InspectReport } from './handover/inspe
 export { summarize, formatSummary, type RunSummary, type ObjectSummary } from './output/summary.js';
 export { createProgress, noProgress, type Progress, type ProgressMode } from './output/progress.js';
 export { renderReport } from './report/html.js';
-export { runCampaign, mergeCampaign, mutationTargets, structureList, type CampaignRun, type CampaignResult, type CampaignOptions } from './fuzz/campaign.js';
+export { runCampaign, mergeCampaign, mutationTargets, structureList, scenarioOfSeed, type CampaignRun, type CampaignResult, type CampaignOptions } from './fuzz/campaign.js';
+export { pluginScenarios, type FuzzScenario } from './fuzz/scenarios.js';
 export { chooseMutation, mutatedPage, inferWords, MUTATIONS, type Mutation, type MutationKind, type MutationTarget } from './fuzz/mutate.js';
 export { sweepFaults, type SweepRun, type SweepClass } from './fuzz/fault-sweep.js';

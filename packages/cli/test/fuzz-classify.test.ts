@@ -6,6 +6,8 @@
  * wrong data); they are wrong answers, and the command fails on them. They are pinned to the
  * release whose format they exercised (plugin-memfd 3.1.0); memfd@3.2.0 and 4.0.0 detect the
  * same retargeted folio. Seed 24332 (a folio aimed at its own header page) is refused since 4.0.0.
+ * The seeds were found by the XOR engine, so they run with `--mutations xor` (the default engine
+ * is the structure-aware one, whose seeds choose other mutations).
  */
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -63,9 +65,9 @@ function smallScenario(dir: string, from: string, to: string): string {
   return file;
 }
 
-interface FuzzOne { ok: boolean; reproduce: string; results: Array<{ structure: string; role: string; page: string; bytes: Array<{ offset: number; xor: number }>; outcome: string; detail: string | null }> }
+interface FuzzOne { ok: boolean; engine: string; reproduce: string; results: Array<{ structure: string; role: string; page: string; bytes: Array<{ offset: number; xor: number }>; outcome: string; detail: string | null }> }
 const fuzzOne = (file: string, seed: number): { code: number; f: FuzzOne } => {
-  const r = cli(['fuzz', file, '--seed', String(seed), '--runs', '1', '--json', '--no-progress']);
+  const r = cli(['fuzz', file, '--mutations', 'xor', '--seed', String(seed), '--runs', '1', '--json', '--no-progress']);
   return { code: r.code ?? -1, f: JSON.parse(r.stdout) as FuzzOne };
 };
 
@@ -88,7 +90,7 @@ describe('liveupdate fuzz seeds 9342 and 18956 (regression): memfd@3.1.0 has no 
       structure: 'memfd xarray node', role: 'memfd xarray node (session vm-a token 1)', bytes: [{ offset, xor }],
       outcome: 'wrong-answer', detail: `session vm-a token 1: byte ${at} differs (pattern)`,
     });
-    expect(f).toMatchObject({ ok: false, reproduce: `liveupdate fuzz ${file} --seed ${seed} --runs 1` });
+    expect(f).toMatchObject({ ok: false, engine: 'xor', reproduce: `liveupdate fuzz ${file} --mutations xor --seed ${seed} --runs 1` });
     expect(code).toBe(1);
   });
 

@@ -96,9 +96,10 @@ describe('liveupdate matrix with a scenario file and --versions', () => {
   });
 });
 
-interface FuzzRun { seed: number; structure: string; page: string; bytes: Array<{ offset: number; xor: number }>; outcome: string; detail: string | null }
+interface FuzzRun { seed: number; structure: string; page: string; mutation: string; what: string; bytes: Array<{ offset: number; xor: number }>; outcome: string; detail: string | null }
 interface Fuzz {
-  ok: boolean; exitCode: number; seed: number; runs: number; targets: Record<string, number>;
+  ok: boolean; exitCode: number; engine: string; seed: number; runs: number; targets: Record<string, number>;
+  byMutation: Record<string, Record<string, Record<string, number>>>; reproduce: string | null;
   outcomes: Record<string, number>; byStructure: Record<string, Record<string, number>>;
   firstFailingSeed: number | null; results: FuzzRun[];
 }
@@ -126,18 +127,20 @@ describe('liveupdate fuzz', () => {
     expect(Object.values(f.byStructure).reduce((n, s) => n + (s.runs ?? 0), 0)).toBe(30);
   });
 
-  it('corrupts 1..4 bytes of a page of a handover structure the dump logic knows', () => {
+  it('by default mutates one page of a handover structure per run with the structure-aware engine (every mutation named)', () => {
     const f = JSON.parse(first.stdout) as Fuzz;
-    // The small scenario in memfd@4.1.0: each file a header, a kho_vmalloc chunk and an extent-stream page.
-    for (const s of ['root FDT', 'tracker node', 'LUO blob', 'session block', 'file block', 'memfd header', 'memfd vmalloc chunk', 'memfd extent stream']) {
-      expect(f.targets[s], s).toBeGreaterThan(0);
-    }
+    expect(f.engine).toBe('structure');
+    // The small scenario in memfd@4.1.0: the core's pages, and each file's header, kho_vmalloc chunk and extent stream.
+    expect(Object.keys(f.targets)).toEqual([
+      'root FDT', 'tracker node', 'LUO blob', 'session block', 'file block', 'FLB page', 'scratch array', 'kexec-metadata',
+      'memfd extent stream', 'memfd header', 'memfd vmalloc chunk',
+    ]);
+    const kinds = ['xor', 'retarget-page', 'retarget-folio', 'duplicate', 'count+1', 'count-1', 'count-0', 'count-max', 'cycle-self', 'cycle-earlier', 'swap'];
     for (const r of f.results) {
       expect(Object.keys(f.targets)).toContain(r.structure);
+      expect(kinds).toContain(r.mutation);
       expect(r.page).toMatch(/^0x[0-9a-f]+000$/);
       expect(r.bytes.length).toBeGreaterThanOrEqual(1);
-      expect(r.bytes.length).toBeLessThanOrEqual(4);
-      expect(new Set(r.bytes.map((b) => b.offset)).size).toBe(r.bytes.length);
       for (const b of r.bytes) {
         expect(b.offset).toBeGreaterThanOrEqual(0);
         expect(b.offset).toBeLessThan(4096);
@@ -145,9 +148,27 @@ describe('liveupdate fuzz', () => {
         expect(b.xor).toBeLessThan(256);
       }
     }
+    // Per structure x mutation counts add up to the runs.
+    const cells = Object.values(f.byMutation).flatMap((row) => Object.values(row));
+    expect(cells.reduce((n, c) => n + (c.runs ?? 0), 0)).toBe(30);
     // Thirty runs reach more than one outcome class (a fuzzer that always lands in one is not fuzzing).
     expect(Object.values(f.outcomes).filter((n) => n > 0).length).toBeGreaterThan(1);
   });
+
+  it('--mutations xor corrupts 1..4 bytes of a page per run, the scenario replayed each time', () => {
+    const r = cli(['fuzz', '--mutations', 'xor', '--runs', '10', '--seed', '1', '--json']);
+    expect(r.code).toBe(0);
+    const f = JSON.parse(r.stdout) as Fuzz;
+    expect(f).toMatchObject({ engine: 'xor', runs: 10, firstFailingSeed: null, reproduce: null });
+    for (const x of f.results) {
+      expect(x.mutation).toBe('xor');
+      expect(x.bytes.length).toBeGreaterThanOrEqual(1);
+      expect(x.bytes.length).toBeLessThanOrEqual(4);
+      expect(new Set(x.bytes.map((b) => b.offset)).size).toBe(x.bytes.length);
+    }
+    // The xor engine leaves boot-time pages alone: no scratch array, no kexec-metadata.
+    expect(Object.keys(f.targets)).not.toContain('scratch array');
+  }, 30_000);
 
   it('is deterministic: the same seed gives identical JSON', () => {
     expect(second.code).toBe(0);
@@ -161,18 +182,20 @@ describe('liveupdate fuzz', () => {
     expect(f.results).toEqual([all.results.find((r) => r.seed === 17)]);
   });
 
-  it('prints a summary: runs, counts per outcome and per corrupted structure', () => {
+  it('prints a summary: runs, the engine, counts per outcome, per corrupted structure and per structure x mutation', () => {
     const r = cli(['fuzz', '--runs', '5', '--seed', '100']);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^liveupdate fuzz: 5 runs from seed 100/);
+    expect(r.stdout).toMatch(/^ {2}engine: structure-aware mutations \(retarget, duplicate, count, cycle, swap, xor\) of one handover page per run,$/m);
+    expect(r.stdout).toMatch(/^by corrupted structure and mutation\n {2}structure\s+mutation\s+runs\s+updated\s+file-error\s+refused-incoming$/m);
     expect(r.stdout).toMatch(/^outcomes\n {2}updated\s+\d+\n {2}file-error\s+\d+\n {2}refused-incoming\s+\d+\n {2}wrong-answer\s+0\n/m);
     expect(r.stdout).toMatch(/^by corrupted structure\n {2}structure\s+runs\s+updated\s+file-error\s+refused-incoming$/m);
     expect(r.stdout).toMatch(/^result: ok: every run ended updated \(data check passed\), file-error or refused-incoming/m);
     expect(r.stderr.match(/^\[fuzz\] seed \d+: /gm)).toHaveLength(5);
   }, 30_000);
 
-  it('--runs 600 --seed 1 ends with 0 wrong answers: an in-range corruption of a memfd@4.1.0 header fails its identity check', () => {
-    const r = cli(['fuzz', '--runs', '600', '--seed', '1', '--json']);
+  it('--mutations xor --runs 600 --seed 1 ends with 0 wrong answers: an in-range corruption of a memfd@4.1.0 header fails its identity check', () => {
+    const r = cli(['fuzz', '--mutations', 'xor', '--runs', '600', '--seed', '1', '--json']);
     expect(r.code).toBe(0);
     const f = JSON.parse(r.stdout) as Fuzz;
     expect(f).toMatchObject({ ok: true, exitCode: 0, runs: 600, firstFailingSeed: null });

@@ -5,11 +5,14 @@
  * engine or a vCPU keeps working across the jump, below any kernel. Blackout windows are read
  * off this clock, never off wall time, so they are the same on every run.
  */
+import { saveArray, type Restore } from './state.js';
 
 /** Something that works while time passes: called with the interval [fromNs, toNs). */
 export interface Ticker {
   readonly name: string;
   tick(fromNs: number, toNs: number): void;
+  /** Its own state, for a machine snapshot (see Machine.snapshot); absent: it keeps none between ticks. */
+  save?(): Restore;
 }
 
 /** What crossing kexec costs the machine: purgatory, the jump and early decompression (ns). */
@@ -57,4 +60,12 @@ export class MachineClock {
   }
 
   get attached(): readonly Ticker[] { return this.tickers; }
+
+  /** The reading, the tickers attached and each ticker's own state. */
+  save(): Restore {
+    const ns = this.ns;
+    const list = saveArray(this.tickers);
+    const own = this.tickers.map((t) => t.save?.()).filter((f): f is Restore => f !== undefined);
+    return () => { this.ns = ns; list(); for (const f of own) f(); };
+  }
 }

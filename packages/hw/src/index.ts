@@ -4,8 +4,9 @@ export { PhysMemory, PhysAddrError, POISON_BYTE, type PageKind, type MemoryState
 export { fillSyntheticPage } from './synthetic.js';
 export {
   Machine, createMachine, attachMachine,
-  type NumaNode, type BootParams, type Device, type MachineConfig, type MachineHandle, type KexecTransition,
+  type NumaNode, type BootParams, type Device, type MachineSnapshot, type MachineConfig, type MachineHandle, type KexecTransition,
 } from './machine.js';
+export { type Restore, type SavesState } from './state.js';
 export { MachineClock, KEXEC_JUMP_NS, type Ticker } from './clock.js';
 export { type AccessGuard, type GuardFaultTrap } from './memory.js';
 export {

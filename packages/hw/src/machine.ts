@@ -1,7 +1,8 @@
 import { KEXEC_JUMP_NS, MachineClock } from './clock.js';
 import { dmarOf, type DmarState } from './iommu/dmar.js';
-import { PhysMemory, type MemoryState } from './memory.js';
+import { PhysMemory, type MemorySnapshot, type MemoryState } from './memory.js';
 import { PfnRanges } from './ranges.js';
+import { restoreAll, saveArray, type Restore, type SavesState } from './state.js';
 import { PAGE_SIZE, parseSize } from './units.js';
 
 /** A NUMA node: a contiguous range of page frames [startPfn, endPfn). */
@@ -30,6 +31,19 @@ export interface Device {
   readonly name: string;
   /** Called after the scrub, before the next kernel starts: the device keeps running. */
   onKexec?(machine: Machine): void;
+  /** Its registers and internal state, for Machine.snapshot (absent: it keeps none beside memory). */
+  save?(): Restore;
+}
+
+/**
+ * A whole machine as it was (see Machine.snapshot): memory copy-on-write, everything else as
+ * each part's own copy. Opaque; only the machine that made it restores it, while its memory
+ * snapshot is the live one.
+ */
+export interface MachineSnapshot {
+  readonly memory: MemorySnapshot;
+  /** @internal Puts back the clock, boot parameters, devices and tracked parts. */
+  readonly rest: Restore;
 }
 
 export interface MachineConfig {
@@ -71,6 +85,8 @@ export class Machine {
   private params: BootParams;
   private boots: number;
   private readonly devices: Device[] = [];
+  /** Hardware beside memory that is no Device (the PCI host, the DMAR platform): saved by snapshot(). */
+  private readonly parts: SavesState[] = [];
 
   constructor(memory: PhysMemory, numaNodes: readonly NumaNode[], params: BootParams, bootCount: number, clockNs = 0) {
     this.memory = memory;
@@ -93,6 +109,34 @@ export class Machine {
 
   attach(device: Device): void { this.devices.push(device); }
   get attachedDevices(): readonly Device[] { return this.devices; }
+
+  /** Include `part` in every snapshot (hardware state that lives beside the machine, not as a Device). */
+  track(part: SavesState): void { this.parts.push(part); }
+
+  /**
+   * Everything a kernel can change on this machine: memory (copy on write: O(1) now, a restore
+   * costs the chunks written since), the clock and its tickers (DMA engines, caretakers), the
+   * boot parameters and boot count, the attached devices and their state (VT-d registers, the
+   * hypervisor's deposits, partitions and VPs), PCI config spaces, bus numbers, BARs and VFs.
+   * Cost follows device state, never memory size. One snapshot is live at a time (memory's rule).
+   */
+  snapshot(): MachineSnapshot {
+    const memory = this.memory.snapshot();
+    const { params, boots } = this;
+    const fns: Restore[] = [
+      this.clock.save(), saveArray(this.devices), saveArray(this.parts),
+      ...this.devices.map((d) => d.save?.()).filter((f): f is Restore => f !== undefined),
+      ...this.parts.map((p) => p.save()),
+      () => { this.params = params; this.boots = boots; },
+    ];
+    return { memory, rest: restoreAll(fns) };
+  }
+
+  /** Put the machine back as it was at `s` (which stays usable: restore as often as wanted). */
+  restore(s: MachineSnapshot): void {
+    this.memory.restore(s.memory);
+    s.rest();
+  }
 
   /** The first kernel of a power cycle: boot parameters come from the user. */
   powerOn(cmdline: string): BootParams {

@@ -110,6 +110,8 @@ export class PhysMemory {
   private snapSynthetic: Float64Array | null = null;
   private snapZeroRuns: PfnRanges | null = null;
   private syntheticDirty = false;
+  /** The guard-fault trap at the live snapshot (the kernel that ran then). */
+  private snapTrap: GuardFaultTrap | null = null;
 
   constructor(size: number, state?: MemoryState) {
     if (!Number.isSafeInteger(size) || size <= 0 || size % PAGE_SIZE !== 0) {
@@ -424,6 +426,7 @@ export class PhysMemory {
     this.snapSynthetic = this.synthetic.serialize();
     this.snapZeroRuns = this.zeroRuns;
     this.syntheticDirty = false;
+    this.snapTrap = this.trap;
     this.lastIndex = -1;
     this.lastChunk = undefined;
     return { epoch: this.snapEpoch };
@@ -440,6 +443,7 @@ export class PhysMemory {
     if (this.syntheticDirty) this.synthetic = new SyntheticRuns(this.snapSynthetic ?? undefined);
     this.syntheticDirty = false;
     this.zeroRuns = this.snapZeroRuns;
+    if (this.trap !== this.snapTrap) this.setGuardFaultTrap(this.snapTrap);
     this.lastIndex = -1;
     this.lastChunk = undefined;
     this.synthPageSeed = -1;

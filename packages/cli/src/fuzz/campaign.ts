@@ -8,16 +8,21 @@
  * Every page of the handover is a target: the kexec-metadata blob, the scratch array, the root
  * FDT, tracker nodes, the LUO blob, session and file blocks, the FLB page, subtrees, and each
  * page a plugin's decoder owns (headers, xarray nodes, vmalloc chunks, folio arrays, FLB data).
+ *
+ * Scenarios with devices fork too: the whole machine is snapshotted (Machine.snapshot: memory
+ * copy on write, plus the clock, PCI config spaces, DMA engines and their logs, VT-d registers,
+ * the hypervisor), so kernel B meets the same running devices on every run.
  */
-import { PAGE_SIZE, type Machine } from '@liveupdate/hw';
+import { PAGE_SIZE, type Machine, type MachineSnapshot } from '@liveupdate/hw';
 import type { Scenario } from '@liveupdate/sdk';
 import { runScenario as runGeneric, type ScenarioRunResult } from '@liveupdate/sdk/testing';
 import { decodeHandover, type HandoverView } from '../handover/decode.js';
 import { resolvePlugins } from '../plugins.js';
 import { builtinScenario } from '../scenario/load.js';
-import { classify, FUZZ_CLASSES, type FuzzClass } from './fuzz.js';
-import { chooseMutation, inferWords, mutatedPage, MUTATIONS, type MutationKind, type MutationTarget, type Word } from './mutate.js';
+import { classify, FUZZ_CLASSES, type FuzzClass } from './classify.js';
+import { chooseMutation, inferWords, mutatedPage, MUTATIONS, rng, type Mutation, type MutationKind, type MutationTarget, type Word } from './mutate.js';
 import { CORE_STRUCTURES } from './targets.js';
+import { judgeViolations } from './violations.js';
 
 /** Every page of the handover, with the words its decoder names (or the ones inferred from its bytes). */
 export function mutationTargets(memory: Machine['memory'], view: HandoverView): MutationTarget[] {
@@ -43,24 +48,38 @@ export function structureList(targets: readonly MutationTarget[]): string[] {
 export interface CampaignRun {
   readonly seed: number;
   readonly structure: string;
+  /** The page's role as its decoder names it. */
+  readonly role: string;
   readonly mutation: MutationKind;
   readonly pfn: number;
   readonly what: string;
+  /** Every byte changed, as the XOR of its old and new value. */
+  readonly bytes: ReadonlyArray<{ readonly offset: number; readonly xor: number }>;
   readonly outcome: FuzzClass;
   readonly detail: string | null;
+  /** Invariants an 'updated' run broke that upstream would not (see violations.ts); empty otherwise. */
+  readonly violations: readonly string[];
+  /** Invariants an 'updated' run broke as upstream does for this corruption (a leaked page whose reference was corrupted). */
+  readonly accepted: readonly string[];
 }
 
 export interface CampaignOptions {
   readonly scenario?: Scenario;
+  /** The scenario's name in reports ('<package>:<name>'); default: the scenario's own name. */
+  readonly label?: string;
   readonly seed: number;
   readonly runs: number;
-  /** Stop starting runs after this wall time (ms). */
+  /** Stop starting runs after this wall time (ms, from the call, setup included)... */
   readonly deadlineMs?: number;
+  /** ...but not before this many runs (every scenario of a campaign gets some). Default 0. */
+  readonly minRuns?: number;
   /** Seeds to run instead of seed..seed+runs-1 (a shard of a campaign). */
   readonly seeds?: (i: number) => number;
   /** Called before each run (a watchdog in another thread learns which seed is running). */
   readonly onStart?: (seed: number) => void;
   readonly onRun?: (run: CampaignRun, ms: number) => void;
+  /** Keep every run in the result (`liveupdate fuzz` lists them; the campaign counts only). */
+  readonly keepRuns?: boolean;
   /** Once, after kernel A's part and the handover's decode: pages per structure. */
   readonly onSetup?: (targets: Readonly<Record<string, number>>, structures: readonly string[], ms: number) => void;
   /** Only this mutation kind (for tests). */
@@ -77,6 +96,13 @@ export interface CampaignResult {
   readonly outcomes: Record<FuzzClass, number>;
   /** The first seed of each failing class, with its run. */
   readonly firstFailing: Partial<Record<FuzzClass, CampaignRun>>;
+  /** 'updated' runs that broke an invariant upstream keeps (findings), and the first of them. */
+  readonly updatedWithViolations: number;
+  readonly firstViolation: CampaignRun | null;
+  /** 'updated' runs whose only broken invariants are upstream-defined for their corruption. */
+  readonly updatedAccepted: number;
+  /** Every run, in order, when `keepRuns` was asked for. */
+  readonly results: readonly CampaignRun[];
   readonly ms: number;
   /** Time kernel A and the handover decode took (once). */
   readonly setupMs: number;
@@ -111,7 +137,35 @@ function countOf(targets: readonly MutationTarget[]): Record<string, number> {
   return counts;
 }
 
-/** Run a campaign shard in this thread. Scenarios with devices (sections) are refused: their state is not in memory. */
+/**
+ * Which of `n` scenarios seed `seed` fuzzes: a pure function of the seed (mixed, so neighbouring
+ * seeds and any worker stride spread over every scenario).
+ */
+export function scenarioOfSeed(seed: number, n: number): number {
+  return n <= 1 ? 0 : rng((seed ^ 0x2545f491) >>> 0).int(n);
+}
+
+/** One run's mutation applied, kernel B booted, classified; the machine is put back afterwards. */
+function forkRun(machine: Machine, snap: MachineSnapshot, bootB: () => ScenarioRunResult, m: Mutation, t: MutationTarget): { outcome: FuzzClass; detail: string | null; violations: readonly string[]; accepted: readonly string[] } {
+  machine.memory.write(m.pfn * PAGE_SIZE, mutatedPage(t, m));
+  let outcome: FuzzClass;
+  let detail: string | null;
+  let violations: readonly string[] = [];
+  let accepted: readonly string[] = [];
+  try {
+    const r: ScenarioRunResult = bootB();
+    ({ outcome, detail } = classify(r));
+    if (outcome === 'updated') ({ findings: violations, accepted } = judgeViolations(m.structure, r.violations));
+  } catch (e) {
+    outcome = 'uncaught';
+    detail = messageOf(e);
+  } finally {
+    machine.restore(snap);
+  }
+  return { outcome, detail, violations, accepted };
+}
+
+/** Run a campaign shard over one scenario in this thread. */
 export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult> {
   const t0 = performance.now();
   const scenario = opts.scenario ?? (await builtinScenario('fuzz')).scenario;
@@ -120,6 +174,10 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult
   const table: CampaignResult['table'] = {};
   const outcomes = zeroOutcomes();
   const firstFailing: Partial<Record<FuzzClass, CampaignRun>> = {};
+  const results: CampaignRun[] = [];
+  let updatedWithViolations = 0;
+  let firstViolation: CampaignRun | null = null;
+  let updatedAccepted = 0;
   let structures: string[] = [];
   let targets: MutationTarget[] = [];
   let setupMs = 0;
@@ -129,45 +187,51 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult
     from, to,
     fork: (machine, bootB) => {
       forked = true;
-      if (machine.attachedDevices.length > 0) throw new Error(`fuzz campaign: scenario ${scenario.name} attaches devices, whose state is not in memory; forks need a memory-only handover`);
       const view = decodeHandover(machine.memory, machine.bootParams.khoData, from);
       targets = mutationTargets(machine.memory, view);
       structures = structureList(targets);
       const dataRuns = view.dataRuns.length > 0 ? view.dataRuns : preservedDataRuns(view);
       const ctx = { targets, dataRuns, pageCount: machine.memory.pageCount };
       const byPfn = new Map(targets.map((t) => [t.pfn, t]));
-      const snap = machine.memory.snapshot();
+      const snap = machine.snapshot();
+      // The uncorrupted handover first: it must update cleanly, or no run can be judged.
+      const clean = bootB();
+      machine.restore(snap);
+      const c = classify(clean);
+      if (c.outcome !== 'updated' || clean.violations.length > 0) {
+        throw new Error(`fuzz: the uncorrupted scenario ${opts.label ?? scenario.name} does not pass (${c.outcome}: ${c.detail ?? clean.violations.join('; ')})`);
+      }
       setupMs = performance.now() - t0;
       opts.onSetup?.(countOf(targets), structures, setupMs);
       for (let i = 0; i < opts.runs; i++) {
-        if (opts.deadlineMs !== undefined && performance.now() - t0 > opts.deadlineMs) break;
+        if (opts.deadlineMs !== undefined && i >= (opts.minRuns ?? 0) && performance.now() - t0 > opts.deadlineMs) break;
         const seed = (opts.seeds ? opts.seeds(i) : opts.seed + i) >>> 0;
         opts.onStart?.(seed);
         const m = chooseMutation(seed, ctx, structures, opts.only);
         const r0 = performance.now();
-        machine.memory.write(m.pfn * PAGE_SIZE, mutatedPage(byPfn.get(m.pfn) as MutationTarget, m));
-        let outcome: FuzzClass;
-        let detail: string | null;
-        try {
-          const r: ScenarioRunResult = bootB();
-          ({ outcome, detail } = classify(r));
-        } catch (e) {
-          outcome = 'uncaught';
-          detail = messageOf(e);
-        }
-        machine.memory.restore(snap);
-        const run: CampaignRun = { seed, structure: m.structure, mutation: m.kind, pfn: m.pfn, what: m.what, outcome, detail };
+        const t = byPfn.get(m.pfn) as MutationTarget;
+        const { outcome, detail, violations, accepted } = forkRun(machine, snap, bootB, m, t);
+        const bytes = m.writes.map((w) => ({ offset: w.offset, xor: (t.bytes[w.offset] as number) ^ w.value }));
+        const run: CampaignRun = { seed, structure: m.structure, role: t.role, mutation: m.kind, pfn: m.pfn, what: m.what, bytes, outcome, detail, violations, accepted };
         const row = (table[m.structure] ??= {});
         (row[m.kind] ??= zeroOutcomes())[outcome]++;
         outcomes[outcome]++;
         if (!ACCEPTED.has(outcome) && firstFailing[outcome] === undefined) firstFailing[outcome] = run;
+        if (violations.length > 0) {
+          updatedWithViolations++;
+          firstViolation ??= run;
+        } else if (accepted.length > 0) updatedAccepted++;
+        if (opts.keepRuns) results.push(run);
         done++;
         opts.onRun?.(run, performance.now() - r0);
       }
     },
   });
   if (!forked) throw new Error(`fuzz campaign: scenario ${scenario.name} did not reach the jump`);
-  return { scenario: scenario.name, runs: done, structures, targets: countOf(targets), table, outcomes, firstFailing, ms: performance.now() - t0, setupMs };
+  return {
+    scenario: opts.label ?? scenario.name, runs: done, structures, targets: countOf(targets), table, outcomes, firstFailing,
+    updatedWithViolations, firstViolation, updatedAccepted, results, ms: performance.now() - t0, setupMs,
+  };
 }
 
 /** Add one shard's result into another (the campaign's threads each run a shard). */
@@ -187,7 +251,12 @@ export function mergeCampaign(a: CampaignResult | null, b: CampaignResult): Camp
     const have = firstFailing[c];
     if (!have || run.seed < have.seed) firstFailing[c] = run;
   }
-  return { ...a, runs: a.runs + b.runs, table, outcomes, firstFailing, ms: Math.max(a.ms, b.ms), setupMs: Math.max(a.setupMs, b.setupMs) };
+  const firstViolation = a.firstViolation && b.firstViolation ? (a.firstViolation.seed <= b.firstViolation.seed ? a.firstViolation : b.firstViolation) : a.firstViolation ?? b.firstViolation;
+  return {
+    ...a, runs: a.runs + b.runs, table, outcomes, firstFailing, updatedWithViolations: a.updatedWithViolations + b.updatedWithViolations, firstViolation,
+    updatedAccepted: a.updatedAccepted + b.updatedAccepted,
+    results: [...a.results, ...b.results], ms: Math.max(a.ms, b.ms), setupMs: Math.max(a.setupMs, b.setupMs),
+  };
 }
 
 export { MUTATIONS };

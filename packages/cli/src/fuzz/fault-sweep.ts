@@ -10,7 +10,7 @@ import type { FaultSpec } from '@liveupdate/sdk/testing';
 import { noProgress } from '../output/progress.js';
 import { builtinScenario } from '../scenario/load.js';
 import { runScenario } from '../scenario/runner.js';
-import { classify, type FuzzClass } from './fuzz.js';
+import { classify, type FuzzClass } from './classify.js';
 
 const FILE_OPS = ['canPreserve', 'preserve', 'unpreserve', 'freeze', 'unfreeze', 'retrieve', 'canFinish', 'finish'] as const;
 const FLB_OPS = ['preserve', 'unpreserve', 'retrieve', 'finish'] as const;

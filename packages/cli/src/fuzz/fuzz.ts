@@ -1,21 +1,23 @@
 /**
- * `liveupdate fuzz`: a bounded, deterministic fuzzer of the handover. Each run does the small
- * scenario's pre-kexec part in kernel A, kexecs, XORs 1..4 random bytes of one random handover
- * page (the SDK harness's 'corrupt' fault: applied after the jump, before kernel B boots), boots
- * kernel B, runs the post-kexec part and classifies the run with the harness's outcome classes:
+ * `liveupdate fuzz`: a bounded, deterministic fuzzer of the handover, with two engines.
  *
- *   updated            B restored everything; the data check passed
- *   file-error         B runs, but a file operation failed (a sticky retrieve error, ENOENT, EIO)
- *   refused-incoming   B refused the handover (KHO revival disabled, LUO refused, /dev/liveupdate EIO)
+ *   structure (default)  kernel A runs the scenario's pre-kexec part once; right after the jump
+ *                        the whole machine is snapshotted (memory copy on write, devices, clock);
+ *                        each run applies one structure-aware mutation (mutate.ts: a pointer
+ *                        retargeted to another handover page or another file's folio, an entry
+ *                        duplicated or swapped, a count off by one or at an extreme, a cycle, or an
+ *                        XOR of 1..4 bytes) to one handover page, boots kernel B, checks every
+ *                        object and puts the machine back: the campaign's engine (campaign.ts).
+ *   xor (--mutations xor) each run replays the whole scenario and XORs 1..4 random bytes of one
+ *                        handover page after the jump (the SDK harness's 'corrupt' fault).
  *
- * Anything else is a finding and fails the command (exit 1): 'wrong-answer' (updated, but a
- * byte, the size or the seals differ from what was written), 'uncaught' (an exception the
- * harness does not classify escaped) or 'unexpected' (an outcome a corruption after the jump
- * cannot cause, such as a rollback). Run i uses seed `--seed + i`; its corruption is a pure
- * function of that seed, so `--seed S --runs 1` reproduces it exactly.
+ * Every run is classified (classify.ts): updated, file-error or refused-incoming are defined
+ * outcomes; a wrong answer, an uncaught exception or an unexpected outcome is a finding and fails
+ * the command (exit 1). Run i uses seed `--seed + i`; its mutation is a pure function of that seed
+ * and the scenario, so `--seed S --runs 1` (with the same scenario and engine) reproduces it.
  */
 import { PAGE_SIZE } from '@liveupdate/hw';
-import type { FaultSpec, ScenarioRunResult } from '@liveupdate/sdk/testing';
+import type { FaultSpec } from '@liveupdate/sdk/testing';
 import { InvalidArgumentError, type Command } from 'commander';
 import { EXIT, EXIT_CODES_HELP } from '../exit.js';
 import { hex, ms, plural, table } from '../output/format.js';
@@ -23,17 +25,21 @@ import { noProgress } from '../output/progress.js';
 import { summarize } from '../output/summary.js';
 import type { CliIo } from '../program.js';
 import type { Scenario } from '@liveupdate/sdk';
-import { builtinScenario, loadScenarioFile } from '../scenario/load.js';
-import { rng as seededRng } from './mutate.js';
+import { builtinScenario, loadScenario } from '../scenario/load.js';
 import { runScenario } from '../scenario/runner.js';
+import { runCampaign } from './campaign.js';
+import { ACCEPTED, classify, FUZZ_CLASSES, type FuzzClass } from './classify.js';
+import { MUTATIONS, rng as seededRng } from './mutate.js';
 import { fuzzTargets, structuresOf, type FuzzTarget } from './targets.js';
+import { judgeViolations } from './violations.js';
+
+export { classify, FUZZ_CLASSES, type FuzzClass };
+
+/** The engines: structure-aware mutations on a forked machine (default), or XOR flips with a full replay. */
+export const FUZZ_ENGINES = ['structure', 'xor'] as const;
+export type FuzzEngine = (typeof FUZZ_ENGINES)[number];
 
 type Structure = string;
-
-export const FUZZ_CLASSES = ['updated', 'file-error', 'refused-incoming', 'wrong-answer', 'uncaught', 'unexpected'] as const;
-export type FuzzClass = (typeof FUZZ_CLASSES)[number];
-/** The outcome classes a corrupted handover may end in. */
-const ACCEPTED: ReadonlySet<FuzzClass> = new Set<FuzzClass>(['updated', 'file-error', 'refused-incoming']);
 
 export const DEFAULT_RUNS = 50;
 export const DEFAULT_SEED = 1;
@@ -74,18 +80,25 @@ export interface FuzzRun {
   readonly structure: Structure;
   readonly role: string;
   readonly page: string;
+  /** The mutation kind (MUTATIONS; 'xor' for the xor engine) and what it wrote, in words. */
+  readonly mutation: string;
+  readonly what: string;
+  /** Every byte changed, as the XOR of its old and new value. */
   readonly bytes: ReadonlyArray<{ readonly offset: number; readonly xor: number }>;
   readonly outcome: FuzzClass;
   /** Why (the refusal, the errno, the data check problem, the exception); null for a clean update. */
   readonly detail: string | null;
-  /** Invariants an 'updated' run broke without losing data (e.g. a tracker bit that preserved one page more). */
+  /** Invariants an 'updated' run broke where upstream would not (violations.ts): findings, listed. */
   readonly violations: readonly string[];
+  /** Invariants an 'updated' run broke as upstream does for this corruption (a page whose only reference was corrupted, leaked). */
+  readonly accepted: readonly string[];
 }
 
 export interface FuzzReport {
   readonly command: 'fuzz';
   readonly ok: boolean;
   readonly exitCode: number;
+  readonly engine: FuzzEngine;
   readonly scenario: { readonly name: string; readonly from: string; readonly to: string; readonly plugins: string };
   readonly seed: number;
   readonly runs: number;
@@ -93,8 +106,12 @@ export interface FuzzReport {
   readonly targets: Readonly<Record<string, number>>;
   readonly outcomes: Readonly<Record<FuzzClass, number>>;
   readonly byStructure: Readonly<Record<string, Readonly<Record<FuzzClass | 'runs', number>>>>;
-  /** 'updated' runs (data check passed) that broke another invariant, listed per run. */
+  /** structure -> mutation -> outcomes (mutations that ran only). */
+  readonly byMutation: Readonly<Record<string, Readonly<Record<string, Readonly<Record<FuzzClass | 'runs', number>>>>>>;
+  /** 'updated' runs (data check passed) that broke another invariant where upstream would not. */
   readonly updatedWithViolations: number;
+  /** 'updated' runs whose broken invariants upstream shares for their corruption. */
+  readonly updatedAccepted: number;
   readonly firstFailingSeed: number | null;
   readonly reproduce: string | null;
   readonly results: readonly FuzzRun[];
@@ -102,52 +119,30 @@ export interface FuzzReport {
 
 const messageOf = (e: unknown): string => (e instanceof Error ? `${e.name}: ${e.message}` : String(e));
 
-/**
- * The harness's outcome class, plus the checks only the scenario can make. A wrong byte in any
- * object (or a failed section check) is a wrong answer whatever else happened in the run: a
- * file error on one file does not excuse another file that came back with another's page.
- */
-export function classify(r: ScenarioRunResult): { outcome: FuzzClass; detail: string | null } {
-  const firstLine = (s: string | null): string | null => s?.split('\n')[0] ?? null;
-  if (r.harnessOutcome === 'updated' || r.harnessOutcome === 'file-error') {
-    const wrong = r.objects.find((o) => o.check !== null && !o.check.ok);
-    if (wrong) return { outcome: 'wrong-answer', detail: (wrong.check?.problems ?? []).join('; ') || `session ${wrong.session} token ${wrong.token}: check failed` };
-    const section = r.sectionChecks.find((c) => !c.ok);
-    if (section) return { outcome: 'wrong-answer', detail: `section ${section.section}: ${section.problems.join('; ')}` };
-  }
-  switch (r.harnessOutcome) {
-    case 'refused-incoming': return { outcome: 'refused-incoming', detail: firstLine(r.error) };
-    case 'file-error': return { outcome: 'file-error', detail: firstLine(r.error) };
-    case 'rolled-back': return { outcome: 'unexpected', detail: `rolled back: ${r.error ?? ''}` };
-    case null: return { outcome: r.outcome === 'not-supported' ? 'unexpected' : 'uncaught', detail: firstLine(r.error) ?? 'the harness threw' };
-    case 'updated': {
-      // The runner keeps going past an object whose RETRIEVE_FD failed: that is the file-error class.
-      const failed = r.objects.find((o) => o.error !== null);
-      if (failed) return { outcome: 'file-error', detail: failed.error };
-      const unchecked = r.objects.find((o) => o.check === null);
-      if (unchecked) return { outcome: 'wrong-answer', detail: `session ${unchecked.session} token ${unchecked.token}: not checked` };
-      return { outcome: 'updated', detail: null };
-    }
-  }
-}
-
 export interface FuzzOptions {
   /** The scenario (default: the default plugin's scenario for fuzzing). */
   readonly scenario?: Scenario;
   /** The scenario's file, for the reproduce line. */
   readonly scenarioFile?: string;
+  /** The built-in scenario ('<package>:<name>' or '<name>'), for the reproduce line. */
+  readonly scenarioName?: string;
+  /** Default 'structure'. */
+  readonly engine?: FuzzEngine;
   readonly seed: number;
   readonly runs: number;
   readonly onRun?: ((run: FuzzRun, ms: number) => void) | undefined;
 }
 
-export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport & { readonly slowestMs: number }> {
-  const scenario = opts.scenario ?? (await builtinScenario('fuzz')).scenario;
+type Counts = Record<FuzzClass | 'runs', number>;
+const zero = (): Record<FuzzClass, number> => Object.fromEntries(FUZZ_CLASSES.map((k) => [k, 0])) as Record<FuzzClass, number>;
+
+/** The xor engine: the whole scenario replayed per run, 1..4 bytes XORed after the jump. */
+async function xorRuns(scenario: Scenario, opts: FuzzOptions): Promise<{ results: FuzzRun[]; targets: Record<string, number>; slowestMs: number }> {
   // The uncorrupted run: it must keep every invariant, and it shows where each structure lives.
   let targets: FuzzTarget[] = [];
   const probe = await runScenario(scenario, { progress: noProgress, onHandover: (m, view) => { targets = fuzzTargets(m.memory, view); } });
   const probeSummary = summarize(probe);
-  if (!probeSummary.ok) throw new Error(`fuzz: the uncorrupted small scenario does not pass (${probeSummary.outcome}: ${probe.error ?? probe.violations.join('; ')})`);
+  if (!probeSummary.ok) throw new Error(`fuzz: the uncorrupted scenario ${scenario.name} does not pass (${probeSummary.outcome}: ${probe.error ?? probe.violations.join('; ')})`);
   if (targets.length === 0) throw new Error('fuzz: the uncorrupted handover has no pages to corrupt');
 
   const results: FuzzRun[] = [];
@@ -162,6 +157,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport & { readonl
     let outcome: FuzzClass;
     let detail: string | null;
     let violations: readonly string[] = [];
+    let accepted: readonly string[] = [];
     try {
       const r = await runScenario(scenario, {
         progress: noProgress, faults,
@@ -174,7 +170,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport & { readonl
         },
       });
       ({ outcome, detail } = classify(r));
-      if (outcome === 'updated') violations = r.violations;
+      if (outcome === 'updated') ({ findings: violations, accepted } = judgeViolations(c.structure, r.violations));
     } catch (e) {
       outcome = 'uncaught';
       detail = messageOf(e);
@@ -182,53 +178,102 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport & { readonl
     if (layoutProblem !== null) throw new Error(`fuzz: seed ${seed}: ${String(layoutProblem)}; the handover layout is not deterministic`);
     const elapsed = performance.now() - t0;
     slowestMs = Math.max(slowestMs, elapsed);
-    const run: FuzzRun = { seed, structure: c.structure, role: c.role, page: hex(c.page), bytes: c.bytes, outcome, detail, violations };
+    const what = c.bytes.map((b) => `+0x${b.offset.toString(16)}^0x${b.xor.toString(16).padStart(2, '0')}`).join(' ');
+    const run: FuzzRun = { seed, structure: c.structure, role: c.role, page: hex(c.page), mutation: 'xor', what, bytes: c.bytes, outcome, detail, violations, accepted };
     results.push(run);
     opts.onRun?.(run, elapsed);
   }
+  const counts: Record<string, number> = {};
+  for (const s of structuresOf(targets)) counts[s] = targets.filter((t) => t.structure === s).length;
+  return { results, targets: counts, slowestMs };
+}
 
-  const zero = (): Record<FuzzClass, number> => Object.fromEntries(FUZZ_CLASSES.map((k) => [k, 0])) as Record<FuzzClass, number>;
+/** The structure engine: kernel A once, one mutation per run on a fork of the machine (campaign.ts). */
+async function structureRuns(scenario: Scenario, opts: FuzzOptions): Promise<{ results: FuzzRun[]; targets: Record<string, number>; slowestMs: number }> {
+  let slowestMs = 0;
+  const results: FuzzRun[] = [];
+  const res = await runCampaign({
+    scenario, seed: opts.seed, runs: opts.runs,
+    onRun: (r, t) => {
+      slowestMs = Math.max(slowestMs, t);
+      const run: FuzzRun = {
+        seed: r.seed, structure: r.structure, role: r.role, page: hex(r.pfn * PAGE_SIZE), mutation: r.mutation, what: r.what, bytes: r.bytes,
+        outcome: r.outcome, detail: r.detail, violations: r.violations, accepted: r.accepted,
+      };
+      results.push(run);
+      opts.onRun?.(run, t);
+    },
+  });
+  const targets: Record<string, number> = {};
+  for (const s of res.structures) targets[s] = res.targets[s] ?? 0;
+  return { results, targets, slowestMs };
+}
+
+/** The options `--seed S --runs 1` needs besides them to run the same mutation again. */
+function reproduceArgs(opts: FuzzOptions, engine: FuzzEngine): string {
+  const file = opts.scenarioFile ? ` ${opts.scenarioFile}` : '';
+  const name = opts.scenarioName ? ` --scenario ${opts.scenarioName}` : '';
+  return `${file}${name}${engine === 'xor' ? ' --mutations xor' : ''}`;
+}
+
+export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport & { readonly slowestMs: number }> {
+  const scenario = opts.scenario ?? (await builtinScenario('fuzz')).scenario;
+  const engine = opts.engine ?? 'structure';
+  const { results, targets, slowestMs } = engine === 'xor' ? await xorRuns(scenario, opts) : await structureRuns(scenario, opts);
+
   const outcomes = zero();
-  const byStructure: Record<string, Record<FuzzClass | 'runs', number>> = {};
-  const targetCounts: Record<string, number> = {};
-  for (const s of structuresOf(targets)) {
-    const n = targets.filter((t) => t.structure === s).length;
-    if (n > 0) { targetCounts[s] = n; byStructure[s] = { runs: 0, ...zero() }; }
-  }
+  const byStructure: Record<string, Counts> = {};
+  const byMutation: Record<string, Record<string, Counts>> = {};
+  for (const s of Object.keys(targets)) byStructure[s] = { runs: 0, ...zero() };
   for (const r of results) {
     outcomes[r.outcome]++;
-    const row = byStructure[r.structure] as Record<FuzzClass | 'runs', number>;
+    const row = (byStructure[r.structure] ??= { runs: 0, ...zero() });
     row.runs++;
     row[r.outcome]++;
+    const cell = ((byMutation[r.structure] ??= {})[r.mutation] ??= { runs: 0, ...zero() });
+    cell.runs++;
+    cell[r.outcome]++;
+  }
+  // Mutations in MUTATIONS order within each structure, structures in the summary's order.
+  const orderedByMutation: Record<string, Record<string, Counts>> = {};
+  for (const s of Object.keys(byStructure)) {
+    const row = byMutation[s];
+    if (!row) continue;
+    orderedByMutation[s] = Object.fromEntries(MUTATIONS.filter((k) => row[k]).map((k) => [k, row[k] as Counts]));
   }
   const firstFailing = results.find((r) => !ACCEPTED.has(r.outcome));
-  const fileArg = opts.scenarioFile ? ` ${opts.scenarioFile}` : '';
   const ok = firstFailing === undefined;
   const from = scenario.from.plugins;
   const to = scenario.to.plugins;
   return {
-    command: 'fuzz', ok, exitCode: ok ? EXIT.ok : EXIT.failed,
+    command: 'fuzz', ok, exitCode: ok ? EXIT.ok : EXIT.failed, engine,
     scenario: {
       name: scenario.name, from: scenario.from.release, to: scenario.to.release,
       plugins: `${Object.entries(from).map(([n, v]) => `${n}@${v}`).join(', ')} -> ${Object.entries(to).map(([n, v]) => `${n}@${v}`).join(', ')}`,
     },
-    seed: opts.seed, runs: results.length, targets: targetCounts, outcomes, byStructure,
+    seed: opts.seed, runs: results.length, targets, outcomes, byStructure, byMutation: orderedByMutation,
     updatedWithViolations: results.filter((r) => r.violations.length > 0).length,
+    updatedAccepted: results.filter((r) => r.violations.length === 0 && r.accepted.length > 0).length,
     firstFailingSeed: firstFailing?.seed ?? null,
-    reproduce: firstFailing ? `liveupdate fuzz${fileArg} --seed ${firstFailing.seed} --runs 1` : null,
+    reproduce: firstFailing ? `liveupdate fuzz${reproduceArgs(opts, engine)} --seed ${firstFailing.seed} --runs 1` : null,
     results, slowestMs,
   };
 }
 
-const corruptionText = (r: FuzzRun): string => `${r.structure} page ${r.page}: ${r.bytes.map((b) => `+0x${b.offset.toString(16)}^0x${b.xor.toString(16).padStart(2, '0')}`).join(' ')}`;
+const corruptionText = (r: FuzzRun): string => `${r.structure} page ${r.page}: ${r.mutation === 'xor' ? '' : `${r.mutation} `}${r.what}`;
 
 /** Failing runs listed in the text summary (--json has every run). */
 const FAILURES_SHOWN = 10;
 
+const ENGINE_LINE: Record<FuzzEngine, string> = {
+  structure: '  engine: structure-aware mutations (retarget, duplicate, count, cycle, swap, xor) of one handover page per run,\n  applied to a fork of the machine right after the jump (kernel A ran once); the new kernel boots and every byte is checked',
+  xor: '  engine: xor (--mutations xor): each run replays the scenario, XORs 1..4 bytes of one handover page after the jump,\n  boots the new kernel and checks every byte',
+};
+
 export function formatFuzz(x: FuzzReport, elapsedMs?: number, slowestMs?: number): string {
   const lines: string[] = [];
   lines.push(`liveupdate fuzz: ${plural(x.runs, 'run')} from seed ${x.seed}; scenario ${x.scenario.name}, kernel ${x.scenario.from} -> ${x.scenario.to} (${x.scenario.plugins})`);
-  lines.push('  each run XORs 1..4 bytes of one handover page after the jump, boots the new kernel and checks every byte');
+  lines.push(ENGINE_LINE[x.engine]);
   lines.push(`  handover pages: ${Object.entries(x.targets).map(([s, n]) => `${s} ${n}`).join(', ')}`);
   lines.push('', 'outcomes');
   lines.push(table(FUZZ_CLASSES.map((k) => [k, String(x.outcomes[k]).padStart(5), ACCEPTED.has(k) ? '' : x.outcomes[k] > 0 ? '<- FAILED' : ''])));
@@ -238,9 +283,20 @@ export function formatFuzz(x: FuzzReport, elapsedMs?: number, slowestMs?: number
     ['structure', 'runs', ...cols],
     ...Object.entries(x.byStructure).map(([s, row]) => [s, String(row.runs), ...cols.map((k) => String(row[k]))]),
   ]));
+  if (x.engine === 'structure') {
+    lines.push('', 'by corrupted structure and mutation');
+    const rows: string[][] = [['structure', 'mutation', 'runs', ...cols]];
+    for (const [s, row] of Object.entries(x.byMutation)) {
+      for (const [k, c] of Object.entries(row)) rows.push([s, k, String(c.runs), ...cols.map((o) => String(c[o]))]);
+    }
+    lines.push(table(rows));
+  }
   if (x.updatedWithViolations > 0) {
-    lines.push('', `${plural(x.updatedWithViolations, 'updated run')} kept every byte but broke another invariant (see --json):`);
+    lines.push('', `${plural(x.updatedWithViolations, 'updated run')} kept every byte but broke another invariant upstream keeps (see --json):`);
     for (const r of x.results.filter((y) => y.violations.length > 0).slice(0, FAILURES_SHOWN)) lines.push(`  seed ${r.seed}: ${corruptionText(r)}: ${r.violations[0] ?? ''}`);
+  }
+  if (x.updatedAccepted > 0) {
+    lines.push('', `${plural(x.updatedAccepted, 'updated run')} broke an invariant as upstream does for that corruption (a page whose only reference was corrupted stays preserved; liveupdate_num taken as handed over)`);
   }
   const failing = x.results.filter((r) => !ACCEPTED.has(r.outcome));
   if (failing.length > 0) {
@@ -264,19 +320,30 @@ function intOption(name: string, min: number, max: number): (value: string) => n
   };
 }
 
+function engineOption(value: string): FuzzEngine {
+  const v = value.trim();
+  if (!(FUZZ_ENGINES as readonly string[]).includes(v)) throw new InvalidArgumentError(`--mutations must be one of ${FUZZ_ENGINES.join(', ')}`);
+  return v as FuzzEngine;
+}
+
 export interface FuzzFlags {
   readonly seed: number;
   readonly runs: number;
+  readonly mutations: FuzzEngine;
+  readonly scenario?: string;
   readonly json?: boolean;
   readonly progress?: boolean;
 }
 
 export async function fuzzCommand(io: CliIo, file: string | undefined, flags: FuzzFlags): Promise<number> {
   const lines = !flags.json && flags.progress !== false;
-  const scenario = file === undefined ? undefined : (await loadScenarioFile(file)).scenario;
+  const loaded = file !== undefined || flags.scenario !== undefined ? await loadScenario(file, flags.scenario) : undefined;
   const t0 = performance.now();
   const report = await runFuzz({
-    ...(scenario && file ? { scenario, scenarioFile: file } : {}), seed: flags.seed, runs: flags.runs,
+    ...(loaded ? { scenario: loaded.scenario } : {}),
+    ...(file !== undefined ? { scenarioFile: file } : {}),
+    ...(flags.scenario !== undefined ? { scenarioName: flags.scenario } : {}),
+    engine: flags.mutations, seed: flags.seed, runs: flags.runs,
     onRun: lines ? (r, t) => { io.stderr.write(`[fuzz] seed ${r.seed}: ${corruptionText(r)} -> ${r.outcome} (${ms(t)})\n`); } : undefined,
   });
   const { slowestMs, ...data } = report;
@@ -289,6 +356,8 @@ export function addFuzzCommand(program: Command, io: CliIo, exit: { code: number
   program.command('fuzz')
     .description('corrupt random bytes of the handover between the jump and the new kernel\'s boot, seeded and bounded, and check every run ends in a defined outcome')
     .argument('[scenario]', 'scenario JSON file (default: the default plugin\'s small scenario); every page its plugins\' decoders own is a target')
+    .option('--scenario <name>', 'a scenario a plugin ships: <name> (the default plugin\'s) or <package>:<name> (instead of a file)')
+    .option('--mutations <engine>', 'structure: structure-aware mutations on a fork of the machine, kernel A once; xor: 1..4 bytes XORed, the scenario replayed per run', engineOption, 'structure' as FuzzEngine)
     .option('--seed <n>', 'seed of the first run; run i uses seed n+i (--seed S --runs 1 reproduces run S)', intOption('--seed', 0, 0xffff_ffff), DEFAULT_SEED)
     .option('--runs <n>', 'number of runs', intOption('--runs', 1, MAX_RUNS), DEFAULT_RUNS)
     .option('--json', 'print one JSON object (every run, no timings: the same seed gives the same bytes)')

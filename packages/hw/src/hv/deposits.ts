@@ -4,6 +4,8 @@
  * in use by the hypervisor's own bookkeeping). No per-page objects: 1 GiB deposited costs
  * 8 chunks (512 KiB) when dense, and memory never touched by a deposit costs nothing.
  */
+import type { Restore } from '../state.js';
+
 const CHUNK_SHIFT = 15;
 export const DEPOSIT_CHUNK_PAGES = 1 << CHUNK_SHIFT;
 const CHUNK_MASK = DEPOSIT_CHUNK_PAGES - 1;
@@ -21,6 +23,8 @@ export class DepositMap {
   /** Per slot: deposited pages, pages in use, and the chunks holding its pages. */
   private readonly perSlot = new Map<number, { deposited: number; used: number; chunks: Set<number> }>();
   private total = 0;
+  /** Bumped by every change (and by a restore): a restore copies only when it moved. */
+  private gen = 0;
 
   get depositedPages(): number { return this.total; }
 
@@ -66,6 +70,7 @@ export class DepositMap {
     const i = pfn & CHUNK_MASK;
     if (c.entries[i] !== 0) return false;
     c.entries[i] = slot + 1;
+    this.gen++;
     c.deposited++;
     this.total++;
     const s = this.slotInfo(slot);
@@ -95,6 +100,7 @@ export class DepositMap {
       if (out.length >= max) break;
     }
     s.deposited -= out.length;
+    this.gen++;
     this.total -= out.length;
     return out;
   }
@@ -138,6 +144,7 @@ export class DepositMap {
       c.entries[pfn & CHUNK_MASK] = want | USED;
     }
     s.used += count;
+    this.gen++;
     return picked;
   }
 
@@ -146,6 +153,7 @@ export class DepositMap {
     const s = this.perSlot.get(slot);
     if (!s) return;
     const want = slot + 1;
+    this.gen++;
     if (pages) {
       for (const pfn of pages) {
         const c = this.chunks.get(Math.floor(pfn / DEPOSIT_CHUNK_PAGES));
@@ -159,6 +167,23 @@ export class DepositMap {
       for (let i = 0; i < DEPOSIT_CHUNK_PAGES; i++) if (e[i] === (want | USED)) e[i] = want;
     }
     s.used = 0;
+  }
+
+  /** Every chunk's owner entries (a typed-array copy per chunk) and the per-slot counts. */
+  save(): Restore {
+    const chunks = [...this.chunks].map(([ci, c]) => [ci, c.entries.slice(), c.deposited] as const);
+    const perSlot = [...this.perSlot].map(([slot, s]) => [slot, s.deposited, s.used, [...s.chunks]] as const);
+    const total = this.total;
+    let clean = this.gen;
+    return () => {
+      if (this.gen === clean) return;
+      this.chunks.clear();
+      for (const [ci, e, deposited] of chunks) this.chunks.set(ci, { entries: e.slice(), deposited });
+      this.perSlot.clear();
+      for (const [slot, deposited, used, cs] of perSlot) this.perSlot.set(slot, { deposited, used, chunks: new Set(cs) });
+      this.total = total;
+      clean = ++this.gen;
+    };
   }
 
   /** Deposited runs [start, end) in ascending order, whoever holds them. */

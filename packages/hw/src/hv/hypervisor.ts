@@ -12,6 +12,7 @@
  * withdrawn; a classic root's own deposits are the hypervisor's for good.
  */
 import type { Device, Machine } from '../machine.js';
+import type { Restore } from '../state.js';
 import { PAGE_SIZE } from '../units.js';
 import { DepositMap, MAX_PARTITION_SLOTS } from './deposits.js';
 import {
@@ -288,6 +289,35 @@ export class Hypervisor implements Device {
   }
 
   get partitionIds(): readonly bigint[] { return [...this.partitions.keys()]; }
+
+  /**
+   * Deposits, partitions and their VPs, slot and id allocation, the fault log and the crash
+   * MSR. Partitions and VPs are few (at most MSHV_MAX_VPS per partition): copied as records.
+   */
+  save(): Restore {
+    const deposits = this.deposits.save();
+    const parts = [...this.partitions.values()].map((p) => ({
+      id: p.id, slot: p.slot, state: p.state, rootPages: p.rootPages.slice(),
+      vps: [...p.vps.values()].map((v) => ({ ...v, rootPages: v.rootPages.slice(), pages: v.pages.slice() })),
+    }));
+    const freeSlots = this.freeSlots.slice();
+    const { nextSlot, nextId, crashP2 } = this;
+    const faults = this.faultLog.length;
+    return () => {
+      deposits();
+      this.partitions.clear();
+      for (const p of parts) {
+        const vps = new Map<number, Vp>(p.vps.map((v) => [v.index, { ...v, rootPages: v.rootPages.slice(), pages: v.pages.slice() }]));
+        this.partitions.set(p.id, { id: p.id, slot: p.slot, state: p.state, rootPages: p.rootPages.slice(), vps });
+      }
+      this.freeSlots.length = 0;
+      this.freeSlots.push(...freeSlots);
+      this.nextSlot = nextSlot;
+      this.nextId = nextId;
+      this.crashP2 = crashP2;
+      this.faultLog.length = faults;
+    };
+  }
 
   /** The hypervisor keeps running across the jump: partitions, VPs and deposits stay as they are. */
   onKexec(): void { /* nothing of the hypervisor belongs to a kernel */ }

@@ -3,6 +3,7 @@
  * translates a requester, and the entry point a DMA engine calls for every transfer.
  */
 import type { Machine } from '../machine.js';
+import { saveArray, type Restore, type SavesState } from '../state.js';
 import { PAGE_SIZE } from '../units.js';
 import { VtdIommu, type TranslateResult, type VtdConfig } from './vtd.js';
 
@@ -15,7 +16,7 @@ export type DmarState = ReadonlyArray<{
   readonly enabled: boolean;
 }>;
 
-export class DmaRemapping {
+export class DmaRemapping implements SavesState {
   private readonly list: VtdIommu[] = [];
 
   constructor(private readonly machine: Machine) {}
@@ -35,6 +36,9 @@ export class DmaRemapping {
   }
 
   get units(): readonly VtdIommu[] { return this.list; }
+
+  /** Which units exist (each unit, a machine device, saves its registers). */
+  save(): Restore { return saveArray(this.list); }
 
   /**
    * The units and their registers as structured-cloneable data, to describe the same platform to a
@@ -114,6 +118,7 @@ export function dmarOf(machine: Machine): DmaRemapping {
   if (!d) {
     d = new DmaRemapping(machine);
     platforms.set(machine, d);
+    machine.track(d);
   }
   return d;
 }

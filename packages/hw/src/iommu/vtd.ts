@@ -12,6 +12,7 @@
  */
 import type { Device, Machine } from '../machine.js';
 import type { PhysMemory } from '../memory.js';
+import type { Restore } from '../state.js';
 import { PAGE_SIZE } from '../units.js';
 import {
   CONTEXT_AW_MASK, CONTEXT_DID_MASK, CONTEXT_DID_SHIFT, CONTEXT_ENTRY_SIZE, CONTEXT_PRESENT, FaultReason, ROOT_ENTRY_SIZE,
@@ -100,6 +101,19 @@ export class VtdIommu implements Device {
   inScope(segment: number, requesterId: number): boolean {
     const bus = requesterId >>> 8;
     return segment === this.segment && bus >= this.buses[0] && bus <= this.buses[1];
+  }
+
+  /** DMAR_RTADDR_REG, GSTS.TES, the fault-recording registers and the translation count. */
+  save(): Restore {
+    const { rtaddr, enabled, overflow, translations } = this;
+    const log = this.log.slice();
+    return () => {
+      this.rtaddr = rtaddr;
+      this.enabled = enabled;
+      this.overflow = overflow;
+      this.translations = translations;
+      if (this.log.length !== log.length || this.log.some((f, i) => f !== log[i])) { this.log.length = 0; this.log.push(...log); }
+    };
   }
 
   /** The unit is hardware: the kexec neither resets it nor clears its registers. */

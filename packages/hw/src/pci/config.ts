@@ -3,6 +3,7 @@
  * QEMU's PCIDevice.wmask), the power-on image FLR returns to, and side effects the function
  * reacts to (FLR, SR-IOV VF Enable). Little-endian, as PCI is.
  */
+import type { Restore } from '../state.js';
 import * as R from './regs.js';
 
 export interface ConfigEffects {
@@ -20,13 +21,15 @@ export class PciConfig {
   private nextCap = 0;
   private lastExt = -1;
   effects: ConfigEffects | null = null;
+  /** Bumped by every change of `bytes` through this class (and by a restore): a restore copies only when it moved. */
+  private gen = 0;
 
   read8(off: number): number { return this.bytes[off] ?? 0xff; }
   read16(off: number): number { return this.read8(off) | (this.read8(off + 1) << 8); }
   read32(off: number): number { return (this.read16(off) | (this.read16(off + 2) << 16)) >>> 0; }
 
   /** Set a register at build time (not through the mask). */
-  init8(off: number, v: number, wmask = 0): void { this.bytes[off] = v & 0xff; this.wmask[off] = wmask & 0xff; }
+  init8(off: number, v: number, wmask = 0): void { this.gen++; this.bytes[off] = v & 0xff; this.wmask[off] = wmask & 0xff; }
   init16(off: number, v: number, wmask = 0): void { this.init8(off, v, wmask); this.init8(off + 1, v >> 8, wmask >> 8); }
   init32(off: number, v: number, wmask = 0): void { this.init16(off, v & 0xffff, wmask & 0xffff); this.init16(off + 2, v >>> 16, wmask >>> 16); }
 
@@ -34,6 +37,7 @@ export class PciConfig {
   write(off: number, size: 1 | 2 | 4, value: number): void {
     if (off < 0 || off + size > R.PCI_CFG_SPACE_EXP_SIZE || off % size !== 0) return;
     let flr = false;
+    this.gen++;
     for (let i = 0; i < size; i++) {
       const b = (value >>> (8 * i)) & 0xff;
       const o = off + i;
@@ -55,7 +59,20 @@ export class PciConfig {
 
   /** FLR: every register back to its power-on value. */
   resetToPowerOn(): void {
+    this.gen++;
     if (this.powerOn) this.bytes.set(this.powerOn);
+  }
+
+  /** The registers as they are now (a 4 KiB copy); the restore copies back only if a register changed since. */
+  save(): Restore {
+    const bytes = this.bytes.slice();
+    // The generation at which `bytes` held the copy; it only grows, so equal means untouched since.
+    let clean = this.gen;
+    return () => {
+      if (this.gen === clean) return;
+      this.bytes.set(bytes);
+      clean = ++this.gen;
+    };
   }
 
   // ---- capabilities ----------------------------------------------------------------------

@@ -5,6 +5,7 @@
  * without touching any device.
  */
 import type { PhysMemory } from '../memory.js';
+import type { Restore } from '../state.js';
 
 /** Translation faults, as negative results of translate(). */
 export const DMA_FAULT_NOT_PRESENT = -1;
@@ -75,6 +76,12 @@ export class DmaPort {
   read(segment: number, rid: number, iova: number, length: number): Uint8Array | null {
     const phys = this.resolve(segment, rid, iova, length, false);
     return phys < 0 ? null : this.memory.read(phys, length);
+  }
+
+  /** The fault log is append-only (capped): its length is its state. */
+  save(): Restore {
+    const n = this.faults.length;
+    return () => { this.faults.length = n; };
   }
 
   get scratchView(): DataView { return this.u64; }

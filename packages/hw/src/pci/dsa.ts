@@ -6,6 +6,7 @@
  * sequence, time) in typed arrays. Clearing Bus Master Enable stalls it; FLR drops its work.
  */
 import type { MachineClock, Ticker } from '../clock.js';
+import type { Restore } from '../state.js';
 import type { DmaPort } from './dma.js';
 import type { PciDeviceModel, PciFunction } from './function.js';
 
@@ -59,6 +60,12 @@ export class DmaWriteLog {
     this.count++;
   }
 
+  /** The log is append-only: putting it back is putting its length back. */
+  save(): Restore {
+    const n = this.count;
+    return () => { this.count = n; };
+  }
+
   /** Index of the first write at or after `t` (the log is in time order). */
   firstAtOrAfter(t: number): number {
     let lo = 0;
@@ -76,6 +83,8 @@ interface Active {
   /** Writes done for this descriptor. */
   done: number;
   readonly total: number;
+  /** Seqwrite: 8-byte slots up to and including ring buffer i (prefix sums), so a write finds its buffer by binary search. */
+  readonly ringEnds: Float64Array | null;
 }
 
 export interface DsaOptions {
@@ -113,15 +122,35 @@ export class DsaEngine implements PciDeviceModel, Ticker {
   submit(desc: DsaDescriptor): boolean {
     if (!this.fn.memoryEnabled) return false;
     let total: number;
+    let ringEnds: Float64Array | null = null;
     if (desc.opcode === DSA_OPCODE_MEMMOVE) {
       if (desc.size <= 0 || desc.size % DSA_MEMMOVE_CHUNK !== 0) throw new RangeError(`memmove size ${desc.size} must be a positive multiple of ${DSA_MEMMOVE_CHUNK}`);
       total = desc.size / DSA_MEMMOVE_CHUNK;
     } else {
       if (desc.ring.length === 0 || desc.ring.some((b) => b.length <= 0 || b.length % 8 !== 0 || b.iova % 8 !== 0)) throw new RangeError('seqwrite ring buffers must be non-empty, 8-byte aligned');
       total = desc.count;
+      ringEnds = new Float64Array(desc.ring.length);
+      let slots = 0;
+      desc.ring.forEach((b, i) => { slots += b.length / 8; (ringEnds as Float64Array)[i] = slots; });
     }
-    this.queue.push({ desc, done: 0, total });
+    this.queue.push({ desc, done: 0, total, ringEnds });
     return true;
+  }
+
+  /** The queue (each descriptor's progress), the counters and the write log. */
+  save(): Restore {
+    const queue = this.queue.slice();
+    const done = queue.map((a) => a.done);
+    const { dropped, completed, stalledSlots } = this;
+    const log = this.log.save();
+    return () => {
+      this.queue = queue.slice();
+      queue.forEach((a, i) => { a.done = done[i] as number; });
+      this.dropped = dropped;
+      this.completed = completed;
+      this.stalledSlots = stalledSlots;
+      log();
+    };
   }
 
   reset(): void {
@@ -152,16 +181,17 @@ export class DsaEngine implements PciDeviceModel, Ticker {
     } else {
       const d = a.desc;
       const seq = d.startSeq + a.done;
-      let slot = a.done;
-      let total = 0;
-      for (const b of d.ring) total += b.length / 8;
-      slot %= total;
-      let iova = 0;
-      for (const b of d.ring) {
-        const n = b.length / 8;
-        if (slot < n) { iova = b.iova + slot * 8; break; }
-        slot -= n;
+      const ends = a.ringEnds as Float64Array;
+      const slot = a.done % (ends[ends.length - 1] as number);
+      // The first buffer whose prefix sum passes the slot.
+      let lo = 0;
+      let hi = ends.length - 1;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if ((ends[mid] as number) <= slot) lo = mid + 1; else hi = mid;
       }
+      const before = lo === 0 ? 0 : ends[lo - 1] as number;
+      const iova = (d.ring[lo] as { iova: number }).iova + (slot - before) * 8;
       const phys = this.dma.writeU64(seg, rid, iova, seq);
       if (phys >= 0) this.log.push(phys, seq, t);
     }

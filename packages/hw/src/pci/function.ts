@@ -3,6 +3,7 @@
  * its own: it is whatever secondary bus number the kernel programmed into the bridge above it,
  * so a Requester ID changes when a kernel renumbers buses.
  */
+import { saveArray, type Restore } from '../state.js';
 import { PciConfig } from './config.js';
 import * as R from './regs.js';
 
@@ -152,6 +153,15 @@ export class PciFunction {
   get ariForwarding(): boolean { return this.config.capExp > 0 && (this.config.read16(this.config.capExp + R.PCI_EXP_DEVCTL2) & R.PCI_EXP_DEVCTL2_ARI) !== 0; }
   get acsCtrl(): number { return this.config.extAcs ? this.config.read16(this.config.extAcs + R.PCI_ACS_CTRL) : 0; }
   get hasFlr(): boolean { return this.opts.flr === true; }
+
+  /** Config space, FLR count and the enabled VFs (each VF's own state with it); the device model saves its own. */
+  save(): Restore {
+    const config = this.config.save();
+    const flrs = this.flrCount;
+    const vfs = saveArray(this.vfs);
+    const vfStates = this.vfs.map((vf) => vf.save());
+    return () => { config(); this.flrCount = flrs; vfs(); for (const f of vfStates) f(); };
+  }
 
   /** Function Level Reset: config back to power-on, the device model drops its work. */
   flr(): void {

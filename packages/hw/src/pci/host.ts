@@ -6,12 +6,13 @@
 import type { Machine } from '../machine.js';
 import { dmarOf } from '../iommu/dmar.js';
 import { dmarRemapper } from '../iommu/remap.js';
+import type { Restore, SavesState } from '../state.js';
 import { DmaPort } from './dma.js';
 import { DsaEngine, type DsaOptions } from './dsa.js';
 import type { PciFunction } from './function.js';
 import { PciTopology, type PciTopologySpec } from './topology.js';
 
-export class PciHost {
+export class PciHost implements SavesState {
   readonly dma: DmaPort;
   readonly topology: PciTopology;
   readonly engines = new Map<string, DsaEngine>();
@@ -24,6 +25,13 @@ export class PciHost {
     this.topology = PciTopology.build(spec, (fn, s) => {
       if (s.model === 'dsa') this.engines.set(s.name, new DsaEngine(fn, this.dma, machine.clock, dsa));
     });
+  }
+
+  /** The hierarchy, config spaces (bus numbers, BARs, command bits), VFs and the DMA port's fault log; engines tick on the clock, which saves them. */
+  save(): Restore {
+    const topology = this.topology.save();
+    const dma = this.dma.save();
+    return () => { topology(); dma(); };
   }
 
   engine(name: string): DsaEngine {
@@ -46,6 +54,7 @@ export function attachPci(machine: Machine, spec: PciTopologySpec, dsa: DsaOptio
   if (hosts.has(machine)) throw new Error('this machine already has a PCI host');
   const h = new PciHost(machine, spec, dsa);
   hosts.set(machine, h);
+  machine.track(h);
   return h;
 }
 

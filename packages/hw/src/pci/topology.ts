@@ -5,6 +5,7 @@
  * routed by those bus numbers, exactly as hardware routes Type 1 requests, so a bridge whose
  * bus numbers were cleared hides everything below it.
  */
+import { saveArray, type Restore } from '../state.js';
 import { PciBridge, PciFunction, type FunctionOptions, type PciPortType } from './function.js';
 import * as R from './regs.js';
 
@@ -138,6 +139,25 @@ export class PciTopology {
       for (const c of p.children) this.add(seg, dn, c);
     });
     return up;
+  }
+
+  /** The hierarchy (hot-added nodes leave again) and every function's state. */
+  save(): Restore {
+    const fns: Restore[] = [saveArray(this.segments)];
+    const named = [...this.named];
+    const walk = (list: PciFunction[]): void => {
+      fns.push(saveArray(list));
+      for (const f of list) {
+        fns.push(f.save());
+        if (f instanceof PciBridge) walk(f.children);
+      }
+    };
+    for (const seg of this.segments) walk(seg.root);
+    return () => {
+      for (const f of fns) f();
+      this.named.clear();
+      for (const [k, v] of named) this.named.set(k, v);
+    };
   }
 
   byName(name: string): PciFunction | undefined { return this.named.get(name); }

@@ -19,6 +19,7 @@
 import type { MachineClock, Ticker } from '../clock.js';
 import { PAGE_SIZE } from '../units.js';
 import type { PhysMemory } from '../memory.js';
+import type { Restore } from '../state.js';
 import { INSN_NS } from './isa.js';
 import {
   TRANSLATE_FAULT, TRANSLATE_MMIO, VCPU_STATE_BYTES, Vcpu, decodeVcpuState, encodeVcpuState, type Translate,
@@ -44,6 +45,12 @@ export class Caretaker implements Ticker {
   constructor(private readonly memory: PhysMemory, clock: MachineClock, private readonly cb: number) {
     this.name = `caretaker@0x${cb.toString(16)}`;
     this.detach = clock.attach(this);
+  }
+
+  /** Whether it has run (its guest state is in memory); the clock saves whether it is attached. */
+  save(): Restore {
+    const { done, detach } = this;
+    return () => { this.done = done; this.detach = detach; };
   }
 
   /** Second-stage translation from the table's bytes. */
