@@ -7,8 +7,9 @@ import {
   type FileHandlerDefinition, type FlbContext, type Kernel, type Plugin,
 } from '@liveupdate/sdk';
 import {
-  HUGETLB_FAMILY, HUGETLB_FLB_COMPATIBLE, HUGETLB_MAX_HSTATES, MEMFD_ALIASES, MEMFD_FAMILY, hugetlbHstateSer,
+  HUGETLB_AS_MEMFD, HUGETLB_FAMILY, HUGETLB_FLB_COMPATIBLE, HUGETLB_MAX_HSTATES, MEMFD_ALIASES, MEMFD_FAMILY, hugetlbHstateSer,
 } from './abi/memfd.js';
+import semver from 'semver';
 import {
   freezeMemfd, preserveMemfd, unfreezeMemfd, unpreserveMemfd, type MemfdPreservation,
 } from './handler.js';
@@ -25,6 +26,10 @@ export interface MemfdPluginOptions {
   readonly reads?: string;
   /** Preserve hugeTLB memfds too (default: DEFAULT_HUGETLB). */
   readonly hugetlb?: boolean;
+  /** hugetlb-memfd format versions this build writes (default: 1.0.0 and 2.0.0). */
+  readonly hugetlbWrites?: readonly string[];
+  /** What it reads of them (default: '>=1.0.0 <3.0.0'). */
+  readonly hugetlbReads?: string;
 }
 
 /*
@@ -37,6 +42,9 @@ export interface MemfdPluginOptions {
 const DEFAULT_WRITES: readonly string[] = ['1.0.0', '2.0.0', '3.0.0', '3.1.0', '3.2.0', '4.0.0', '4.1.0'];
 const DEFAULT_READS = '>=1.0.0 <5.0.0';
 const DEFAULT_HUGETLB = true;
+/** hugetlb-memfd versions written (1.0.0: the memfd@3.0.0 xarray; 2.0.0: the memfd@4.1.0 extents) and read. */
+const HUGETLB_WRITES: readonly string[] = ['1.0.0', '2.0.0'];
+const HUGETLB_READS = '>=1.0.0 <3.0.0';
 
 /** Per kernel: preserved huge pages by order, and the hugetlb FLB page they are written to. */
 const hugetlbOut = new WeakMap<Kernel, { counts: Map<number, number>; page: number }>();
@@ -113,15 +121,17 @@ export default function memfd(options: MemfdPluginOptions = {}): Plugin {
     retrieve: (ctx) => retrieveMemfd(ctx, false),
     finish: (ctx) => finishMemfd(ctx),
   });
+  const asMemfd = <C extends { version: string }>(ctx: C): C => ctxWithVersion(ctx, HUGETLB_AS_MEMFD[semver.major(ctx.version)] ?? '3.0.0');
   const huge: FileHandlerDefinition<MemfdPreservation> = defineFileHandler<MemfdPreservation>({
-    format: { family: HUGETLB_FAMILY, writes: ['1.0.0'], reads: '^1.0.0' },
+    format: { family: HUGETLB_FAMILY, writes: options.hugetlbWrites ?? HUGETLB_WRITES, reads: options.hugetlbReads ?? HUGETLB_READS },
     canPreserve: (file) => isMemfd(file) && inodeOf(file).hugetlb && file.inode.nlink === 0,
     getId: (file) => file.inode,
-    preserve: (ctx) => preserveMemfd(ctxWithVersion(ctx, '3.0.0'), (order, delta) => countHuge(ctx.kernel, order, delta)),
-    freeze: (ctx) => freezeMemfd(ctxWithVersion(ctx, '3.0.0')),
-    unpreserve: (ctx) => unpreserveMemfd(ctxWithVersion(ctx, '3.0.0')),
-    retrieve: (ctx) => retrieveMemfd(ctxWithVersion(ctx, '3.0.0'), true),
-    finish: (ctx) => finishMemfd(ctxWithVersion(ctx, '3.0.0')),
+    preserve: (ctx) => preserveMemfd(asMemfd(ctx), (order, delta) => countHuge(ctx.kernel, order, delta)),
+    freeze: (ctx) => freezeMemfd(asMemfd(ctx)),
+    unfreeze: (ctx) => unfreezeMemfd(asMemfd(ctx)),
+    unpreserve: (ctx) => unpreserveMemfd(asMemfd(ctx)),
+    retrieve: (ctx) => retrieveMemfd(asMemfd(ctx), true),
+    finish: (ctx) => finishMemfd(asMemfd(ctx)),
   });
   return definePlugin({
     name: '@liveupdate/plugin-memfd',
@@ -138,8 +148,8 @@ export default function memfd(options: MemfdPluginOptions = {}): Plugin {
 }
 
 /**
- * The hugetlb family's 1.x layout is the sparse memfd layout with the folio order filled in: the
- * shared code is driven with memfd 3.0.0 while the hugetlb family keeps its own version line.
+ * The hugetlb family's layouts are memfd's with the folio order filled in (HUGETLB_AS_MEMFD):
+ * the shared code is driven with that memfd version while the family keeps its own line.
  */
 function ctxWithVersion<C extends { version: string }>(ctx: C, version: string): C {
   return new Proxy(ctx, {

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@liveupdate/hw';
-import { FormatNegotiationError, createSession, finishSession, preserveFd, retrieveSession } from '@liveupdate/sdk';
+import { FormatNegotiationError, abi, createSession, finishSession, preserveFd, retrieveFd, retrieveSession } from '@liveupdate/sdk';
 import memfd, {
   MFD_HUGETLB, MFD_HUGE_1GB, MFD_HUGE_2MB, hugetlbPools, memfdAbi, memfdCheckSynthetic, memfdCreate, memfdFillSynthetic,
   memfdResidentPages, memfdStore,
@@ -15,6 +15,7 @@ import {
 } from './support.js';
 
 const ORDER_2M = 9;
+const readV4 = (m: Outgoing['machine'], phys: number) => memfdAbi.memfdLuoSerV4.decode(m.memory.read(phys, memfdAbi.memfdLuoSerV4.size));
 const ORDER_1G = 18;
 
 /** The per-hstate records of the hugetlb FLB, read from its page. */
@@ -52,13 +53,42 @@ describe('2 MiB hugeTLB memfd (hugepagesz=2M hugepages=64)', () => {
       .toEqual({ total: 64, free: 64, preserved: 0, configured: 64 });
   });
 
-  it("is handed over as 'hugetlb-memfd@1.0.0' with folio order 9 and the 5 present folios", () => {
+  it("is handed over as 'hugetlb-memfd@2.0.0' (the memfd@4.1.0 layout) with folio order 9 and the 5 present folios", () => {
     const o = handOver();
+    o.k1.kexecJump(o.cfg);
+    const f = handedOver(o, 'vm', 1);
+    expect(f.compatible).toBe('hugetlb-memfd@2.0.0');
+    const h = readV4(o.machine, Number(f.data));
+    expect({ size: h.size, nr_folios: h.nr_folios, order: h.order }).toEqual({ size: BigInt(16 * HUGE), nr_folios: 5n, order: ORDER_2M });
+  });
+
+  it("goes to a kernel that reads hugetlb-memfd 1.x only as 'hugetlb-memfd@1.0.0' (the memfd@3.0.0 xarray layout), content intact", () => {
+    const o = handOver([memfd({ hugetlbWrites: ['1.0.0'], hugetlbReads: '^1.0.0' })]);
     o.k1.kexecJump(o.cfg);
     const f = handedOver(o, 'vm', 1);
     expect(f.compatible).toBe('hugetlb-memfd@1.0.0');
     const h = readV3(o.machine, Number(f.data));
     expect({ size: h.size, nr_folios: h.nr_folios, order: h.order }).toEqual({ size: BigInt(16 * HUGE), nr_folios: 5n, order: ORDER_2M });
+    const n = bootNext(o);
+    const { fd } = retrieveOne(n, 'vm', 1);
+    expect(n.p2.pread(fd, PAGE_SIZE, 10 * HUGE + 3 * PAGE_SIZE)).toEqual(pattern(PAGE_SIZE, 61));
+  });
+
+  it('two hugeTLB memfds: a file entry aimed at the other file\'s header is EINVAL, and the other file keeps its folios', () => {
+    const o = start([memfd()], { cmdline: `${CMDLINE} hugepagesz=2M hugepages=64` });
+    const s = createSession(o.p, o.dev, 'vm');
+    for (const token of [1, 2]) {
+      const fd = memfdCreate(o.p, `ram${token}`, MFD_HUGETLB | MFD_HUGE_2MB);
+      o.p.ftruncate(fd, 2 * HUGE);
+      memfdStore(o.p, fd, pattern(PAGE_SIZE, 70 + token), 0);
+      preserveFd(o.p, s, fd, token);
+    }
+    o.k1.kexecJump(o.cfg);
+    o.machine.memory.writeU64(handedOver(o, 'vm', 2).entryPhys + abi.luo.luoFileSer.offsets.data, handedOver(o, 'vm', 1).data);
+    const n = bootNext(o);
+    const sfd = retrieveSession(n.p2, n.dev2, 'vm');
+    expect(errnoOf(() => retrieveFd(n.p2, sfd, 2))).toBe('EINVAL');
+    expect(n.p2.pread(retrieveFd(n.p2, sfd, 1), PAGE_SIZE, 0)).toEqual(pattern(PAGE_SIZE, 71));
   });
 
   it("the 'hugetlb-v1' FLB carries the count per huge page size: 5 pages of order 9", () => {
@@ -118,7 +148,7 @@ describe('2 MiB hugeTLB memfd (hugepagesz=2M hugepages=64)', () => {
     try { o.k1.kexecJump(o.cfg); } catch (e) { err = e; }
     expect(err).toBeInstanceOf(FormatNegotiationError);
     expect((err as FormatNegotiationError).refusals).toEqual([
-      { family: 'hugetlb-memfd', owner: '@liveupdate/plugin-memfd', offered: ['1.0.0'], accepted: null },
+      { family: 'hugetlb-memfd', owner: '@liveupdate/plugin-memfd', offered: ['1.0.0', '2.0.0'], accepted: null },
     ]);
     expect(o.k1.isDead).toBe(false);
   });
@@ -138,7 +168,7 @@ describe('1 GiB hugeTLB memfd (hugepagesz=1G hugepages=4)', () => {
 
   it('preserves its 2 folios with order 18 and the FLB says 2 pages of order 18', () => {
     const o = handOver();
-    expect(readV3(o.machine, Number(handedOver(o, 'vm', 1).data)).order).toBe(ORDER_1G);
+    expect(readV4(o.machine, Number(handedOver(o, 'vm', 1).data)).order).toBe(ORDER_1G);
     expect(hstates(o)).toEqual([{ nr_pages: 2n, order: ORDER_1G }]);
   });
 
@@ -190,6 +220,6 @@ describe('which handler claims MFD_HUGETLB', () => {
     const o = start([memfd({ writes: ['2.0.0'] })], { cmdline: `${CMDLINE} hugepagesz=2M hugepages=4` });
     preserveFd(o.p, createSession(o.p, o.dev, 'vm'), hugeMemfd(o), 1);
     o.k1.kexecJump(o.cfg);
-    expect(handedOver(o, 'vm', 1).compatible).toBe('hugetlb-memfd@1.0.0');
+    expect(handedOver(o, 'vm', 1).compatible).toBe('hugetlb-memfd@2.0.0');
   });
 });

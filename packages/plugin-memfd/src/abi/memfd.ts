@@ -121,6 +121,13 @@ export const MEMFD_LUO_ALL_SEALS = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F
 
 /** hugeTLB memfds: the project's format family (folios with their order, in a KHO xarray). */
 export const HUGETLB_FAMILY = 'hugetlb-memfd';
+/**
+ * The hugetlb-memfd family's layouts are the memfd family's with huge folio orders: 1.x is the
+ * sparse memfd@3.0.0 xarray layout, 2.x the memfd@4.1.0 extents (whole-metadata CRC-32, bound
+ * to session and token). Kept as its own version line: a kernel that reads memfd 4.x may still
+ * not restore huge folios.
+ */
+export const HUGETLB_AS_MEMFD: Readonly<Record<number, string>> = { 1: '3.0.0', 2: '4.1.0' };
 /** The hugetlb FLB (hugetlb series RFC): per-hstate counts of preserved pages, up to 4 hstates. */
 export const HUGETLB_FLB_COMPATIBLE = 'hugetlb-v1';
 export const HUGETLB_MAX_HSTATES = 4;

@@ -193,6 +193,8 @@ function decodeMemfd(memory: PhysMemory, data: bigint, version: string | null, c
   const [major = 0, minor = 0] = (version ?? '').split('.').map(Number);
   const hugetlb = family === HUGETLB_FAMILY;
   if (!hugetlb && ((major === 3 && minor >= 2) || major === 4)) return decodeChecked(memory, phys, major, minor, context);
+  // hugetlb-memfd 2.x is the memfd@4.1.0 layout (HUGETLB_AS_MEMFD).
+  if (hugetlb && major === 2) return decodeChecked(memory, phys, 4, 1, context);
   if (hugetlb || major === 3) {
     const withCrc = !hugetlb && minor >= 1;
     const raw = memory.read(phys, withCrc ? memfdLuoSerV3_1.size : memfdLuoSerV3.size);
