@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
   checkScenarioData, defineFileHandler, definePlugin, lineOfPointer, parseScenario, parseScenarioJson, SchemaError, validateManifest,
-  parseSizeStrict, SIZE_UNITS_HELP, type FormatDeclaration, type PluginDefinition, type ScenarioVocabulary,
+  parseSizeStrict, SIZE_UNITS_HELP, type FormatDeclaration, type JsonSchema, type PluginDefinition, type ScenarioVocabulary,
 } from '@liveupdate/sdk';
 
 const handler = (format: FormatDeclaration) => defineFileHandler({
@@ -203,7 +203,7 @@ describe('parseScenarioJson (text to data, validated later against the plugins)'
 
 describe('a plugin\'s malformed scenario vocabulary does not compile (strict mode, no meta-schema pass)', () => {
   const data = JSON.parse(SCENARIO) as unknown;
-  const withKind = (properties: Record<string, unknown>): ScenarioVocabulary[] => [{ objects: [{ type: 'memfd', properties }, { type: 'hugetlb-memfd', properties: {} }] }];
+  const withKind = (properties: Record<string, JsonSchema>): ScenarioVocabulary[] => [{ objects: [{ type: 'memfd', properties }, { type: 'hugetlb-memfd', properties: {} }] }];
   for (const [what, properties, cause] of [
     ['an unknown keyword', { size: { type: 'string', minLenght: 1 } }, 'strict mode: unknown keyword: "minLenght"'],
     ['a keyword value of the wrong type', { size: { type: 'string', minLength: '1' } }, 'minLength value must be ["number"]'],
