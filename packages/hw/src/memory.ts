@@ -349,6 +349,11 @@ export class PhysMemory {
     while (done < length) {
       const p = phys + done;
       const n = Math.min(CHUNK_SIZE - (p % CHUNK_SIZE), length - done);
+      if (byte === 0 && this.chunkOf(p) === undefined && this.readsZero(Math.floor(p / PAGE_SIZE), Math.ceil((p + n) / PAGE_SIZE))) {
+        // Zeroing pages that already read as zero (never written, not synthetic, not poison): no store, no chunk.
+        done += n;
+        continue;
+      }
       const c = this.chunkForWrite(p);
       this.unpoison(c, p, n);
       const off = p % CHUNK_SIZE;
@@ -498,6 +503,13 @@ export class PhysMemory {
   }
 
   // ---- internals ----------------------------------------------------------------------
+
+  /** Every page of [first, end) (inside one chunk) reads as zero from the background. */
+  private readsZero(first: number, end: number): boolean {
+    if (this.zeroRuns !== null && !this.zeroRuns.covers(first, end)) return false;
+    if (this.synthetic.runCount > 0) for (let pfn = first; pfn < end; pfn++) if (this.synthetic.seedOf(pfn) >= 0) return false;
+    return true;
+  }
 
   private backgroundKind(pfn: number): PageKind {
     if (this.synthetic.runCount > 0 && this.synthetic.seedOf(pfn) >= 0) return 'synthetic';
