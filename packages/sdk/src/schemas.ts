@@ -334,32 +334,11 @@ function issuesOf(errors: readonly ErrorObject[] | null | undefined): SchemaIssu
   });
 }
 
-/**
- * Manifests already found valid, as JSON text: every plugin instance (one per kernel) checks
- * its manifest again. Only plain JSON data is remembered (no undefined, function, class
- * instance or non-finite number anywhere), so equal text means equal data for the schema.
- */
-const validManifests = new Set<string>();
-
-function plainJsonText(m: unknown): string | null {
-  let plain = true;
-  const text = JSON.stringify(m, function (this: Record<string, unknown>, key: string, value: unknown) {
-    const raw = this[key];
-    if (raw === undefined || typeof raw === 'function' || typeof raw === 'symbol' || typeof raw === 'bigint'
-      || (typeof raw === 'number' && !Number.isFinite(raw))
-      || (typeof raw === 'object' && raw !== null && !Array.isArray(raw) && Object.getPrototypeOf(raw) !== Object.prototype)) plain = false;
-    return value;
-  }) as string | undefined;
-  return plain && text !== undefined ? text : null;
-}
-
+/** A manifest that is valid, or a SchemaError naming each bad field. */
 export function assertManifest(m: unknown): asserts m is PluginManifest {
-  const text = plainJsonText(m);
-  if (text !== null && validManifests.has(text)) return;
+  // The interpreting checker answers a valid manifest in microseconds (every plugin instance
+  // asserts its manifest: one per kernel), so there is no cache of manifests seen.
   if (!validateManifest(m)) throw new SchemaError(`plugin manifest${typeof m === 'object' && m && 'name' in m ? ` of ${String((m as { name: unknown }).name)}` : ''}`, issuesOf(validateManifest.errors));
-  if (text === null) return;
-  if (validManifests.size >= 1024) validManifests.clear();
-  validManifests.add(text);
 }
 
 /** The line of the value at a JSON pointer in `text` (1-based), found by a small tokenizer. */
