@@ -479,13 +479,15 @@ export class PhysMemory {
    * size of the machine. Chunks with no surviving page are released.
    */
   scrub(survivors: PfnRanges): void {
-    for (const [i, shared] of [...this.chunks]) {
+    // (Deleting the entry being visited is safe in a Map iteration: no copy of the entries.)
+    for (const [i, shared] of this.chunks) {
       const first = i * PAGES_PER_CHUNK;
       if (!survivors.overlaps(first, first + PAGES_PER_CHUNK)) {
         this.touch(i, shared);
         this.chunks.delete(i);
         continue;
       }
+      if (survivors.covers(first, first + PAGES_PER_CHUNK)) continue;
       let c = shared;
       for (let k = 0; k < PAGES_PER_CHUNK; k++) {
         if (survivors.has(first + k)) continue;
