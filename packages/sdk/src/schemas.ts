@@ -34,11 +34,25 @@ export interface PluginManifest {
   requires: ManifestDependency[];
 }
 
+/** A pure string test remembered per string (manifests and scenarios repeat the same versions, ranges and sizes). */
+function remembered(test: (s: string) => boolean): (s: string) => boolean {
+  const seen = new Map<string, boolean>();
+  return (s) => {
+    let ok = seen.get(s);
+    if (ok === undefined) {
+      ok = test(s);
+      if (seen.size >= 4096) seen.clear();
+      seen.set(s, ok);
+    }
+    return ok;
+  };
+}
+
 /** The schemas' formats, for ajv and for the interpreting checker alike. */
 const FORMATS: Readonly<Record<string, (s: string) => boolean>> = {
-  semver: (s) => semver.valid(s) !== null && semver.valid(s) === s,
-  'semver-range': (s) => semver.validRange(s) !== null,
-  size: isSize,
+  semver: remembered((s) => semver.valid(s) === s),
+  'semver-range': remembered((s) => semver.validRange(s) !== null),
+  size: remembered(isSize),
 };
 
 let instance: Ajv | null = null;
