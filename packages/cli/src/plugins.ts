@@ -93,27 +93,55 @@ function ancestors(dir: string): string[] {
   }
 }
 
-let index: InstalledPackage[] | null = null;
+/**
+ * Where packages are looked for, first seen first (the working directory's own installs win):
+ * LIVEUPDATE_PLUGIN_PATH's entries, then the node_modules folders above the working directory
+ * and above this CLI. Folders are read one at a time and only as far as a lookup needs: a
+ * plugin found in LIVEUPDATE_PLUGIN_PATH never makes us read every package.json of a big
+ * node_modules (the order, and so which copy wins, is the same as a full scan's).
+ */
+function packageSources(): Array<(out: InstalledPackage[]) => void> {
+  const sources: Array<(out: InstalledPackage[]) => void> = [];
+  for (const extra of (process.env.LIVEUPDATE_PLUGIN_PATH ?? '').split(path.delimiter).filter(Boolean)) {
+    sources.push((out) => { const p = packageAt(extra, extra); if (p) out.push(p); else if (isDir(extra)) packagesIn(extra, out); });
+  }
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  for (const r of new Set([...ancestors(process.cwd()), ...ancestors(here)])) sources.push((out) => packagesIn(path.join(r, 'node_modules'), out));
+  return sources;
+}
+
+/** The scan so far: packages seen (each name@version once, first seen first) and the folders not read yet. */
+let scan: { readonly found: InstalledPackage[]; readonly keys: Set<string>; readonly rest: Array<(out: InstalledPackage[]) => void> } | null = null;
+
+/** Read the next folder; false when every folder has been read. */
+function scanNext(): boolean {
+  scan ??= { found: [], keys: new Set(), rest: packageSources() };
+  const source = scan.rest.shift();
+  if (!source) return false;
+  const batch: InstalledPackage[] = [];
+  source(batch);
+  for (const p of batch) {
+    const key = `${p.name}@${p.version}`;
+    if (scan.keys.has(key)) continue;
+    scan.keys.add(key);
+    scan.found.push(p);
+  }
+  return true;
+}
+
+/** The first installed copy of name@version, reading folders only until it shows up. */
+function findInstalled(name: string, version: string): InstalledPackage | undefined {
+  const key = `${name}@${version}`;
+  for (;;) {
+    if (scan?.keys.has(key)) return scan.found.find((p) => p.name === name && p.version === version);
+    if (!scanNext()) return undefined;
+  }
+}
 
 /** Every installed package this CLI can see, first seen first (the working directory's own installs win). */
 export function installedPackages(): readonly InstalledPackage[] {
-  if (index) return index;
-  const found: InstalledPackage[] = [];
-  for (const extra of (process.env.LIVEUPDATE_PLUGIN_PATH ?? '').split(path.delimiter).filter(Boolean)) {
-    const p = packageAt(extra, extra);
-    if (p) found.push(p); else if (isDir(extra)) packagesIn(extra, found);
-  }
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  const roots = [...new Set([...ancestors(process.cwd()), ...ancestors(here)])];
-  for (const r of roots) packagesIn(path.join(r, 'node_modules'), found);
-  const seen = new Set<string>();
-  index = found.filter((p) => {
-    const key = `${p.name}@${p.version}`;
-    if (seen.has(key)) return false;
-    seen.add(key);
-    return true;
-  });
-  return index;
+  while (scanNext()) { /* read every folder */ }
+  return scan?.found ?? [];
 }
 
 /** The installed versions of one package, oldest first. */
@@ -163,7 +191,7 @@ export function resolvePlugin(name: string, version: string): Promise<ResolvedPl
   const key = `${name}@${version}`;
   let p = cache.get(key);
   if (!p) {
-    const pkg = installedPackages().find((x) => x.name === name && x.version === version);
+    const pkg = findInstalled(name, version);
     if (!pkg) {
       const have = installedVersions(name);
       return Promise.reject(new UsageError(have.length > 0

@@ -34,7 +34,7 @@ const NIL = -1;
  * cost O(log n) expected whatever order runs arrive in, so a guest filled back to front or
  * at random costs what one filled front to back does. Appending after the last run is O(1)
  * expected through the per-level tail pointers, and a run that continues the last one's
- * seeds extends it instead of adding a node.
+ * seeds extends it instead of adding a node; so is a run before the first (back to front).
  */
 export class SyntheticRuns {
   private startOf = new Float64Array(16);
@@ -110,6 +110,16 @@ export class SyntheticRuns {
     const last = this.tail[0] as number;
     if (last === HEAD || start >= (this.endOf[last] as number)) {
       this.append(start, end, seed);
+      return;
+    }
+    const first = this.links[this.linkAt[HEAD] as number] as number;
+    if (end <= (this.startOf[first] as number)) {
+      // Before the first run (a guest filled back to front): the head is the node before it on
+      // every level, so no search, O(1) expected like an append.
+      this.hit = NIL;
+      const x = this.node(start, end, seed >>> 0);
+      this.update.fill(HEAD, 0, this.heightOf[x] as number);
+      this.link(x);
       return;
     }
     // clear() leaves `update` holding the last node before `start` on each level: the new run links in there.

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
-import { PAGE_SIZE, PhysMemory, PhysAddrError, fillSyntheticPage } from '../src/index.js';
+import { PAGE_SIZE, PfnRanges, PhysMemory, PhysAddrError, fillSyntheticPage } from '../src/index.js';
 
 const KiB = 2 ** 10;
 const MiB = 2 ** 20;
@@ -450,5 +450,40 @@ describe('PhysMemory: synthetic runs', () => {
     const m = new PhysMemory(1 * MiB);
     expect(() => m.fillSynthetic(1, PAGE_SIZE, 1)).toThrow(RangeError);
     expect(() => m.fillSynthetic(0, PAGE_SIZE - 1, 1)).toThrow(RangeError);
+  });
+});
+
+describe('PhysMemory: zeroing costs what it changes', () => {
+  it('zeroing never-written pages stores nothing and makes no chunk; they read zero', () => {
+    const m = new PhysMemory(1 * GiB);
+    m.fill(5 * MiB, 3 * CHUNK + PAGE_SIZE, 0);
+    expect(m.chunkCount).toBe(0);
+    expect(m.read(5 * MiB, 8)).toEqual(new Uint8Array(8));
+    expect(m.pageKind(5 * MiB / PAGE_SIZE)).toBe('zero');
+  });
+
+  it('zeroing a synthetic page makes its chunk and the page reads zero', () => {
+    const m = new PhysMemory(1 * MiB);
+    m.fillSynthetic(4 * PAGE_SIZE, PAGE_SIZE, 7);
+    m.fill(4 * PAGE_SIZE, PAGE_SIZE, 0);
+    expect(m.chunkCount).toBe(1);
+    expect(m.read(4 * PAGE_SIZE, PAGE_SIZE)).toEqual(new Uint8Array(PAGE_SIZE));
+  });
+
+  it('zeroing a page scrubbed at a kexec (poison) makes its chunk and the page reads zero, not 0xaa', () => {
+    const m = new PhysMemory(1 * MiB);
+    m.scrub(PfnRanges.of([0, 16]));
+    m.fill(20 * PAGE_SIZE, PAGE_SIZE, 0);
+    expect(m.chunkCount).toBe(1);
+    expect(Array.from(m.read(20 * PAGE_SIZE - 2, 4))).toEqual([0xaa, 0xaa, 0, 0]);
+    expect(m.poisonReads).toBe(1);
+  });
+
+  it('zeroing a written page clears it in its chunk', () => {
+    const m = new PhysMemory(1 * MiB);
+    m.write(PAGE_SIZE + 10, bytes(1, 2, 3));
+    m.fill(PAGE_SIZE, PAGE_SIZE, 0);
+    expect(m.chunkCount).toBe(1);
+    expect(m.read(PAGE_SIZE + 10, 3)).toEqual(new Uint8Array(3));
   });
 });

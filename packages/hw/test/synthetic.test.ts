@@ -130,6 +130,18 @@ describe('SyntheticRuns', () => {
     expect(r.matches(0, 20, 1)).toBe(false);
   });
 
+  it('runs filled back to front go in before the first run; lookups, a middle run and a clear see them', () => {
+    const r = new SyntheticRuns();
+    for (let i = 99; i >= 0; i--) r.set(4 * i, 4 * i + 2, 1000 + i);
+    expect(r.runCount).toBe(100);
+    expect([...r.runs()].slice(0, 3)).toEqual([[0, 2, 1000], [4, 6, 1001], [8, 10, 1002]]);
+    expect([r.seedOf(1), r.seedOf(2), r.seedOf(397), r.seedOf(398)]).toEqual([1001, -1, 1100, -1]);
+    r.set(2, 4, 7);
+    r.clear(5, 9);
+    expect([...r.runs()].slice(0, 4)).toEqual([[0, 2, 1000], [2, 4, 7], [4, 5, 1001], [9, 10, 1003]]);
+    expect(r.runCount).toBe(101);
+  });
+
   it('matches() is false across a gap and true inside one run', () => {
     const r = new SyntheticRuns();
     r.set(0, 10, 3);

@@ -10,12 +10,39 @@ export const ERRNO = {
 
 export type ErrnoCode = keyof typeof ERRNO;
 
-/** A kernel error as userspace (or a caller of a kernel API) sees it: the errno by name and number. */
+let stackTraceLimit = Error.stackTraceLimit;
+
+/**
+ * A kernel error as userspace (or a caller of a kernel API) sees it: the errno by name and number.
+ *
+ * An errno is an answer, often an expected one (an FLB with no incoming data, a lookup that
+ * misses), so it is made without capturing the JavaScript call stack: V8 walks the frames at
+ * construction, which cost a qualification run more than the work around most of these calls.
+ * The message names the call and the errno; `stack` is `ErrnoError: <message>` alone. Set
+ * `ErrnoError.captureStacks = true` while debugging to get the frames back.
+ */
 export class ErrnoError extends Error {
+  /** Capture the call stack of each new ErrnoError (off: see the class comment). */
+  static captureStacks = false;
+
+  /** Error.stackTraceLimit off for the super() call that follows (the constructor restores it). */
+  private static framesOff(message: string): string {
+    stackTraceLimit = Error.stackTraceLimit;
+    if (!ErrnoError.captureStacks) Error.stackTraceLimit = 0;
+    return message;
+  }
+
   override readonly name = 'ErrnoError';
   readonly errno: number;
-  constructor(readonly code: ErrnoCode, readonly syscall: string, readonly detail?: string) {
-    super(`${syscall}: ${code}${detail ? ` (${detail})` : ''}`);
+  readonly code: ErrnoCode;
+  readonly syscall: string;
+  readonly detail?: string;
+  constructor(code: ErrnoCode, syscall: string, detail?: string) {
+    super(ErrnoError.framesOff(`${syscall}: ${code}${detail ? ` (${detail})` : ''}`));
+    Error.stackTraceLimit = stackTraceLimit;
+    this.code = code;
+    this.syscall = syscall;
+    if (detail !== undefined) this.detail = detail;
     this.errno = ERRNO[code];
   }
 }

@@ -10,7 +10,7 @@ export {
   type OwnedPages, type BuiltinScenario, type JsonSchema,
 } from './tools.js';
 export {
-  validateManifest, validateScenario, parseScenario, checkScenarioData, composeScenarioSchema, sessionObjects, assertManifest, lineOfPointer,
+  validateManifest, validateScenario, parseScenario, parseScenarioJson, checkScenarioData, composeScenarioSchema, sessionObjects, assertManifest, lineOfPointer,
   SchemaError, scenarioSchema, SCENARIO_EXPECTATIONS,
   type PluginManifest, type ManifestFormat, type Scenario, type ScenarioSession, type ScenarioObject, type ScenarioFile, type ScenarioSide,
   type ScenarioExpectation, type ScenarioVocabulary, type SchemaIssue,

@@ -1,11 +1,14 @@
 /**
- * Manifests and scenario files are data, validated by ajv schemas shipped with the SDK. One
- * strict Ajv instance per process, each schema compiled the first time it validates something
- * (a tool that never reads a scenario file never compiles the scenario schema); every error
- * names the field (a JSON pointer) and, for files, the line it sits on.
+ * Manifests and scenario files are data, validated against JSON schemas shipped with the SDK
+ * (and composed from the plugins' vocabulary). Valid data is answered by an interpreting checker
+ * (schema-check.ts); invalid data, and schemas outside the checker's subset, go to one strict Ajv
+ * instance per process, loaded and compiling a schema only when first needed; every error names
+ * the field (a JSON pointer) and, for files, the line it sits on.
  */
-import { Ajv, type ErrorObject, type JSONSchemaType, type ValidateFunction } from 'ajv';
+import { createRequire } from 'node:module';
+import type { Ajv, ErrorObject, JSONSchemaType, ValidateFunction } from 'ajv';
 import semver from 'semver';
+import { checkerFor } from './schema-check.js';
 import { isSize, parseSizeStrict } from './size.js';
 import type { JsonSchema, ObjectKind, ScenarioSection } from './tools.js';
 
@@ -31,26 +34,57 @@ export interface PluginManifest {
   requires: ManifestDependency[];
 }
 
+/** A pure string test remembered per string (manifests and scenarios repeat the same versions, ranges and sizes). */
+function remembered(test: (s: string) => boolean): (s: string) => boolean {
+  const seen = new Map<string, boolean>();
+  return (s) => {
+    let ok = seen.get(s);
+    if (ok === undefined) {
+      ok = test(s);
+      if (seen.size >= 4096) seen.clear();
+      seen.set(s, ok);
+    }
+    return ok;
+  };
+}
+
+/** The schemas' formats, for ajv and for the interpreting checker alike. */
+const FORMATS: Readonly<Record<string, (s: string) => boolean>> = {
+  semver: remembered((s) => semver.valid(s) === s),
+  'semver-range': remembered((s) => semver.validRange(s) !== null),
+  size: remembered(isSize),
+};
+
 let instance: Ajv | null = null;
 
-/** The process's Ajv instance, made on first use. */
+/** The process's Ajv instance, made (and ajv loaded) on first use. */
 function ajv(): Ajv {
   if (instance) return instance;
-  const a = new Ajv({ strict: true, allErrors: false, verbose: true });
-  a.addFormat('semver', { type: 'string', validate: (s: string) => semver.valid(s) !== null && semver.valid(s) === s });
-  a.addFormat('semver-range', { type: 'string', validate: (s: string) => semver.validRange(s) !== null });
-  a.addFormat('size', { type: 'string', validate: isSize });
+  const { Ajv: AjvClass } = createRequire(import.meta.url)('ajv') as typeof import('ajv');
+  // No meta-schema pass over each schema compiled (compiling draft-07's meta-schema cost a CLI
+  // run a third of its start-up): strict mode still rejects unknown keywords, keyword values of
+  // the wrong type and unknown types, so a plugin's malformed vocabulary still fails to compile.
+  const a = new AjvClass({ strict: true, allErrors: false, verbose: true, validateSchema: false });
+  for (const [name, validate] of Object.entries(FORMATS)) a.addFormat(name, { type: 'string', validate });
   instance = a;
   return a;
 }
 
 /**
- * A validator that compiles its schema on its first call (then calls the compiled one): same
- * call shape as ajv's, `errors` included, so callers cannot tell.
+ * A validator with ajv's call shape (`errors` included, so callers cannot tell) that answers
+ * valid data with the interpreting checker (schema-check.ts: no code generation, no ajv loaded)
+ * and asks ajv, compiled on first need, when the checker says no or cannot take the schema: every
+ * error comes from ajv. `eager`: compile with ajv now when the checker cannot take the schema
+ * (so a schema ajv rejects is rejected where it is made, as before).
  */
-function lazyValidator<T>(schema: object): ValidateFunction<T> {
-  let compiled: ValidateFunction<T> | null = null;
+function validatorOf<T>(schema: object, eager = false): ValidateFunction<T> {
+  const check = checkerFor(schema, FORMATS);
+  let compiled: ValidateFunction<T> | null = check === null && eager ? ajv().compile<T>(schema) : null;
   const validate = ((data: unknown): boolean => {
+    if (check?.(data)) {
+      validate.errors = null;
+      return true;
+    }
     compiled ??= ajv().compile<T>(schema);
     const ok = compiled(data);
     validate.errors = compiled.errors ?? null;
@@ -99,7 +133,7 @@ const manifestSchema: JSONSchemaType<PluginManifest> = {
   },
 };
 
-export const validateManifest = lazyValidator<PluginManifest>(manifestSchema);
+export const validateManifest = validatorOf<PluginManifest>(manifestSchema);
 
 /**
  * One object in a session (a file, a VM, a device): `type` names the object kind a loaded
@@ -246,7 +280,7 @@ export function composeScenarioSchema(tools: readonly ScenarioVocabulary[] | nul
 
 /** The open scenario schema (no plugin vocabulary): kept for tools that only read the common fields. */
 export const scenarioSchema: JsonSchema = composeScenarioSchema(null);
-export const validateScenario = lazyValidator<Scenario>(scenarioSchema);
+export const validateScenario = validatorOf<Scenario>(scenarioSchema);
 
 /** Compiled composed schemas, by the identity of the tools list's members (a CLI run compiles one or two). */
 const composedCache = new Map<string, ValidateFunction<Scenario>>();
@@ -258,7 +292,7 @@ function validatorFor(tools: readonly ScenarioVocabulary[] | null): ValidateFunc
   let v = composedCache.get(key);
   if (!v) {
     try {
-      v = ajv().compile<Scenario>(schema);
+      v = validatorOf<Scenario>(schema, true);
     } catch (e) {
       throw new TypeError(`the plugins' scenario vocabulary does not compile: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
@@ -314,32 +348,11 @@ function issuesOf(errors: readonly ErrorObject[] | null | undefined): SchemaIssu
   });
 }
 
-/**
- * Manifests already found valid, as JSON text: every plugin instance (one per kernel) checks
- * its manifest again. Only plain JSON data is remembered (no undefined, function, class
- * instance or non-finite number anywhere), so equal text means equal data for the schema.
- */
-const validManifests = new Set<string>();
-
-function plainJsonText(m: unknown): string | null {
-  let plain = true;
-  const text = JSON.stringify(m, function (this: Record<string, unknown>, key: string, value: unknown) {
-    const raw = this[key];
-    if (raw === undefined || typeof raw === 'function' || typeof raw === 'symbol' || typeof raw === 'bigint'
-      || (typeof raw === 'number' && !Number.isFinite(raw))
-      || (typeof raw === 'object' && raw !== null && !Array.isArray(raw) && Object.getPrototypeOf(raw) !== Object.prototype)) plain = false;
-    return value;
-  }) as string | undefined;
-  return plain && text !== undefined ? text : null;
-}
-
+/** A manifest that is valid, or a SchemaError naming each bad field. */
 export function assertManifest(m: unknown): asserts m is PluginManifest {
-  const text = plainJsonText(m);
-  if (text !== null && validManifests.has(text)) return;
+  // The interpreting checker answers a valid manifest in microseconds (every plugin instance
+  // asserts its manifest: one per kernel), so there is no cache of manifests seen.
   if (!validateManifest(m)) throw new SchemaError(`plugin manifest${typeof m === 'object' && m && 'name' in m ? ` of ${String((m as { name: unknown }).name)}` : ''}`, issuesOf(validateManifest.errors));
-  if (text === null) return;
-  if (validManifests.size >= 1024) validManifests.clear();
-  validManifests.add(text);
 }
 
 /** The line of the value at a JSON pointer in `text` (1-based), found by a small tokenizer. */
@@ -507,16 +520,22 @@ function jsonErrorOffset(text: string): number {
  * null checks only the common fields (objects of any type, any top-level section).
  */
 export function parseScenario(text: string, file = 'scenario', tools: readonly ScenarioVocabulary[] | null = null): Scenario {
-  let data: unknown;
+  return checkScenarioData(parseScenarioJson(text, file), file, tools, text);
+}
+
+/**
+ * A scenario file's text as JSON data, not validated yet (for a loader that validates against
+ * its plugins' vocabulary, see checkScenarioData); SchemaError with the line when it is not JSON.
+ */
+export function parseScenarioJson(text: string, file = 'scenario'): unknown {
   try {
-    data = JSON.parse(text);
+    return JSON.parse(text) as unknown;
   } catch (e) {
     // V8's message carries a position only for some errors ("Unexpected token '}', ... is not
     // valid JSON" and "Unexpected end of JSON input" have none), so find the offset ourselves.
     const line = text.slice(0, jsonErrorOffset(text)).split('\n').length;
     throw new SchemaError(file, [{ field: '', line, message: `is not valid JSON (${e instanceof Error ? e.message : String(e)})` }]);
   }
-  return checkScenarioData(data, file, tools, text);
 }
 
 /** Validate scenario data (parsed, or built in code); `text` lets the issues name their lines. */

@@ -5,8 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
-  defineFileHandler, definePlugin, lineOfPointer, parseScenario, SchemaError, validateManifest,
-  parseSizeStrict, SIZE_UNITS_HELP, type FormatDeclaration, type PluginDefinition, type ScenarioVocabulary,
+  checkScenarioData, defineFileHandler, definePlugin, lineOfPointer, parseScenario, parseScenarioJson, SchemaError, validateManifest,
+  parseSizeStrict, SIZE_UNITS_HELP, type FormatDeclaration, type JsonSchema, type PluginDefinition, type ScenarioVocabulary,
 } from '@liveupdate/sdk';
 
 const handler = (format: FormatDeclaration) => defineFileHandler({
@@ -188,6 +188,32 @@ function paths(v: unknown, at: string[] = []): string[][] {
   else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) out.push(...paths(x, [...at, k]));
   return out;
 }
+
+describe('parseScenarioJson (text to data, validated later against the plugins)', () => {
+  it('returns the data without checking any field', () => {
+    expect(parseScenarioJson('{ "name": 5 }', 'x.json')).toEqual({ name: 5 });
+  });
+
+  it('text that is not JSON is a SchemaError at its line', () => {
+    const e = schemaErrorOf(() => parseScenarioJson('{\n  "name": "a",\n  "machine": }', 'x.json'));
+    expect(e.issues.map((i) => [i.field, i.line])).toEqual([['', 3]]);
+    expect(e.issues[0]?.message).toMatch(/^is not valid JSON \(/);
+  });
+});
+
+describe('a plugin\'s malformed scenario vocabulary does not compile (strict mode, no meta-schema pass)', () => {
+  const data = JSON.parse(SCENARIO) as unknown;
+  const withKind = (properties: Record<string, JsonSchema>): ScenarioVocabulary[] => [{ objects: [{ type: 'memfd', properties }, { type: 'hugetlb-memfd', properties: {} }] }];
+  for (const [what, properties, cause] of [
+    ['an unknown keyword', { size: { type: 'string', minLenght: 1 } }, 'strict mode: unknown keyword: "minLenght"'],
+    ['a keyword value of the wrong type', { size: { type: 'string', minLength: '1' } }, 'minLength value must be ["number"]'],
+    ['an unknown type', { size: { type: 'strin' } }, 'type must be JSONType or JSONType[]: strin'],
+  ] as const) {
+    it(`${what}: a TypeError naming the plugins' vocabulary`, () => {
+      expect(() => checkScenarioData(data, 'x.json', withKind(properties))).toThrow(new TypeError(`the plugins' scenario vocabulary does not compile: ${cause}`));
+    });
+  }
+});
 
 describe('lineOfPointer', () => {
   it('finds the line where the value at any pointer starts, in any pretty-printed document', () => {

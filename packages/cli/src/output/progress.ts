@@ -2,8 +2,13 @@
  * Progress of the long phases (preserve, kexec, restore): a cli-progress bar on a terminal,
  * plain lines (start, quarters, done) when the output is a log, nothing for --json.
  * Live updates run synchronously, so the bar redraws from update() (synchronousUpdate).
+ * cli-progress is loaded when the first bar is made: `matrix`, `fuzz` and logs never draw one.
  */
-import cliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
+import type cliProgressModule from 'cli-progress';
+
+let cliProgress: typeof cliProgressModule | null = null;
+const barModule = (): typeof cliProgressModule => (cliProgress ??= createRequire(import.meta.url)('cli-progress') as typeof cliProgressModule);
 
 export interface Progress {
   /** Start a phase of `total` units; the previous one is finished first. */
@@ -50,7 +55,7 @@ function linesProgress(out: NodeJS.WritableStream): Progress {
 }
 
 function barProgress(out: NodeJS.WritableStream): Progress {
-  let bar: cliProgress.SingleBar | null = null;
+  let bar: cliProgressModule.SingleBar | null = null;
   const done = (): void => {
     if (!bar) return;
     bar.update(bar.getTotal());
@@ -60,7 +65,7 @@ function barProgress(out: NodeJS.WritableStream): Progress {
   return {
     phase(name, total, unit) {
       done();
-      bar = new cliProgress.SingleBar({
+      bar = new (barModule().SingleBar)({
         stream: out,
         format: `${name.padEnd(8)} {bar} {percentage}% | {value}/{total} ${unit} | {duration_formatted}`,
         barCompleteChar: '\u2588',

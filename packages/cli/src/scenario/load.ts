@@ -9,7 +9,7 @@
 import { readFile } from 'node:fs/promises';
 import { createMachine } from '@liveupdate/hw';
 import {
-  checkScenarioData, Kernel, lineOfPointer, parseScenario, parseSizeStrict, SchemaError, sessionObjects,
+  checkScenarioData, Kernel, lineOfPointer, parseScenarioJson, parseSizeStrict, SchemaError, sessionObjects,
   type ObjectKind, type Plugin, type PluginTools, type Scenario,
 } from '@liveupdate/sdk';
 import { cmdlineOf } from '@liveupdate/sdk/testing';
@@ -68,8 +68,21 @@ const withLines = (issues: readonly Issue[], text: string | undefined): Issue[] 
   return line === undefined ? i : { ...i, line };
 });
 
+type NamedPlugins = Readonly<Record<'from' | 'to', { readonly plugins: Readonly<Record<string, string>> }>>;
+
+/** The plugin versions the data names, when `from.plugins` and `to.plugins` are maps of strings (else null). */
+function namedPlugins(data: unknown): NamedPlugins | null {
+  const rec = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!rec(data)) return null;
+  for (const side of ['from', 'to'] as const) {
+    const s = data[side];
+    if (!rec(s) || !rec(s.plugins) || !Object.values(s.plugins).every((v) => typeof v === 'string')) return null;
+  }
+  return data as unknown as NamedPlugins;
+}
+
 /** Every plugin version a scenario names, resolved; each one that is not installed is an issue at its field. */
-async function pluginsOf(s: Scenario): Promise<{ from: ResolvedPlugin[]; to: ResolvedPlugin[]; issues: Issue[] }> {
+async function pluginsOf(s: NamedPlugins): Promise<{ from: ResolvedPlugin[]; to: ResolvedPlugin[]; issues: Issue[] }> {
   const issues: Issue[] = [];
   const out = { from: [] as ResolvedPlugin[], to: [] as ResolvedPlugin[] };
   for (const side of ['from', 'to'] as const) {
@@ -85,25 +98,36 @@ async function pluginsOf(s: Scenario): Promise<{ from: ResolvedPlugin[]; to: Res
   return { ...out, issues };
 }
 
-/** Validate scenario data against the vocabulary of its plugins (and, for a matrix, of `extra` plugins too). */
+/**
+ * Validate scenario data against the vocabulary of its plugins (and, for a matrix, of `extra`
+ * plugins too). The checks, in the order their problems are reported: the common fields (the
+ * open schema), the plugins named (installed?), the schema composed from those plugins, then
+ * what no schema can say. Valid data compiles and runs the composed schema only: the open one
+ * runs when something is wrong, to report the common fields' problems first, as documented.
+ */
 export async function checkScenario(data: unknown, source: string, text?: string, extra: readonly Plugin[] = []): Promise<Scenario> {
-  let open: Scenario;
-  try {
-    open = checkScenarioData(data, source, null, text);
-  } catch (e) {
-    if (e instanceof SchemaError) throw usageFromIssues(source, e.issues);
-    throw e;
+  const checkOpen = (): Scenario => {
+    try {
+      return checkScenarioData(data, source, null, text);
+    } catch (e) {
+      if (e instanceof SchemaError) throw usageFromIssues(source, e.issues);
+      throw e;
+    }
+  };
+  const { from, to, issues } = await pluginsOf(namedPlugins(data) ?? checkOpen());
+  if (issues.length > 0) {
+    checkOpen();
+    throw usageFromIssues(source, withLines(issues, text));
   }
-  const { from, to, issues } = await pluginsOf(open);
-  if (issues.length > 0) throw usageFromIssues(source, withLines(issues, text));
   const plugins = [...from, ...to].map((p) => p.create());
   const all = [...plugins, ...extra];
   let scenario: Scenario;
   try {
     scenario = checkScenarioData(data, source, all.map((p): PluginTools => p.tools), text);
   } catch (e) {
-    if (e instanceof SchemaError) throw usageFromIssues(source, e.issues);
-    throw e;
+    if (!(e instanceof SchemaError)) throw e;
+    checkOpen();
+    throw usageFromIssues(source, e.issues);
   }
   const more = semanticIssues(scenario, all);
   if (more.length > 0) throw usageFromIssues(source, withLines(more, text));
@@ -133,7 +157,7 @@ export async function loadScenarioFile(file: string, extra: readonly Plugin[] = 
   }
   let data: unknown;
   try {
-    data = parseScenario(text, file, null);
+    data = parseScenarioJson(text, file);
   } catch (e) {
     if (e instanceof SchemaError) throw usageFromIssues(file, e.issues);
     throw e;

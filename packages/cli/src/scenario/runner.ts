@@ -9,8 +9,8 @@ import type { Machine } from '@liveupdate/hw';
 import type { Plugin, Scenario } from '@liveupdate/sdk';
 import { hostBytesOf, runScenario as runGeneric, type FaultSpec, type RunProgress, type ScenarioRunResult } from '@liveupdate/sdk/testing';
 import { UsageError } from '../exit.js';
-import { decodeHandover, type HandoverView } from '../handover/decode.js';
-import { captureDump, type HandoverDump } from '../handover/dump.js';
+import type { HandoverView } from '../handover/decode.js';
+import type { HandoverDump } from '../handover/dump.js';
 import { bytes } from '../output/format.js';
 import { resolvePlugins } from '../plugins.js';
 
@@ -48,6 +48,9 @@ let hostLimit: number | null = null;
 /** Half of this host's RAM (asked once: os.totalmem() reads /proc/meminfo on every call). */
 const defaultHostLimit = (): number => (hostLimit ??= Math.floor(totalmem() / 2));
 
+let decodeModule: Promise<typeof import('../handover/decode.js')> | null = null;
+let dumpModule: Promise<typeof import('../handover/dump.js')> | null = null;
+
 export async function runScenario(scenario: Scenario, opts: RunOptions): Promise<RunResult> {
   const fromBuilds = await resolvePlugins(scenario.from.plugins);
   const toBuilds = await resolvePlugins(scenario.to.plugins);
@@ -62,15 +65,18 @@ export async function runScenario(scenario: Scenario, opts: RunOptions): Promise
   let dump: HandoverDump | null = null;
   let jumped = false;
   const decode = opts.decode ?? true;
+  // The decoder and the dump writer load only for a run that uses them (a matrix cell does not).
+  const decoder = decode || opts.capture || opts.onHandover ? await (decodeModule ??= import('../handover/decode.js')) : null;
+  const dumper = opts.capture ? await (dumpModule ??= import('../handover/dump.js')) : null;
   const result = runGeneric(scenario, {
     from, to, progress: opts.progress, ...(opts.faults ? { faults: opts.faults } : {}),
     onJump: (m) => {
       jumped = true;
-      if (!decode && !opts.capture && !opts.onHandover) return;
-      const view = decodeHandover(m.memory, m.bootParams.khoData, from);
+      if (!decoder) return;
+      const view = decoder.decodeHandover(m.memory, m.bootParams.khoData, from);
       handover = view;
-      if (opts.capture) {
-        dump = captureDump(m, view, {
+      if (dumper) {
+        dump = dumper.captureDump(m, view, {
           createdBy: opts.createdBy ?? 'liveupdate', scenario: scenario.name, from: scenario.from.release, to: scenario.to.release,
           plugins: { from: scenario.from.plugins, to: scenario.to.plugins },
         });
