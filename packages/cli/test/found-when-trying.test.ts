@@ -103,11 +103,12 @@ describe('found when trying it', () => {
       expect(new Set(ticks.slice(1).map((t, i) => Math.round((t - (ticks[i] as number)) * 1000)))).toEqual(new Set([Math.round(Number(axis['data-step-ms']) * 1000)]));
     });
 
-    it('the dump holds every handover page: the memfd headers and every xarray node, as the summary counts them', () => {
+    it('the dump holds every handover page: the memfd headers, vmalloc chunks and extent-stream pages, as the summary counts them', () => {
       const s = JSON.parse(run.stdout);
       const roles = dump.pages.map((p) => p.role);
       expect(roles.filter((r) => r.startsWith('memfd header'))).toHaveLength(6);
-      expect(roles.filter((r) => r.startsWith('memfd xarray node'))).toHaveLength(s.handover.structures['memfd xarray node']);
+      expect(roles.filter((r) => r.startsWith('memfd vmalloc chunk'))).toHaveLength(s.handover.structures['memfd vmalloc chunk']);
+      expect(roles.filter((r) => r.startsWith('memfd extent stream'))).toHaveLength(s.handover.structures['memfd extent stream']);
       expect(dump.pages).toHaveLength(Object.values(s.handover.structures as Record<string, number>).reduce((a, b) => a + b, 0));
     });
 

@@ -98,9 +98,9 @@ describe('iommu-vfio-passthrough through the CLI', { timeout: 180_000 }, () => {
   });
 
   // Seed 1 hit the HWPT token when memfd 3.1 was the default; with memfd 4.0's pages among the
-  // targets the seeds moved, and seed 43 corrupts the iommufd 2.1.0 handover's metadata.
+  // targets the seeds moved, and seed 43 of the xor engine corrupts the iommufd 2.1.0 handover's metadata.
   it('fuzz seed 43 (bytes of the iommufd 2.1.0 handover corrupted) is a file error, never a wrong answer: the CRC-32 refuses the handover', () => {
-    const r = cli(['fuzz', scenarioFile, '--seed', '43', '--runs', '1', '--json', '--no-progress']);
+    const r = cli(['fuzz', scenarioFile, '--mutations', 'xor', '--seed', '43', '--runs', '1', '--json', '--no-progress']);
     expect(r.code).toBe(0);
     const x = JSON.parse(r.stdout) as { outcomes: Record<string, number>; results: Array<{ seed: number; structure: string; role: string; outcome: string; detail: string }> };
     expect([x.outcomes['file-error'], x.outcomes['wrong-answer']]).toEqual([1, 0]);

@@ -3,7 +3,7 @@
  * plugin factory: `boot(machine, { plugins: [memfd()] })`.
  */
 import {
-  defineFileHandler, defineFlb, definePlugin, ErrnoError,
+  PAGE_SIZE, defineFileHandler, defineFlb, definePlugin, ErrnoError,
   type FileHandlerDefinition, type FlbContext, type Kernel, type Plugin,
 } from '@liveupdate/sdk';
 import {
@@ -81,7 +81,13 @@ const hugetlbFlb = defineFlb<Map<number, number>>({
   },
   retrieve(ctx) {
     const counts = new Map<number, number>();
-    const raw = ctx.kernel.machine.memory.read(Number(ctx.data), HUGETLB_MAX_HSTATES * hugetlbHstateSer.size);
+    const phys = Number(ctx.data);
+    const bytes = HUGETLB_MAX_HSTATES * hugetlbHstateSer.size;
+    // The hstate page is read in place (finish releases it): an address outside RAM is refused.
+    if (!Number.isSafeInteger(phys) || phys <= 0 || phys % PAGE_SIZE !== 0 || phys + bytes > ctx.kernel.machine.memory.size) {
+      throw new ErrnoError('EINVAL', 'hugetlb_flb_retrieve', `hstate page 0x${phys.toString(16)} is not a page of RAM`);
+    }
+    const raw = ctx.kernel.machine.memory.read(phys, bytes);
     for (let i = 0; i < HUGETLB_MAX_HSTATES; i++) {
       const h = hugetlbHstateSer.decode(raw, i * hugetlbHstateSer.size);
       if (h.nr_pages > 0n) counts.set(h.order, Number(h.nr_pages));
@@ -140,7 +146,14 @@ export default function memfd(options: MemfdPluginOptions = {}): Plugin {
     handlers: withHugetlb ? [shmem, huge] : [shmem],
     flbs: withHugetlb ? [{ flb: hugetlbFlb, handlers: [HUGETLB_FAMILY] }] : [],
     setup(kernel, api) {
-      const incoming = api.flbIncoming(HUGETLB_FLB_COMPATIBLE);
+      let incoming: unknown;
+      try {
+        incoming = api.flbIncoming(HUGETLB_FLB_COMPATIBLE);
+      } catch (e) {
+        // A refused FLB (its retrieve failed, stickily) leaves the pools as configured; the files that need it fail on their own.
+        if (!(e instanceof ErrnoError)) throw e;
+        kernel.dmesg.log('warn', 'hugetlb', `incoming FLB ${HUGETLB_FLB_COMPATIBLE}: ${e.message}; pools sized as configured`);
+      }
       hugetlbInit(kernel, incoming instanceof Map ? incoming as Map<number, number> : new Map());
     },
     tools: memfdTools({ hugetlb: withHugetlb }),
