@@ -43,7 +43,7 @@ describe('iommu-vfio-passthrough through the CLI', { timeout: 180_000 }, () => {
     const r = cli(['run', '--scenario', SCENARIO, '--dump', dump, '--report', path.join(dir, 'report.html')]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^result {10}ok: kernel 7\.2\.0 runs every object from bytes alone$/m);
-    expect(r.stdout).toMatch(/^formats +memfd 4\.1\.0 as "memfd@4\.1\.0" \(1 file\), iommufd 2\.1\.0 as "iommufd@2\.1\.0" \(1 file\), vfio-pci 2\.0\.0 as "vfio-pci@2\.0\.0" \(1 file\)/m);
+    expect(r.stdout).toMatch(/^formats +memfd 4\.1\.0 as "memfd@4\.1\.0" \(1 file\), iommufd 2\.1\.0 as "iommufd@2\.1\.0" \(1 file\), vfio-pci 2\.1\.0 as "vfio-pci@2\.1\.0" \(1 file\)/m);
     expect(r.stdout).toMatch(/^section pci: passed: dsa0: (\d+) DMA writes, \d+ after the kexec, gap-free, all in surviving guest RAM; longest DMA gap 10\.0 us \(10\.0 us across the kexec\)$/m);
     expect(r.stdout).toMatch(/^section iommu: passed: dmar@0xfed90000: \d+ translations, 0 faults$/m);
     // Nested spec fields are spelled out in the objects table (not "[object Object]").
@@ -67,7 +67,7 @@ describe('iommu-vfio-passthrough through the CLI', { timeout: 180_000 }, () => {
   it('inspect decodes the iommufd and vfio-pci files and both FLBs with no problem', () => {
     const x = JSON.parse(cli(['inspect', '--json', dump]).stdout) as Inspect;
     const files = x.luo.sessions.flatMap((s) => s.files).filter((f) => f.token !== '1');
-    expect(files.map((f) => [f.token, f.compatible, f.problems])).toEqual([['2', 'iommufd@2.1.0', []], ['3', 'vfio-pci@2.0.0', []]]);
+    expect(files.map((f) => [f.token, f.compatible, f.problems])).toEqual([['2', 'iommufd@2.1.0', []], ['3', 'vfio-pci@2.1.0', []]]);
     expect(x.luo.flbs.map((f) => [f.name, f.owner])).toEqual([['pci-v2', '@liveupdate/plugin-pci'], ['iommu-liveupdate', '@liveupdate/plugin-iommu']]);
     expect(x.luo.flbs[1]?.fields).toMatchObject({ iommus: '1', domains: '1', devices: '1', 'iommu[0].token': '0xfed90000' });
     // Only problems outside the pci/iommu plugins may remain (plugin-memfd's decoders are another package's).

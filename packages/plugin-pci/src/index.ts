@@ -6,7 +6,7 @@ import { defineFlb, definePlugin, type FormatSpec, type Kernel, type Plugin } fr
 import {
   PCI_FAMILY, PCI_V6_COMPATIBLE, PCI_V6_PATCH02_COMPATIBLE, PCI_V6_PATCH02_VERSION, PCI_V6_VERSION, PCI_V7_COMPATIBLE, PCI_V7_VERSION,
 } from './abi/pci.js';
-import { VFIO_FAMILY, VFIO_V1_VERSION, VFIO_V2_VERSION } from './abi/vfio.js';
+import { VFIO_FAMILY, VFIO_V1_VERSION, VFIO_V2_1_VERSION, VFIO_V2_VERSION } from './abi/vfio.js';
 import { createPciCore, pciCoreOf, type PciAbi } from './pci-core.js';
 import { pciTools } from './tools.js';
 import { vfioHandler } from './vfio-handler.js';
@@ -66,7 +66,7 @@ export default function pci(options: PciPluginOptions = {}): Plugin {
     name: '@liveupdate/plugin-pci',
     version: PLUGIN_VERSION,
     sdk: '^0.1.0',
-    handlers: [vfioHandler(options.vfioWrites ?? [VFIO_V1_VERSION, VFIO_V2_VERSION], options.vfioReads ?? '>=1.0.0 <3.0.0')],
+    handlers: [vfioHandler(options.vfioWrites ?? [VFIO_V1_VERSION, VFIO_V2_VERSION, VFIO_V2_1_VERSION], options.vfioReads ?? '>=1.0.0 <3.0.0')],
     flbs: [{ flb, handlers: [VFIO_FAMILY] }],
     init(kernel: Kernel, hooks) {
       const core = createPciCore(kernel, abi);

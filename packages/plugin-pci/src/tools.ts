@@ -5,8 +5,8 @@
  * scenario. Nothing here crosses the kexec: expectations are plain data.
  */
 import {
-  defineDecoder, defineObjectKind, defineSection, PAGE_SIZE,
-  type Decoded, type JsonSchema, type ObjectCheck, type PluginTools, type Process, type SessionStepContext,
+  defineDecoder, defineObjectKind, defineSection, identityProblem, PAGE_SIZE,
+  type Decoded, type DecodeContext, type JsonSchema, type ObjectCheck, type PluginTools, type Process, type SessionStepContext,
 } from '@liveupdate/sdk';
 import {
   attachPci, bareMetalRig, DSA_OPCODE_SEQWRITE, formatBdf, pciHostOf, pciRegs as R, type PciHost, type PciTopologySpec,
@@ -14,7 +14,8 @@ import {
 import type { PhysMemory } from '@liveupdate/hw';
 import { memfdPagemap } from '@liveupdate/plugin-memfd';
 import { PCI_V6_COMPATIBLE, PCI_V7_COMPATIBLE } from './abi/pci.js';
-import { VFIO_FAMILY, VFIO_PCI_SER_DMA_RUNNING, vfioPciCoreDeviceSer, vfioPciCoreDeviceSerV2 } from './abi/vfio.js';
+import { VFIO_FAMILY, VFIO_PCI_SER_DMA_RUNNING, VFIO_V2_1_ID_OFFSET, vfioPciCoreDeviceSer, vfioPciCoreDeviceSerV2 } from './abi/vfio.js';
+import { hasVfioIdentity } from './vfio-handler.js';
 import { readPciSerV6, readPciSerV7, type PciSerRead } from './pci-ser.js';
 import { pciDevice, vfioBindDevice, vfioBindIommufd, vfioConfigRead, vfioConfigWrite, vfioKeepRunning } from './syscalls.js';
 import { vfioMmapPortal } from './vfio.js';
@@ -309,7 +310,7 @@ const pciV7Decoder = defineDecoder({
 
 const vfioDecoder = defineDecoder({
   target: { kind: 'file', family: VFIO_FAMILY },
-  decode(memory: PhysMemory, data: bigint, version: string | null): Decoded {
+  decode(memory: PhysMemory, data: bigint, version: string | null, context: DecodeContext): Decoded {
     const v2 = version !== null && Number(version.split('.')[0]) >= 2;
     const codec = v2 ? vfioPciCoreDeviceSerV2 : vfioPciCoreDeviceSer;
     const at = safeNumber(data);
@@ -324,6 +325,12 @@ const vfioDecoder = defineDecoder({
       fields.flags = flags;
       fields.dmaRunning = (flags & VFIO_PCI_SER_DMA_RUNNING) !== 0;
       if (flags & ~VFIO_PCI_SER_DMA_RUNNING) problems.push(`unknown flags 0x${(flags & ~VFIO_PCI_SER_DMA_RUNNING).toString(16)}`);
+    }
+    if (version !== null && hasVfioIdentity(version)) {
+      // 2.1: the record names the (session, token) it was written for.
+      fields.id_crc32 = memory.readU32(at + VFIO_V2_1_ID_OFFSET);
+      const problem = context.file ? identityProblem(memory, at, VFIO_V2_1_ID_OFFSET, context.file.session, context.file.token) : null;
+      if (problem !== null) problems.push(`the record ${problem}`);
     }
     return { fields, problems, pages: [{ pfn: Math.floor(at / PAGE_SIZE), structure: 'vfio_pci_core_device_ser', role: `vfio-pci ${fields.device}`, words: v2 ? [{ offset: (at % PAGE_SIZE) + 4, size: 4, kind: 'flags' }] : [] }] };
   },

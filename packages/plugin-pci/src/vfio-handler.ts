@@ -5,10 +5,13 @@
  * next step (no reset, continuous DMA with noiommu), chosen per device by the VMM and only when
  * the next kernel reads 2.x; otherwise the device is reset as in 1.x.
  */
-import { chargeOp, defineFileHandler, ErrnoError, type FileHandlerDefinition, type HandlerContext, type Kernel } from '@liveupdate/sdk';
+import {
+  chargeOp, defineFileHandler, ErrnoError, identityCrc32, identityProblem, type FileHandlerDefinition, type HandlerContext, type Kernel,
+} from '@liveupdate/sdk';
 import { pciRegs as R } from '@liveupdate/hw';
 import {
-  VFIO_ALIASES, VFIO_FAMILY, VFIO_PCI_SER_DMA_RUNNING, VFIO_PCI_SER_FLAGS_KNOWN, vfioPciCoreDeviceSer, vfioPciCoreDeviceSerV2,
+  VFIO_ALIASES, VFIO_FAMILY, VFIO_PCI_SER_DMA_RUNNING, VFIO_PCI_SER_FLAGS_KNOWN, VFIO_V2_1_ID_OFFSET, vfioPciCoreDeviceSer,
+  vfioPciCoreDeviceSerV2, vfioPciCoreDeviceSerV2_1,
 } from './abi/vfio.js';
 import { pciCoreOf } from './pci-core.js';
 import { iommufdBindingOf, isVfioDeviceFile, vfioDevices, vfioFileOf, vfioRetrievedFile, type VfioDeviceFile } from './vfio.js';
@@ -24,6 +27,10 @@ export interface VfioPreservation {
 }
 
 const major = (v: string): number => Number(v.split('.')[0]);
+/** vfio-pci 2.1 and later 2.x minors bind the record to the file's (session, token). */
+export const hasVfioIdentity = (v: string): boolean => major(v) === 2 && Number(v.split('.')[1]) >= 1;
+/** Whom a record is written for. */
+interface Identity { readonly session: string; readonly token: bigint }
 
 /** Devices vfio-pci cannot preserve (vfio_pci_liveupdate_can_preserve's device quirks): Intel display devices. */
 function unpreservable(vf: VfioDeviceFile): string | null {
@@ -33,17 +40,27 @@ function unpreservable(vf: VfioDeviceFile): string | null {
   return null;
 }
 
-function writeRecord(kernel: Kernel, phys: number, version: string, vf: VfioDeviceFile, flags: number): void {
+function writeRecord(kernel: Kernel, phys: number, version: string, vf: VfioDeviceFile, flags: number, id: Identity): void {
   const { domain, bdf } = vf.vdev.pdev;
+  if (hasVfioIdentity(version)) {
+    const bytes = vfioPciCoreDeviceSerV2_1.encode({ domain, bdf, flags, id_crc32: 0, id_pad: 0 });
+    new DataView(bytes.buffer, bytes.byteOffset).setUint32(VFIO_V2_1_ID_OFFSET, identityCrc32(bytes, VFIO_V2_1_ID_OFFSET, id.session, id.token), true);
+    kernel.machine.memory.write(phys, bytes);
+    return;
+  }
   const bytes = major(version) >= 2 ? vfioPciCoreDeviceSerV2.encode({ domain, bdf, flags }) : vfioPciCoreDeviceSer.encode({ domain, bdf });
   kernel.machine.memory.write(phys, bytes);
 }
 
 /** The record handed over in a given version, or EINVAL for bytes no writer produces. */
-export function readVfioRecord(kernel: Kernel, data: bigint, version: string): { domain: number; bdf: number; flags: number } {
+export function readVfioRecord(kernel: Kernel, data: bigint, version: string, id: Identity): { domain: number; bdf: number; flags: number } {
   const mem = kernel.machine.memory;
   const size = major(version) >= 2 ? vfioPciCoreDeviceSerV2.size : vfioPciCoreDeviceSer.size;
   if (data <= 0n || data + BigInt(size) > BigInt(mem.size)) throw new ErrnoError('EINVAL', 'retrieve', `record at 0x${data.toString(16)} is outside RAM`);
+  if (hasVfioIdentity(version)) {
+    const problem = identityProblem(mem, Number(data), VFIO_V2_1_ID_OFFSET, id.session, id.token);
+    if (problem !== null) throw new ErrnoError('EINVAL', 'retrieve', `record at 0x${data.toString(16)} ${problem}`);
+  }
   const raw = mem.read(Number(data), size);
   if (major(version) >= 2) {
     const r = vfioPciCoreDeviceSerV2.decode(raw);
@@ -78,13 +95,13 @@ export function vfioHandler(writes: readonly string[], reads: string): FileHandl
       }
       let phys: number;
       try {
-        phys = (kernel.khoOut as NonNullable<Kernel['khoOut']>).allocPreserve(vfioPciCoreDeviceSerV2.size);
+        phys = (kernel.khoOut as NonNullable<Kernel['khoOut']>).allocPreserve(vfioPciCoreDeviceSerV2_1.size);
       } catch (e) {
         pciCoreOf(kernel).unpreserve(vf.vdev.pdev);
         undoIommu();
         throw e;
       }
-      writeRecord(kernel, phys, ctx.version, vf, 0);
+      writeRecord(kernel, phys, ctx.version, vf, 0, { session: ctx.session.name, token: ctx.token });
       ctx.data = BigInt(phys);
       ctx.state = { vf, iommufdToken };
     },
@@ -99,7 +116,7 @@ export function vfioHandler(writes: readonly string[], reads: string): FileHandl
     freeze(ctx) { freezeDevice(ctx); },
     // No unfreeze in the posted series: after a failed kexec the fd stays frozen (EIO).
     retrieve(ctx) {
-      const rec = readVfioRecord(ctx.kernel, ctx.data, ctx.version);
+      const rec = readVfioRecord(ctx.kernel, ctx.data, ctx.version, { session: ctx.session.name, token: ctx.token });
       const vdev = vfioDevices(ctx.kernel).find((d) => d.pdev.domain === rec.domain && d.pdev.bdf === rec.bdf && !d.pdev.removed);
       if (!vdev) throw new ErrnoError('ENODEV', 'retrieve', `no vfio-pci device ${rec.domain.toString(16).padStart(4, '0')}:${(rec.bdf >> 8).toString(16).padStart(2, '0')}:${((rec.bdf >> 3) & 31).toString(16).padStart(2, '0')}.${rec.bdf & 7}`);
       const file = vfioRetrievedFile(ctx.kernel, vdev);
@@ -137,7 +154,7 @@ function freezeDevice(ctx: HandlerContext<VfioPreservation>): void {
     hw.config.write(R.PCI_COMMAND, 2, R.PCI_COMMAND_INTX_DISABLE);
   }
   vf.frozen = true;
-  writeRecord(ctx.kernel, Number(ctx.data), ctx.version, vf, keepRunning && hw.busMaster ? VFIO_PCI_SER_DMA_RUNNING : 0);
+  writeRecord(ctx.kernel, Number(ctx.data), ctx.version, vf, keepRunning && hw.busMaster ? VFIO_PCI_SER_DMA_RUNNING : 0, { session: ctx.session.name, token: ctx.token });
 }
 
 /** This project's extension (no uAPI upstream yet): ask that `fd`'s device keep DMA running through the update. */

@@ -1,7 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { PAGE_SIZE, pciRegs } from '@liveupdate/hw';
-import { Kernel, preflight, assertPreflight, preserveFd, FormatNegotiationError, type Plugin } from '@liveupdate/sdk';
+import { crc32 } from 'node:zlib';
+import type { Machine } from '@liveupdate/hw';
+import {
+  Kernel, abi, errnoOf, openLiveupdate, preflight, assertPreflight, preserveFd, retrieveFd, retrieveSession, FormatNegotiationError, type Plugin,
+} from '@liveupdate/sdk';
 import memfd from '@liveupdate/plugin-memfd';
 import pci, { BlockPciSer, FlatPciSer, pciCoreOf, readPciSerV6, readPciSerV7, vfioConfigRead, vfioKeepRunning, type PciPluginOptions } from '../src/index.js';
 import { CMDLINE, createSession, openEngine, startRig } from './support.js';
@@ -10,6 +14,28 @@ const le32 = (n: number) => [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, (n >
 const le64 = (n: number) => [...le32(n % 2 ** 32), ...le32(Math.floor(n / 2 ** 32))];
 /** pci_dev_ser { u32 domain; u16 bdf; u16 refcount }. */
 const dev = (domain: number, bdf: number, refcount: number) => [...le32(domain), bdf & 0xff, bdf >> 8, refcount & 0xff, refcount >> 8];
+
+/** token -> address of its luo_file_ser.data, walked from kernel A's LUO subtree (luo-v5 kho_block chains). */
+function fileEntries(machine: Machine, k1: Kernel): Map<bigint, number> {
+  const m = machine.memory;
+  const luo = k1.khoOut?.subtreeList.find((t) => t.name === 'LUO');
+  if (!luo) throw new Error('no LUO subtree');
+  const { luoSer, luoSessionSer, luoFileSer } = abi.luo;
+  const hdr = abi.block.khoBlockHeader.size;
+  const out = new Map<bigint, number>();
+  for (let b = m.readU64Number(luo.phys + luoSer.offsets.sessions_pa); b !== 0; b = m.readU64Number(b)) {
+    for (let i = 0; i < m.readU64Number(b + 8); i++) {
+      const sp = b + hdr + i * luoSessionSer.size;
+      for (let fb = m.readU64Number(sp + luoSessionSer.offsets.files); fb !== 0; fb = m.readU64Number(fb)) {
+        for (let k = 0; k < m.readU64Number(fb + 8); k++) {
+          const fp = fb + hdr + k * luoFileSer.size;
+          out.set(m.readU64(fp + luoFileSer.offsets.token), fp + luoFileSer.offsets.data);
+        }
+      }
+    }
+  }
+  return out;
+}
 
 /** dsa0 at 0000:03:00.0 under sw0-dp0 (02:00.0), sw0 (01:00.0), rp0 (00:01.0 = bdf 0x0008), in walk order. */
 const DSA0_PATH = [...dev(0, 0x0300, 1), ...dev(0, 0x0200, 1), ...dev(0, 0x0100, 1), ...dev(0, 0x0008, 1)];
@@ -62,6 +88,40 @@ describe('struct vfio_pci_core_device_ser bytes', () => {
       expect(f?.compatible).toBe(compatible);
       expect([...r.machine.memory.read(Number(f?.serializedData ?? 0), 8)]).toEqual(bytes);
     }
+  });
+
+  it('2.1 appends u32 id_crc32 = CRC-32 of bytes 0..7, token 1 (u64) and "vm0" NUL-padded to 64 bytes, then u32 id_pad 0', () => {
+    const r = startRig();
+    const fd = openEngine(r.k1, r.p, 'dsa2');
+    vfioKeepRunning(r.p, fd);
+    preserveFd(r.p, createSession(r.p, r.dev, 'vm0'), fd, 1);
+    r.k1.kexecJump({ cmdline: CMDLINE, plugins: [memfd(), pci()] });
+    const f = r.k1.luo.sessions.outgoing[0]?.fileSet.files[0];
+    expect(f?.compatible).toBe('vfio-pci@2.1.0');
+    const rec = r.machine.memory.read(Number(f?.serializedData ?? 0), 16);
+    expect([...rec.subarray(0, 8)]).toEqual([0, 0, 0, 0, 0x00, 0x05, 1, 0]);
+    const covered = new Uint8Array(8 + 8 + 64);
+    covered.set(rec.subarray(0, 8));
+    covered[8] = 1;
+    covered.set(new TextEncoder().encode('vm0'), 16);
+    const dv = new DataView(rec.buffer, rec.byteOffset);
+    expect([dv.getUint32(8, true), dv.getUint32(12, true)]).toEqual([crc32(covered), 0]);
+  });
+
+  it('2.1: two device files whose entries were swapped in the luo-v5 file block are both EINVAL, not each other\'s device', () => {
+    const r = startRig();
+    const s = createSession(r.p, r.dev, 'vm0');
+    for (const [name, token] of [['dsa0', 1], ['dsa2', 2]] as const) preserveFd(r.p, s, openEngine(r.k1, r.p, name), token);
+    r.k1.kexecJump({ cmdline: CMDLINE, plugins: [memfd(), pci()] });
+    const [a, b] = r.k1.luo.sessions.outgoing[0]?.fileSet.files.map((x) => Number(x.serializedData)) ?? [];
+    // Swap the two records' addresses where kernel B reads them: luo_file_ser.data of tokens 1 and 2.
+    const entries = fileEntries(r.machine, r.k1);
+    r.machine.memory.writeU64(entries.get(1n) as number, BigInt(b as number));
+    r.machine.memory.writeU64(entries.get(2n) as number, BigInt(a as number));
+    const k2 = Kernel.boot(r.machine, { cmdline: CMDLINE, plugins: [memfd(), pci()], release: '7.2.0' });
+    const p2 = k2.spawn('vmm');
+    const s2 = retrieveSession(p2, openLiveupdate(p2), 'vm0');
+    expect([errnoOf(() => retrieveFd(p2, s2, 1)), errnoOf(() => retrieveFd(p2, s2, 2))]).toEqual(['EINVAL', 'EINVAL']);
   });
 });
 

@@ -73,7 +73,7 @@ describe('pci-continuous-dma through the CLI', { timeout: 180_000 }, () => {
     const r = cli(['inspect', '--json', dump]);
     const x = JSON.parse(r.stdout) as { luo: { sessions: Array<{ files: DumpFile[] }>; flbs: Array<{ name: string; owner: string; fields: Record<string, string> }> }; problems: string[] };
     const files = x.luo.sessions.flatMap((s) => s.files).filter((f) => f.compatible.startsWith('vfio-pci'));
-    expect(files.map((f) => [f.token, f.compatible, f.problems])).toEqual([['10', 'vfio-pci@2.0.0', []], ['11', 'vfio-pci@2.0.0', []], ['12', 'vfio-pci@2.0.0', []]]);
+    expect(files.map((f) => [f.token, f.compatible, f.problems])).toEqual([['10', 'vfio-pci@2.1.0', []], ['11', 'vfio-pci@2.1.0', []], ['12', 'vfio-pci@2.1.0', []]]);
     const flb = x.luo.flbs.find((f) => f.name === 'pci-v2');
     expect(flb?.owner).toBe('@liveupdate/plugin-pci');
     expect(flb?.fields).toMatchObject({ layout: 'v7', nr_devices: '7', devices: '7' });

@@ -161,7 +161,7 @@ describe('vfio-pci: continuous DMA is negotiated', () => {
     vfioKeepRunning(r.p, fd);
     preserveFd(r.p, createSession(r.p, r.dev, 'vm0'), fd, 1);
     r.k1.kexecJump(next());
-    expect(r.k1.luo.sessions.outgoing[0]?.fileSet.files[0]?.compatible).toBe('vfio-pci@2.0.0');
+    expect(r.k1.luo.sessions.outgoing[0]?.fileSet.files[0]?.compatible).toBe('vfio-pci@2.1.0');
     expect(r.host.fn('dsa2').command).toBe(R.PCI_COMMAND_MEMORY | R.PCI_COMMAND_MASTER);
   });
 

@@ -12,6 +12,7 @@ export const VFIO_PCI_LUO_FH_COMPATIBLE = 'vfio-pci-v1';
 export const VFIO_ALIASES = { 1: VFIO_PCI_LUO_FH_COMPATIBLE } as const;
 export const VFIO_V1_VERSION = '1.0.0';
 export const VFIO_V2_VERSION = '2.0.0';
+export const VFIO_V2_1_VERSION = '2.1.0';
 
 /** struct vfio_pci_core_device_ser { u32 domain; u16 bdf } __packed: 6 bytes. */
 export const vfioPciCoreDeviceSer = defineStruct('vfio_pci_core_device_ser', { domain: u32, bdf: u16 }, { size: 6 });
@@ -21,6 +22,17 @@ export const vfioPciCoreDeviceSerV2 = defineStruct('vfio_pci_core_device_ser(v2)
 /** Bus mastering was left on at freeze: the device may be doing DMA; do not reset it. */
 export const VFIO_PCI_SER_DMA_RUNNING = 0x1;
 export const VFIO_PCI_SER_FLAGS_KNOWN = VFIO_PCI_SER_DMA_RUNNING;
+
+/**
+ * 2.1 appends 8 bytes (a 2.0 reader reads the first 8): u32 id_crc32 = CRC-32 of bytes 0..7,
+ * the file's token (u64) and its session name (64 B NUL-padded, as luo_session_ser holds it;
+ * SDK crc32Identity), then u32 id_pad (0). LUO's blocks carry no check: without it a swapped
+ * file entry hands one device's record to another token and the wrong function is retrieved.
+ */
+export const vfioPciCoreDeviceSerV2_1 = defineStruct('vfio_pci_core_device_ser(v2.1)', {
+  domain: u32, bdf: u16, flags: u16, id_crc32: u32, id_pad: u32,
+}, { size: 16 });
+export const VFIO_V2_1_ID_OFFSET = 8;
 
 /** _IO(VFIO_TYPE, VFIO_BASE + n) with VFIO_TYPE ';' (0x3b), VFIO_BASE 100. */
 const vfioIo = (n: number): number => (0x3b << 8) | (100 + n);
