@@ -109,6 +109,17 @@ describe('iommu-vfio-passthrough through the CLI', { timeout: 180_000 }, () => {
     expect(x.results[0]?.detail).toMatch(/iommufd@2\.1\.0 token 2 cannot finish yet/);
   });
 
+  // Campaign seeds 21 (the FLB header's array pointers swapped) and 322 (the hw array's count 1 -> 0):
+  // the unit finds no record to adopt, starts fresh, and the running device's DMA faults (blocked);
+  // the iommufd cannot be used (FINISH EBUSY): a file error, not a wrong answer.
+  it.each([[21, 'iommu FLB header', 'swap'], [322, 'iommu FLB array', 'count-1']])('fuzz seed %i (%s %s): the unit is not adopted, DMA is blocked, a file error', (seed, structure, mutation) => {
+    const r = cli(['fuzz', '--scenario', SCENARIO, '--seed', String(seed), '--runs', '1', '--json', '--no-progress']);
+    expect(r.code).toBe(0);
+    const x = JSON.parse(r.stdout) as { results: Array<{ structure: string; mutation: string; outcome: string; detail: string }> };
+    expect(x.results.map((t) => [t.structure, t.mutation, t.outcome])).toEqual([[structure, mutation, 'file-error']]);
+    expect(x.results[0]?.detail).toMatch(/iommufd@2\.1\.0 token 2 cannot finish yet/);
+  });
+
   it('matrix: an upstream-formats release (iommufd-v1 only) cannot FINISH the session; iommufd 2.1.0 both sides finishes', () => {
     // A release built with upstream's formats only, installed side by side (as `npm i iommu-v1@...`
     // would): a copy of this package whose version and default iommufd formats are those of that build.

@@ -49,6 +49,8 @@ export class MshvRoot {
    * stay reserved (never handed out), and no /dev/mshv of the previous kernel is given back.
    */
   trackingRefused: string | null = null;
+  /** The tracking of an mshv 3.x handover was taken over (the driver's own file was retrieved). */
+  trackingAdopted = false;
 
   constructor(readonly kernel: Kernel, readonly hv: Hypervisor, readonly tracks: boolean) {}
 

@@ -103,6 +103,7 @@ function adoptV3Checked(kernel: Kernel, root: MshvRoot, headerPhys: number): voi
   const ids = { idsPhys: t.idsPhys, nrIds: t.ids.length, idsProblem: null };
   vacuumStalePartitions(kernel, root, ids);
   kin.restoreFree(headerPhys);
+  root.trackingAdopted = true;
 }
 
 function devFile(kernel: Kernel, root: MshvRoot): KFile {
@@ -143,6 +144,9 @@ export function mshvHandler(writes: readonly string[], reads: string) {
       // The kernel refused the hypervisor's page tracking: a VMM must not get /dev/mshv back as if
       // the deposits it made were known (they stay reserved; the sticky error is the file's).
       else if (root.trackingRefused !== null) throw new ErrnoError('EINVAL', 'retrieve', `mshv: the hypervisor page tracking handed over was refused (${root.trackingRefused})`);
+      // A 3.x /dev/mshv without the tracking of the driver's own session (lost with its LUO entry):
+      // the deposits are unknown here, so the previous kernel's /dev/mshv is not given back.
+      else if (major(ctx.version) === 3 && !root.trackingAdopted) throw new ErrnoError('EINVAL', 'retrieve', 'mshv: no hypervisor page tracking was handed over with this file');
       ctx.file = devFile(ctx.kernel, root);
     },
     finish(ctx: HandlerContext<{ adopted: boolean }>) {

@@ -92,12 +92,16 @@ export const mshvSection = defineSection<MshvSectionSpec, MshvSectionState>({
     const hv = state.hv;
     const problems: string[] = [];
     if (hv.faultCount > 0) problems.push(`${hv.faultCount} access(es) to hypervisor-owned pages, first pfn 0x${hv.faults[0]?.pfn.toString(16)}`);
-    if (root?.trackingRefused) {
-      // The new kernel refused bad tracking bytes (its file's retrieve failed): the safe answer,
-      // if every page the hypervisor holds stayed reserved (preserved, never claimed) and untouched.
+    // No tracking taken over while the hypervisor still holds pages: the tracking file never
+    // reached the new kernel (its session or file entry was lost with the LUO blocks).
+    const lost = root && root.trackingRefused === null && root.trackedRuns().length === 0 && hv.depositedPages > 0 ? 'no tracking file reached the new kernel' : null;
+    const refused = root?.trackingRefused ?? lost;
+    if (refused) {
+      // The new kernel refused bad tracking bytes (its file's retrieve failed), or got none: the
+      // safe answer, if every page the hypervisor holds stayed reserved (preserved, never claimed) and untouched.
       const reserved = ctx.kernel.khoIn?.leaked().pages ?? 0;
       if (reserved < hv.depositedPages) problems.push(`tracking refused, but only ${reserved} preserved pages stayed reserved for ${hv.depositedPages} deposited`);
-      return [check(problems, `tracking refused by the new kernel (${root.trackingRefused}); ${hv.depositedPages} deposited pages stay reserved; ${hv.faultCount} faults`, {
+      return [check(problems, `tracking refused by the new kernel (${refused}); ${hv.depositedPages} deposited pages stay reserved; ${hv.faultCount} faults`, {
         depositedBefore: state.depositedBefore, depositedAfter: hv.depositedPages, faults: hv.faultCount,
       })];
     }

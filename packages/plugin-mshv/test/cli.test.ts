@@ -81,6 +81,14 @@ describe('liveupdate on plugin-mshv\'s built-in scenario', () => {
     expect(r.code).toBe(0);
   }, 120_000);
 
+  it('fuzz seed 40 (the in-kernel session renamed mshv_roos): no tracking reaches the new kernel, so /dev/mshv is EINVAL and the deposits stay reserved; a file error', () => {
+    const r = cli(['fuzz', '--scenario', `${PKG}:${SCENARIO}`, '--seed', '40', '--runs', '1', '--json', '--no-progress']);
+    expect(r.code).toBe(0);
+    const x = JSON.parse(r.stdout) as { results: Array<{ structure: string; mutation: string; outcome: string; detail: string }> };
+    expect(x.results.map((t) => [t.structure, t.mutation, t.outcome])).toEqual([['session block', 'count-1', 'file-error']]);
+    expect(x.results[0]?.detail).toMatch(/EINVAL \(mshv: no hypervisor page tracking was handed over with this file\)/);
+  });
+
   it(`matrix 0.0.1 (step 1 only) x ${VERSION}: the step-1 target refuses before freeze with the reason; a step-1 kernel A cannot hand the tracking over`, () => {
     const file = scenarioFile(dir, mshv(), SCENARIO);
     const r = cli(['matrix', file, '--plugin', PKG, '--versions', `0.0.1,${VERSION}`, '--json'], { LIVEUPDATE_PLUGIN_PATH: pinned });
