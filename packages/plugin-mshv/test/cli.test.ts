@@ -89,6 +89,13 @@ describe('liveupdate on plugin-mshv\'s built-in scenario', () => {
     expect(x.results[0]?.detail).toMatch(/EINVAL \(mshv: no hypervisor page tracking was handed over with this file\)/);
   });
 
+  it('fuzz seed 1412 (a file pointer aimed at a hypervisor-owned page): kernel B oopses reading it and panics at boot, refused-incoming, not an exception', () => {
+    const r = cli(['fuzz', '--scenario', `${PKG}:${SCENARIO}`, '--seed', '1412', '--runs', '1', '--json', '--no-progress']);
+    expect(r.code).toBe(0);
+    const x = JSON.parse(r.stdout) as { results: Array<{ structure: string; mutation: string; outcome: string; detail: string }> };
+    expect(x.results.map((t) => [t.structure, t.mutation, t.outcome, t.detail])).toEqual([['file block', 'retarget-folio', 'refused-incoming', 'kernel 7.2.0 is dead: it panicked (Fatal exception)']]);
+  });
+
   it(`matrix 0.0.1 (step 1 only) x ${VERSION}: the step-1 target refuses before freeze with the reason; a step-1 kernel A cannot hand the tracking over`, () => {
     const file = scenarioFile(dir, mshv(), SCENARIO);
     const r = cli(['matrix', file, '--plugin', PKG, '--versions', `0.0.1,${VERSION}`, '--json'], { LIVEUPDATE_PLUGIN_PATH: pinned });

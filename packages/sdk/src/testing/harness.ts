@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { createMachine, PAGE_SIZE, type Machine, type MachineConfig } from '@liveupdate/hw';
 import {
-  ErrnoError, FormatNegotiationError, Kernel, KernelPanic,
+  ErrnoError, FormatNegotiationError, Kernel, KernelDeadError, KernelPanic,
   type CoreAbiRanges, type Process, type RuntimePlugin,
 } from '@liveupdate/runtime';
 import { checkSdkCopy, type SdkIdentity } from '../copies.js';
@@ -186,11 +186,17 @@ function incoming<S>(
   };
   const mem = machine.memory;
   mem.resetPoisonReads();
+  // Kernel B panicked while taking the handover over (an oops on a page it may not touch, such
+  // as a hypervisor-owned one): it could not use the handover, as when it panics at boot.
+  const panickedB = (k: Kernel): LiveUpdateResult<S> => ({
+    outcome: { kind: 'refused-incoming', reason: `kernel ${k.release} panicked: ${k.panicked ?? ''}` }, from: k1, to: k, state, violations, timeline, faults, formats,
+  });
   let k2: Kernel;
   try {
     k2 = time('boot B', () => Kernel.boot(machine, target));
   } catch (e) {
-    if (e instanceof KernelPanic) return { outcome: { kind: 'refused-incoming', reason: e.message }, from: k1, to: null, state, violations, timeline, faults, formats };
+    // A panic while kernel B boots (KernelDeadError: a later call on the kernel that panicked).
+    if (e instanceof KernelPanic || e instanceof KernelDeadError) return { outcome: { kind: 'refused-incoming', reason: e.message }, from: k1, to: null, state, violations, timeline, faults, formats };
     throw e;
   }
   const revival = k2.dmesg.lines().find(isRefusal);
@@ -205,8 +211,10 @@ function incoming<S>(
     if (e instanceof ErrnoError && faulted) {
       return { outcome: { kind: 'file-error', error: e }, from: k1, to: k2, state, violations, timeline, faults, formats };
     }
+    if (k2.panicked !== null) return panickedB(k2);
     throw e;
   }
+  if (k2.panicked !== null) return panickedB(k2);
 
   if (!k1.isDead) violations.push('kernel A is still alive after the kexec');
   if (num1 > 0 && k2.luo.liveupdateNum !== num1 + 1) violations.push(`liveupdate_num ${k2.luo.liveupdateNum} after ${num1}: not advanced by one`);
