@@ -31,7 +31,7 @@ try {
       onStart: (seed) => port.postMessage({ type: 'start', j, i: index, seed }),
       onRun: (r) => port.postMessage({
         type: 'run', scenario: label, i: index, seed: r.seed, structure: r.structure, mutation: r.mutation, outcome: r.outcome, detail: r.detail, what: r.what,
-        violation: r.violations[0] ?? null, accepted: r.accepted.length > 0,
+        violation: r.violations[0] ?? null, accepted: r.accepted.length > 0, upstream: r.upstream,
       }),
     });
     port.postMessage({ type: 'scenario-done', scenario: label, runs: res.runs, fuzzMs: res.ms - res.setupMs });

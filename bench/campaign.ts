@@ -18,9 +18,10 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { chainedUpdates } from './campaign-chain.js';
-import { FUZZ_CLASSES, MUTATIONS, sweepFaults, type FuzzClass, type SweepRun } from '@liveupdate/cli';
+import { FUZZ_CLASSES, MUTATIONS, pluginScenarios, sweepFaults, type FuzzClass, type SweepRun } from '@liveupdate/cli';
+import type { Scenario } from '@liveupdate/sdk';
 
-interface RunMsg { type: 'run'; scenario: string; i: number; seed: number; structure: string; mutation: string; outcome: FuzzClass; detail: string | null; what: string; violation: string | null; accepted: boolean }
+interface RunMsg { type: 'run'; scenario: string; i: number; seed: number; structure: string; mutation: string; outcome: FuzzClass; detail: string | null; what: string; violation: string | null; accepted: boolean; upstream: boolean }
 interface StartMsg { type: 'start'; j: number; i: number; seed: number }
 interface SetupMsg { type: 'setup'; scenario: string; ms: number; targets: Record<string, number>; structures: string[] }
 interface ScenarioDoneMsg { type: 'scenario-done'; scenario: string; runs: number; fuzzMs: number }
@@ -51,8 +52,9 @@ let scenarios: string[] = [];
 const t0 = performance.now();
 const deadline = Date.now() + minutes * 60_000;
 
-type Col = FuzzClass | 'hang' | 'viol' | 'viol-ok';
-const COLS: Col[] = [...FUZZ_CLASSES, 'hang', 'viol', 'viol-ok'];
+/** wrong-up: a wrong answer after corrupting a page in an upstream layout without check value (OwnedPages.upstream; the core's KHO/LUO pages). */
+type Col = FuzzClass | 'wrong-up' | 'hang' | 'viol' | 'viol-ok';
+const COLS: Col[] = [...FUZZ_CLASSES.flatMap((c): Col[] => (c === 'wrong-answer' ? [c, 'wrong-up'] : [c])), 'hang', 'viol', 'viol-ok'];
 const zero = (): Record<Col, number> => Object.fromEntries(COLS.map((k) => [k, 0])) as Record<Col, number>;
 const ACCEPTED = new Set<FuzzClass>(['updated', 'file-error', 'refused-incoming']);
 /** scenario -> structure -> mutation -> counts. */
@@ -62,6 +64,7 @@ const perScenario = new Map<string, { runs: number; rate: number; setupMs: numbe
 const first = new Map<string, { seed: number; line: string }>();
 /** 'updated' runs that broke an invariant: the first seed per scenario, structure and mutation. */
 const firstViolation = new Map<string, { seed: number; line: string }>();
+const firstUpstream = new Map<string, { seed: number; line: string }>();
 let done = 0;
 
 const scenarioRow = (label: string): NonNullable<ReturnType<typeof perScenario.get>> => {
@@ -120,8 +123,10 @@ function spawn(w: number, resume: { scenario: number; after: number } | null): P
         r.targets = m.targets;
       } else if (m.type === 'run') {
         current = null;
-        count(m.scenario, m.structure, m.mutation, m.outcome, m.violation !== null, m.accepted);
-        if (!ACCEPTED.has(m.outcome)) fail(`${m.outcome} (${m.scenario} ${m.structure} ${m.mutation})`, m.seed, `seed ${m.seed}: ${m.what}: ${m.detail ?? ''}; ${reproduce(m.scenario, m.seed)}`);
+        const upstreamWrong = m.outcome === 'wrong-answer' && m.upstream;
+        count(m.scenario, m.structure, m.mutation, upstreamWrong ? 'wrong-up' : m.outcome, m.violation !== null, m.accepted);
+        if (upstreamWrong) fail(`${m.scenario} ${m.structure} ${m.mutation}`, m.seed, `seed ${m.seed}: ${m.what}: ${m.detail ?? ''}; ${reproduce(m.scenario, m.seed)}`, firstUpstream);
+        else if (!ACCEPTED.has(m.outcome)) fail(`${m.outcome} (${m.scenario} ${m.structure} ${m.mutation})`, m.seed, `seed ${m.seed}: ${m.what}: ${m.detail ?? ''}; ${reproduce(m.scenario, m.seed)}`);
         if (m.violation !== null) fail(`${m.scenario} ${m.structure} ${m.mutation}`, m.seed, `seed ${m.seed}: ${m.what}: ${m.violation}; ${reproduce(m.scenario, m.seed)}`, firstViolation);
       } else if (m.type === 'scenario-done') {
         current = null;
@@ -145,11 +150,13 @@ clearInterval(progress);
 
 const elapsed = (performance.now() - t0) / 1000;
 const pad = (s: string, n: number): string => s.padEnd(n);
-const num = (c: Col): number => (c === 'viol' ? 5 : c === 'viol-ok' ? 7 : c.length > 8 ? c.length : 8);
+const num = (c: Col): number => (c === 'viol' ? 5 : c === 'viol-ok' || c === 'wrong-up' ? 8 : c.length > 8 ? c.length : 8);
 const header = (first: string, width: number): string => `${pad(first, width)} ${COLS.map((c) => c.padStart(num(c))).join(' ')}`;
 const cells = (x: Record<Col, number>): string => COLS.map((c) => String(x[c]).padStart(num(c))).join(' ');
 const lines: string[] = [];
 lines.push(`fuzz campaign: ${done} mutated handovers from seed ${seed} over ${scenarios.length} scenarios, ${workers} worker thread(s), ${elapsed.toFixed(1)} s`);
+lines.push('  wrong-answer: a wrong byte (or a failed section check) after corrupting a page of a plugin\'s own format: a finding');
+lines.push('  wrong-up: the same after corrupting a page whose layout is upstream\'s (KHO, LUO, posted series, hardware tables) and has no check value there either');
 lines.push('  viol: runs that ended updated (every byte right) but broke an invariant the harness checks, where upstream would not (a finding)');
 lines.push('  viol-ok: updated runs whose broken invariants upstream shares for that corruption (packages/cli/src/fuzz/violations.ts)');
 for (const label of scenarios) {
@@ -184,12 +191,21 @@ const perMillionS = measured.reduce((a, s) => a + 1e6 / Math.max(1, scenarios.le
 const slowest = [...perScenario].filter(([, s]) => s.rate > 0).sort((a, b) => a[1].rate - b[1].rate)[0];
 lines.push('', `runs/s over this run's mix: ${rate.toFixed(1)} (${workers} threads, after setup, each scenario an equal share of the time)`);
 lines.push(`10^6 runs spread evenly over the ${scenarios.length} scenarios by seed would take ${(perMillionS / 60).toFixed(1)} min at these rates (slowest: ${slowest ? `${slowest[0]} ${slowest[1].rate.toFixed(1)} runs/s` : 'none'})`);
-lines.push(`wrong answers ${outcomes['wrong-answer']}, uncaught ${outcomes.uncaught}, unexpected ${outcomes.unexpected}, hangs ${outcomes.hang}, updated with violations ${outcomes.viol} (upstream-defined: ${outcomes['viol-ok']})`);
+lines.push(`wrong answers ${outcomes['wrong-answer']} in this project's formats, ${outcomes['wrong-up']} after corrupting upstream layouts without check value; uncaught ${outcomes.uncaught}, unexpected ${outcomes.unexpected}, hangs ${outcomes.hang}, updated with violations ${outcomes.viol} (upstream-defined: ${outcomes['viol-ok']})`);
 
 if (faults) {
   // Fault injection at every file-handler and FLB op x call index of every plugin (full replays).
   const f0 = performance.now();
-  const sweep: SweepRun[] = await sweepFaults();
+  // One scenario per plugin package (its first built-in one): every plugin's handler and FLB ops.
+  const byPackage = new Map<string, { label: string; scenario: Scenario }>();
+  for (const x of await pluginScenarios()) {
+    const pkg = x.label.slice(0, x.label.lastIndexOf(':'));
+    if (!byPackage.has(pkg)) byPackage.set(pkg, x);
+  }
+  const sweep: SweepRun[] = [];
+  for (const { label, scenario } of byPackage.values()) {
+    for (const r of await sweepFaults({ scenario })) sweep.push({ ...r, fault: `${label}: ${r.fault}` });
+  }
   const byOp = new Map<string, Map<string, number>>();
   for (const r of sweep) {
     const op = r.fault.replace(/ call \d+$/, '');
@@ -206,6 +222,10 @@ if (chain > 0) {
   lines.push('', `chained live updates: ${c.updates} of ${chain} on one machine, ${c.problems.length} problem(s), ${(c.ms / 1000).toFixed(1)} s`);
   for (const p of c.problems.slice(0, 10)) lines.push(`  ${p}`);
   if (c.problems.length > 0) fail('chained update', 0, c.problems[0] as string);
+}
+if (firstUpstream.size > 0) {
+  lines.push('', 'first wrong answer after corrupting an upstream layout (per scenario, structure and mutation)');
+  for (const [k, v] of [...firstUpstream].sort((a, b) => a[1].seed - b[1].seed)) lines.push(`  ${k}: ${v.line.slice(0, 300)}`);
 }
 if (firstViolation.size > 0) {
   lines.push('', 'first updated run with a violation (per scenario, structure and mutation)');

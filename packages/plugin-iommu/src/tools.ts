@@ -40,7 +40,7 @@ function decodeFlb(variant: IommuFlbVariant): FormatDecoder {
           first = { iommu: num(h.iommu_array_phys), domain: num(h.iommu_domain_array_phys), device: num(h.device_array_phys) };
         }
         pages.push({
-          pfn: Math.floor(head / 4096), structure: 'iommu FLB header', role: `${variant} header`,
+          pfn: Math.floor(head / 4096), structure: 'iommu FLB header', role: `${variant} header`, upstream: true,
           words: (variant === 'iommu-liveupdate' ? [0, 8, 16, 24] : [0, 8, 16]).map((o, i) => ({ offset: (head % 4096) + o, size: 8 as const, kind: variant === 'iommu-liveupdate' && i === 0 ? 'count' as const : 'pointer' as const })),
         });
         for (const [k, v] of Object.entries(first)) if (v === 0) problems.push(`${k} array address is 0 (the kernel panics)`);
@@ -129,7 +129,7 @@ const iommufdDecoder = defineDecoder({
       problems.push(`undecodable: ${String(e)}`);
     } finally {
       // The pages the handover spans, as far as its counts could be read.
-      if (size >= 0) pages.push({ pfn: Math.floor(at / 4096), count: Math.ceil((size + (at % 4096)) / 4096), structure: 'iommufd handover', role: `iommufd ${version ?? ''}`.trim(), words: [{ offset: at % 4096, size: 8, kind: 'count' }] });
+      if (size >= 0) pages.push({ pfn: Math.floor(at / 4096), count: Math.ceil((size + (at % 4096)) / 4096), structure: 'iommufd handover', role: `iommufd ${version ?? ''}`.trim(), upstream: version !== null && version.startsWith('1.'), words: [{ offset: at % 4096, size: 8, kind: 'count' }] });
     }
     return { fields, problems, pages };
   },
@@ -166,11 +166,11 @@ const iommuSection = defineSection<IommuSectionSpec, null>({
     return dmarOf(ctx.machine).units.map((u) => {
       const faults = u.faults.length + u.faultOverflow;
       const counts = { translations: u.translations, faults };
-      // An IOMMU FLB came in but held no record this unit could adopt (an unreadable handover):
-      // the unit starts fresh and a preserved device's DMA is blocked, not misdirected. That is
-      // the defined outcome (the series' init for a unit without a record); the VMM learns it
-      // from the failed RETRIEVE_FD of its iommufd.
-      const unadopted = core?.incoming !== undefined && core.incoming !== null && core.units.some((x) => x.hw === u && !x.restored);
+      // No record this unit could adopt reached the new kernel (the IOMMU FLB is missing or
+      // unreadable): the unit starts fresh and a preserved device's DMA is blocked, not
+      // misdirected. That is the defined outcome (the series' init for a unit without a record);
+      // the VMM learns it from the failed RETRIEVE_FD of its iommufd.
+      const unadopted = core !== undefined && core.units.some((x) => x.hw === u && !x.restored);
       if (faults > 0 && unadopted) {
         return { ok: true, summary: `${u.name}: not adopted from the handover: ${faults} DMA faults from preserved devices, blocked`, problems: [], counts };
       }

@@ -170,7 +170,7 @@ export function decodeSubtree(memory: PhysMemory, fdtPhys: number): Decoded {
     if (!Number.isSafeInteger(fdtPhys) || fdtPhys < 0 || fdtPhys % PAGE_SIZE !== 0 || fdtPhys + PAGE_SIZE > memory.size) {
       return { fields, problems: [`FDT ${hex(fdtPhys)} is not a page of RAM`], pages };
     }
-    pages.push({ pfn: fdtPhys / PAGE_SIZE, structure: 'mshv_prsv_pt FDT', role: `${FDT_SUBTREE_MSHV} (compatible, root_table, partition_ids)` });
+    pages.push({ pfn: fdtPhys / PAGE_SIZE, structure: 'mshv_prsv_pt FDT', upstream: true, role: `${FDT_SUBTREE_MSHV} (compatible, root_table, partition_ids)` });
     const parsed = parseSubtree(memory.read(fdtPhys, PAGE_SIZE));
     if (typeof parsed === 'string') return { fields, problems: [parsed], pages };
     fields.compatible = 'mshv_kho-v1';
@@ -183,7 +183,7 @@ export function decodeSubtree(memory: PhysMemory, fdtPhys: number): Decoded {
       if (ids.nr > 0) {
         if (ids.phys % PAGE_SIZE !== 0 || ids.phys + ids.nr * 8 > memory.size) problems.push(`partition_ids ${hex(ids.phys)} is not in RAM`);
         else {
-          pages.push({ pfn: ids.phys / PAGE_SIZE, structure: 'mshv partition ids', role: `${ids.nr} frozen partition id(s)` });
+          pages.push({ pfn: ids.phys / PAGE_SIZE, structure: 'mshv partition ids', upstream: true, role: `${ids.nr} frozen partition id(s)` });
           fields.partitions = Array.from({ length: ids.nr }, (_, i) => memory.readU64(ids.phys + i * 8).toString()).join(',');
         }
       }
@@ -191,7 +191,7 @@ export function decodeSubtree(memory: PhysMemory, fdtPhys: number): Decoded {
     const runs: Array<readonly [number, number]> = [];
     const res = walkRadix(memory, parsed.rootTable, {
       run: (s, e) => { runs.push([s, e]); return undefined; },
-      node: (pfn, level) => { pages.push({ pfn, structure: 'mshv radix node', role: level === 0 ? 'bitmap leaf' : `table level ${level}`, words: level === 0 ? [] : [{ offset: 0, size: 8, kind: 'pointer' }] }); return undefined; },
+      node: (pfn, level) => { pages.push({ pfn, structure: 'mshv radix node', upstream: true, role: level === 0 ? 'bitmap leaf' : `table level ${level}`, words: level === 0 ? [] : [{ offset: 0, size: 8, kind: 'pointer' }] }); return undefined; },
     });
     if (!res.ok) problems.push(res.reason);
     else { fields.tracked_pages = res.keys; fields.nodes = res.nodes; }

@@ -288,7 +288,7 @@ function pciDecoded(r: PciSerRead, layout: string): Decoded {
   return {
     fields, problems: r.problems,
     pages: r.pages.map((p, i) => ({
-      pfn: p.pfn, count: p.count, structure: 'pci_ser', role: p.role,
+      pfn: p.pfn, count: p.count, structure: 'pci_ser', role: p.role, upstream: true,
       ...(i === 0 && first ? { words: layout === 'v6' ? [{ offset: 0, size: 4 as const, kind: 'count' as const }, { offset: 4, size: 4 as const, kind: 'count' as const }] : [{ offset: 0, size: 4 as const, kind: 'count' as const }] } : {}),
       ...(i > 0 ? { words: [{ offset: 0, size: 8 as const, kind: 'pointer' as const }, { offset: 8, size: 8 as const, kind: 'count' as const }] } : {}),
     })),
@@ -332,7 +332,7 @@ const vfioDecoder = defineDecoder({
       const problem = context.file ? identityProblem(memory, at, VFIO_V2_1_ID_OFFSET, context.file.session, context.file.token) : null;
       if (problem !== null) problems.push(`the record ${problem}`);
     }
-    return { fields, problems, pages: [{ pfn: Math.floor(at / PAGE_SIZE), structure: 'vfio_pci_core_device_ser', role: `vfio-pci ${fields.device}`, words: v2 ? [{ offset: (at % PAGE_SIZE) + 4, size: 4, kind: 'flags' }] : [] }] };
+    return { fields, problems, pages: [{ pfn: Math.floor(at / PAGE_SIZE), structure: 'vfio_pci_core_device_ser', role: `vfio-pci ${fields.device}`, upstream: !v2, words: v2 ? [{ offset: (at % PAGE_SIZE) + 4, size: 4, kind: 'flags' }] : [] }] };
   },
 });
 

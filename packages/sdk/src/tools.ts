@@ -155,6 +155,13 @@ export interface OwnedPages {
   readonly role: string;
   /** Words with meaning, for structure-aware mutation: byte offset in the first page, width, what it is. */
   readonly words?: ReadonlyArray<{ readonly offset: number; readonly size: 4 | 8; readonly kind: 'pointer' | 'count' | 'index' | 'flags' }>;
+  /**
+   * The layout is upstream's (mainline, a posted series or the hardware's, such as IOMMU page
+   * tables) and carries no integrity check: a corruption may be served as upstream serves it.
+   * The fuzzer reports wrong answers after corrupting such a page apart from those in the
+   * plugin's own formats, which must detect any corruption. Default: the plugin's own format.
+   */
+  readonly upstream?: boolean;
 }
 
 /** What a decoder found in the bytes. Problems include checksum mismatches: `inspect` fails on any. */

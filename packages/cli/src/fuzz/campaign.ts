@@ -27,13 +27,17 @@ import { judgeViolations } from './violations.js';
 /** Every page of the handover, with the words its decoder names (or the ones inferred from its bytes). */
 export function mutationTargets(memory: Machine['memory'], view: HandoverView): MutationTarget[] {
   const words = new Map<number, readonly Word[]>();
+  const owned = new Map<number, boolean>();
   for (const o of view.owned) {
-    for (let i = 0; i < (o.count ?? 1); i++) if (o.words && o.words.length > 0 && i === 0) words.set(o.pfn, o.words);
+    if (o.words && o.words.length > 0) words.set(o.pfn, o.words);
+    for (let i = 0; i < (o.count ?? 1); i++) owned.set(o.pfn + i, o.upstream === true);
   }
   const out: MutationTarget[] = [];
   for (const [pfn, role] of [...view.pages].sort((a, b) => a[0] - b[0])) {
     const bytes = memory.read(pfn * PAGE_SIZE, PAGE_SIZE);
-    out.push({ structure: view.structures.get(pfn) ?? role, role, pfn, bytes, words: words.get(pfn) ?? inferWords(bytes, memory.size) });
+    // The core's own pages (KHO, LUO: kho-v4 and luo-v5 carry no check value) are upstream's.
+    const upstream = owned.get(pfn) ?? true;
+    out.push({ structure: view.structures.get(pfn) ?? role, role, pfn, bytes, words: words.get(pfn) ?? inferWords(bytes, memory.size), upstream });
   }
   return out;
 }
@@ -59,6 +63,8 @@ export interface CampaignRun {
   readonly detail: string | null;
   /** Invariants an 'updated' run broke that upstream would not (see violations.ts); empty otherwise. */
   readonly violations: readonly string[];
+  /** The corrupted page is in an upstream layout without integrity check (MutationTarget.upstream). */
+  readonly upstream: boolean;
   /** Invariants an 'updated' run broke as upstream does for this corruption (a leaked page whose reference was corrupted). */
   readonly accepted: readonly string[];
 }
@@ -212,7 +218,7 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult
         const t = byPfn.get(m.pfn) as MutationTarget;
         const { outcome, detail, violations, accepted } = forkRun(machine, snap, bootB, m, t);
         const bytes = m.writes.map((w) => ({ offset: w.offset, xor: (t.bytes[w.offset] as number) ^ w.value }));
-        const run: CampaignRun = { seed, structure: m.structure, role: t.role, mutation: m.kind, pfn: m.pfn, what: m.what, bytes, outcome, detail, violations, accepted };
+        const run: CampaignRun = { seed, structure: m.structure, role: t.role, mutation: m.kind, pfn: m.pfn, what: m.what, bytes, outcome, detail, violations, accepted, upstream: t.upstream === true };
         const row = (table[m.structure] ??= {});
         (row[m.kind] ??= zeroOutcomes())[outcome]++;
         outcomes[outcome]++;

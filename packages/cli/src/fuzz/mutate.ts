@@ -35,6 +35,8 @@ export interface MutationTarget {
   /** Words the decoder named, or those inferred from the bytes. */
   readonly words: readonly Word[];
   readonly bytes: Uint8Array;
+  /** An upstream layout without integrity check (the core's KHO/LUO structures, pages a decoder marks upstream). */
+  readonly upstream?: boolean;
 }
 
 export interface Mutation {

@@ -43,7 +43,7 @@ export const kvmVmDecoder: FormatDecoder = defineDecoder({
     const fields: Record<string, DecodedValue> = { format: version ?? 'unknown' };
     const phys = Number(data);
     if (!inRam(mem, phys, kvmLuoSer.size) || phys % PAGE_SIZE !== 0) return { fields, problems: [`kvm_luo_ser ${hex(data)} is not a page of RAM`], pages };
-    pages.push({ pfn: phys / PAGE_SIZE, structure: 'kvm_luo_ser', role: `kvm_luo_ser (${label})`, words: [{ offset: 0, size: 8, kind: 'flags' }, { offset: 8, size: 8, kind: 'pointer' }] });
+    pages.push({ pfn: phys / PAGE_SIZE, structure: 'kvm_luo_ser', upstream: true, role: `kvm_luo_ser (${label})`, words: [{ offset: 0, size: 8, kind: 'flags' }, { offset: 8, size: 8, kind: 'pointer' }] });
     const h = kvmLuoSer.decode(mem.read(phys, kvmLuoSer.size));
     fields.type = h.type;
     fields.kho_folios = hex(h.kho_folios);
@@ -52,7 +52,7 @@ export const kvmVmDecoder: FormatDecoder = defineDecoder({
       const list = Number(h.kho_folios);
       if (!inRam(mem, list, PAGE_SIZE) || list % PAGE_SIZE !== 0) problems.push(`kho_folios ${hex(h.kho_folios)} is not a page of RAM`);
       else {
-        pages.push({ pfn: list / PAGE_SIZE, structure: 'kvm_kho_folios_ser', role: `kvm_kho_folios_ser (${label})`, words: [{ offset: 0, size: 8, kind: 'count' }] });
+        pages.push({ pfn: list / PAGE_SIZE, structure: 'kvm_kho_folios_ser', upstream: true, role: `kvm_kho_folios_ser (${label})`, words: [{ offset: 0, size: 8, kind: 'count' }] });
         const n = mem.readU64(list);
         fields.nr_folios = n;
         const capacity = (PAGE_SIZE - kvmKhoFoliosSer.size) / KVM_KHO_FOLIO_PA_BYTES;
@@ -62,7 +62,7 @@ export const kvmVmDecoder: FormatDecoder = defineDecoder({
           for (let i = 0; i < Number(n); i++) {
             const pa = mem.readU64Number(list + kvmKhoFoliosSer.size + KVM_KHO_FOLIO_PA_BYTES * i);
             if (!inRam(mem, pa, PAGE_SIZE) || pa % PAGE_SIZE !== 0) { problems.push(`folios_pa[${i}] ${hex(pa)} is not a page of RAM`); continue; }
-            pages.push({ pfn: pa / PAGE_SIZE, structure: 'second-stage table', role: `second-stage table page ${i} (${label})` });
+            pages.push({ pfn: pa / PAGE_SIZE, structure: 'second-stage table', upstream: true, role: `second-stage table page ${i} (${label})` });
           }
         }
       }
@@ -81,7 +81,7 @@ function vmallocRuns(mem: PhysMemory, first: bigint, totalPages: number, order: 
     if (!inRam(mem, next, PAGE_SIZE) || next % PAGE_SIZE !== 0) { problems.push(`vmalloc chunk ${hex(next)} is not a page of RAM`); break; }
     if (seen.has(next) || seen.size > maxRuns / KHO_VMALLOC_SIZE + 1) { problems.push(`vmalloc chunk chain loops or is too long at ${hex(next)}`); break; }
     seen.add(next);
-    pages.push({ pfn: next / PAGE_SIZE, structure: 'kho_vmalloc chunk', role: `folio array chunk (${label})`, words: [{ offset: 0, size: 8, kind: 'pointer' }, { offset: 8, size: 8, kind: 'pointer' }] });
+    pages.push({ pfn: next / PAGE_SIZE, structure: 'kho_vmalloc chunk', upstream: true, role: `folio array chunk (${label})`, words: [{ offset: 0, size: 8, kind: 'pointer' }, { offset: 8, size: 8, kind: 'pointer' }] });
     for (let i = 0; i < KHO_VMALLOC_SIZE; i++) {
       const pa = mem.readU64Number(next + 8 + 8 * i);
       if (pa === 0) break;
@@ -115,7 +115,7 @@ function decodeV1(mem: PhysMemory, phys: number, label: string, fields: Record<s
   const runs = vmallocRuns(mem, h.folios_first, h.folios_total_pages, h.folios_order, label, pages, problems);
   const capacity = runs.length * 2 ** h.folios_order * PAGE_SIZE / guestMemfdLuoFolioSer.size;
   if (h.nr_folios > BigInt(Math.min(capacity, MAX_RECORDS))) { problems.push(`nr_folios ${h.nr_folios} beyond the ${capacity}-record array`); return []; }
-  for (const r of runs) pages.push({ pfn: r, count: 2 ** h.folios_order, structure: 'guest_memfd_luo_folio_ser[]', role: `folio records (${label})` });
+  for (const r of runs) pages.push({ pfn: r, count: 2 ** h.folios_order, structure: 'guest_memfd_luo_folio_ser[]', upstream: true, role: `folio records (${label})` });
   const pfns: number[] = [];
   const prevEnd = { v: 0 };
   const perPage = PAGE_SIZE / guestMemfdLuoFolioSer.size;
@@ -189,7 +189,7 @@ export const guestMemfdDecoder: FormatDecoder = defineDecoder({
     const major = version && semver.valid(version) ? semver.major(version) : 0;
     if (major !== 1 && major !== 2) return { fields, problems: [`no decoder for guest_memfd ${version ?? '(no version)'}`], pages };
     pages.push({
-      pfn: phys / PAGE_SIZE, structure: 'guest_memfd_luo_ser', role: `guest_memfd_luo_ser (${label})`,
+      pfn: phys / PAGE_SIZE, structure: 'guest_memfd_luo_ser', role: `guest_memfd_luo_ser (${label})`, upstream: major === 1,
       words: [
         { offset: 0, size: 8, kind: 'count' }, { offset: 8, size: 8, kind: 'flags' }, { offset: 16, size: 8, kind: 'count' },
         { offset: 24, size: 8, kind: 'index' }, { offset: 32, size: 8, kind: 'pointer' },
@@ -213,7 +213,7 @@ export const kvmVcpuDecoder: FormatDecoder = defineDecoder({
     const pages: OwnedPages[] = [];
     const phys = Number(data);
     if (!inRam(mem, phys, PAGE_SIZE) || phys % PAGE_SIZE !== 0) return { fields, problems: [`kvm_vcpu_ser ${hex(data)} is not a page of RAM`], pages };
-    pages.push({ pfn: phys / PAGE_SIZE, structure: 'kvm_vcpu_ser', role: `kvm_vcpu_ser (${label})`, words: [{ offset: 0, size: 4, kind: 'index' }, { offset: 4, size: 4, kind: 'flags' }, { offset: 8, size: 8, kind: 'index' }, { offset: 16, size: 8, kind: 'pointer' }, { offset: 24, size: 8, kind: 'pointer' }] });
+    pages.push({ pfn: phys / PAGE_SIZE, structure: 'kvm_vcpu_ser', upstream: true, role: `kvm_vcpu_ser (${label})`, words: [{ offset: 0, size: 4, kind: 'index' }, { offset: 4, size: 4, kind: 'flags' }, { offset: 8, size: 8, kind: 'index' }, { offset: 16, size: 8, kind: 'pointer' }, { offset: 24, size: 8, kind: 'pointer' }] });
     const h = kvmVcpuSer.decode(mem.read(phys, kvmVcpuSer.size));
     Object.assign(fields, { vcpu_id: h.vcpu_id, flags: hex(h.flags), vm_token: h.vm_token, arch_state: hex(h.arch_state), cb: hex(h.cb) });
     if (h.flags !== 0) problems.push(`flags ${hex(h.flags)}`);

@@ -32,7 +32,7 @@ export function walkList(memory: PhysMemory, first: number, objectSize: number, 
     seen.add(page);
     if (!readable(memory, page, problems, `${name} array page`)) break;
     pages.push({
-      pfn: page / PAGE_SIZE, structure: 'iommu FLB array', role: `${name} array page ${n++}`,
+      pfn: page / PAGE_SIZE, structure: 'iommu FLB array', role: `${name} array page ${n++}`, upstream: true,
       words: [{ offset: 0, size: 8, kind: 'pointer' }, { offset: 8, size: 8, kind: 'count' }],
     });
     const nr = memory.readU64Number(page + 8);
@@ -59,7 +59,7 @@ export function walkTables(memory: PhysMemory, top: number, levels: number, labe
     if (seen.has(phys)) { problems.push(`${label}: table page ${hex(phys)} is reached twice`); continue; }
     seen.add(phys);
     if (!readable(memory, phys, problems, `${label} level ${level} table`)) continue;
-    pages.push({ pfn: phys / PAGE_SIZE, structure: 'iommu page table', role: `${label} level ${level} table` });
+    pages.push({ pfn: phys / PAGE_SIZE, structure: 'iommu page table', role: `${label} level ${level} table`, upstream: true });
     if (level === 1) continue;
     for (let i = 0; i < 512; i++) {
       const lo = memory.readU32(phys + i * 8);
@@ -75,7 +75,7 @@ export function walkRoot(memory: PhysMemory, root: number, label: string, proble
   if (!isPage(memory, root)) { problems.push(`${label}: root table ${hex(root)} is not a page of RAM`); return; }
   if (!readable(memory, root, problems, `${label} root table`)) return;
   seen.add(root);
-  pages.push({ pfn: root / PAGE_SIZE, structure: 'iommu root/context table', role: `${label} root table` });
+  pages.push({ pfn: root / PAGE_SIZE, structure: 'iommu root/context table', role: `${label} root table`, upstream: true });
   for (let bus = 0; bus < 256; bus++) {
     const lo = memory.readU32(root + bus * 16);
     if (!(lo & ROOT_PRESENT)) continue;
@@ -84,6 +84,6 @@ export function walkRoot(memory: PhysMemory, root: number, label: string, proble
     if (seen.has(ctx)) continue;
     seen.add(ctx);
     if (!readable(memory, ctx, problems, `${label} bus ${bus} context table`)) continue;
-    pages.push({ pfn: ctx / PAGE_SIZE, structure: 'iommu root/context table', role: `${label} bus ${bus} context table` });
+    pages.push({ pfn: ctx / PAGE_SIZE, structure: 'iommu root/context table', role: `${label} bus ${bus} context table`, upstream: true });
   }
 }

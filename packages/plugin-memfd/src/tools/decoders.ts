@@ -30,6 +30,8 @@ class Walk {
   readonly pages: OwnedPages[] = [];
   readonly dataRuns: Array<[number, number]> = [];
   private readonly seen = new Set<number>();
+  /** The pages walked are in an upstream layout (memfd-v1/v2, the hugetlb-v1 FLB): OwnedPages.upstream. */
+  upstream = false;
   constructor(readonly memory: PhysMemory, readonly label: string) {}
 
   /** A page-aligned physical address of a whole page inside RAM. */
@@ -48,7 +50,7 @@ class Walk {
       if (this.seen.has(pfn + k)) { this.problems.push(`${role}: page ${hex((pfn + k) * PAGE_SIZE)} is used twice (a cycle or aliasing)`); return false; }
     }
     for (let k = 0; k < count; k++) this.seen.add(pfn + k);
-    this.pages.push({ pfn, ...(count !== 1 ? { count } : {}), structure, role, ...(words ? { words } : {}) });
+    this.pages.push({ pfn, ...(count !== 1 ? { count } : {}), structure, role, ...(words ? { words } : {}), ...(this.upstream ? { upstream: true } : {}) });
     return true;
   }
 
@@ -192,6 +194,8 @@ function decodeMemfd(memory: PhysMemory, data: bigint, version: string | null, c
   if (phys === null) return w.result({});
   const [major = 0, minor = 0] = (version ?? '').split('.').map(Number);
   const hugetlb = family === HUGETLB_FAMILY;
+  // memfd-v1 and memfd-v2 are mainline's layouts (mm/memfd_luo.c), without a check value.
+  w.upstream = !hugetlb && major <= 2;
   if (!hugetlb && ((major === 3 && minor >= 2) || major === 4)) return decodeChecked(memory, phys, major, minor, context);
   // hugetlb-memfd 2.x is the memfd@4.1.0 layout (HUGETLB_AS_MEMFD).
   if (hugetlb && major === 2) return decodeChecked(memory, phys, 4, 1, context);
@@ -282,6 +286,8 @@ function decodeChecked(memory: PhysMemory, phys: number, major: number, minor: n
 
 function decodeHugetlbFlb(memory: PhysMemory, data: bigint, label: string): Decoded {
   const w = new Walk(memory, label);
+  // The hugetlb series' FLB layout: per-hstate counts, no check value.
+  w.upstream = true;
   const phys = w.pageOk(data, `${label}: hstate page`);
   if (phys === null) return w.result({});
   w.own(phys / PAGE_SIZE, 1, 'hugetlb FLB', `hugetlb FLB hstates (${label})`);
