@@ -217,6 +217,27 @@ export interface ScenarioVocabulary {
 const BASE_KEYS = ['name', 'description', 'machine', 'from', 'to', 'broker', 'expect', 'sessions'];
 
 /**
+ * A plugin's schema fragment is written as a schema of its own: its `$defs` and its `$ref`s to
+ * them ('#/$defs/x', '#' for itself) mean the fragment's root. Embedded at `pointer` in the
+ * composed schema, its `$defs` move to the root's under `${ns}.x` and its refs follow.
+ */
+function rebase(fragment: JsonSchema, ns: string, pointer: string, defs: Record<string, JsonSchema>): JsonSchema {
+  const local = (ref: string): string => (ref === '#' ? `#${pointer}` : ref.startsWith('#/$defs/') ? `#/$defs/${ns}.${ref.slice('#/$defs/'.length)}` : ref);
+  const walk = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(walk);
+    if (v === null || typeof v !== 'object') return v;
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) out[k] = k === '$ref' && typeof x === 'string' ? local(x) : walk(x);
+    return out;
+  };
+  const { $defs, ...rest } = fragment;
+  if ($defs !== null && typeof $defs === 'object') {
+    for (const [name, def] of Object.entries($defs)) defs[`${ns}.${name}`] = walk(def) as JsonSchema;
+  }
+  return walk(rest) as JsonSchema;
+}
+
+/**
  * The scenario schema for a set of plugins' tools: sessions hold objects discriminated by
  * `type` (one `if`/`then` per kind, so an error names the kind's own field), and each section
  * is a top-level key with the plugin's schema. Without tools it is the open schema: every
@@ -225,11 +246,12 @@ const BASE_KEYS = ['name', 'description', 'machine', 'from', 'to', 'broker', 'ex
 export function composeScenarioSchema(tools: readonly ScenarioVocabulary[] | null): JsonSchema {
   const kinds = new Map<string, Pick<ObjectKind, 'type' | 'properties' | 'required'>>();
   const sections = new Map<string, JsonSchema>();
+  const defs: Record<string, JsonSchema> = {};
   for (const t of tools ?? []) {
     for (const k of t.objects ?? []) if (!kinds.has(k.type)) kinds.set(k.type, k);
     for (const s of t.sections ?? []) {
       if (BASE_KEYS.includes(s.key)) throw new TypeError(`scenario section '${s.key}': the key is a scenario field of its own`);
-      if (!sections.has(s.key)) sections.set(s.key, s.schema);
+      if (!sections.has(s.key)) sections.set(s.key, rebase(s.schema, s.key, `/properties/${s.key}`, defs));
     }
   }
   const common = { type: { type: 'string', minLength: 1 }, token: { type: 'integer', minimum: 0 } };
@@ -275,6 +297,7 @@ export function composeScenarioSchema(tools: readonly ScenarioVocabulary[] | nul
       },
       ...Object.fromEntries(sections),
     },
+    ...(Object.keys(defs).length > 0 ? { $defs: defs } : {}),
   };
 }
 

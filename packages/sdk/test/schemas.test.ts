@@ -215,6 +215,30 @@ describe('a plugin\'s malformed scenario vocabulary does not compile (strict mod
   }
 });
 
+describe('a section schema with $defs of its own', () => {
+  const rack: ScenarioVocabulary = {
+    sections: [{
+      key: 'rack',
+      schema: {
+        type: 'object', additionalProperties: false, required: ['slots'],
+        properties: { slots: { type: 'array', items: { $ref: '#/$defs/slot' } } },
+        $defs: { slot: { type: 'object', additionalProperties: false, required: ['n'], properties: { n: { type: 'integer', minimum: 0 } } } },
+      },
+    }],
+  };
+  const withRack = (slots: unknown): unknown => ({ ...(JSON.parse(SCENARIO) as Record<string, unknown>), rack: { slots } });
+  const vocab = (): ScenarioVocabulary[] => [{ objects: [fileKind('memfd'), fileKind('hugetlb-memfd')] }, rack];
+
+  it('compiles embedded in the scenario schema: its refs resolve to its own $defs (hoisted as rack.slot)', () => {
+    expect(checkScenarioData(withRack([{ n: 0 }, { n: 7 }]), 'x.json', vocab()).name).toBe('vm-update');
+  });
+
+  it('reports a bad value under a $ref with the field\'s path', () => {
+    const e = schemaErrorOf(() => checkScenarioData(withRack([{ n: 0 }, { n: -1 }]), 'x.json', vocab()));
+    expect(e.issues.map((i) => [i.field, i.message])).toEqual([['/rack/slots/1/n', 'must be >= 0']]);
+  });
+});
+
 describe('lineOfPointer', () => {
   it('finds the line where the value at any pointer starts, in any pretty-printed document', () => {
     fc.assert(fc.property(doc, fc.constantFrom(2, 4, '\t'), (d, indent) => {
