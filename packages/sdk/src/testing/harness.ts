@@ -170,7 +170,14 @@ function run<S>(sides: { from: KernelSide; to: KernelSide }, scenario: LiveUpdat
   applyCorruptions(k1, corruptions);
   scenario.afterJump?.(machine);
 
-  if (scenario.fork) scenario.fork(machine, () => incoming(machine, k1, target, scenario, state, tools, faults, timeline.slice(), formats, num1, true));
+  // Only kernel A's processes are kept (for a rollback's cleanup): a forked kernel B's are dropped
+  // after its run, or every fork would keep its kernel alive through them.
+  const kernelAProcs = procs.length;
+  if (scenario.fork) {
+    scenario.fork(machine, () => {
+      try { return incoming(machine, k1, target, scenario, state, tools, faults, timeline.slice(), formats, num1, true); } finally { procs.length = kernelAProcs; }
+    });
+  }
   return incoming(machine, k1, target, scenario, state, tools, faults, timeline, formats, num1, faults.length > 0);
 }
 
