@@ -65,3 +65,14 @@ describe('the campaign counts updated runs with violations (plugin-memfd hugetlb
     expect([r.updatedWithViolations, r.updatedAccepted, r.firstViolation?.seed]).toEqual([1, 2, 1173]);
   });
 });
+
+describe('a kernel B that cannot boot on the handover (plugin-memfd three-vms scenario)', () => {
+  it('seed 26676 duplicates a scratch array entry: no room for the memmap in the scratch areas, refused-incoming (was an uncaught BootError)', async () => {
+    const s = (await pluginScenarios()).find((x) => x.label === '@liveupdate/plugin-memfd:three-vms');
+    if (!s) throw new Error('no three-vms scenario');
+    const r = await runCampaign({ scenario: s.scenario, label: s.label, seed: 26676, runs: 1, keepRuns: true });
+    expect(r.results.map((x) => [x.structure, x.mutation, x.outcome, x.detail])).toEqual([
+      ['scratch array', 'duplicate', 'refused-incoming', 'cannot allocate the memmap of node 0 inside scratch'],
+    ]);
+  }, 120_000);
+});

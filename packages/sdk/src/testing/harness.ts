@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { createMachine, PAGE_SIZE, type Machine, type MachineConfig } from '@liveupdate/hw';
 import {
-  ErrnoError, FormatNegotiationError, Kernel, KernelDeadError, KernelPanic,
+  BootError, ErrnoError, FormatNegotiationError, Kernel, KernelDeadError, KernelPanic,
   type CoreAbiRanges, type Process, type RuntimePlugin,
 } from '@liveupdate/runtime';
 import { checkSdkCopy, type SdkIdentity } from '../copies.js';
@@ -202,8 +202,10 @@ function incoming<S>(
   try {
     k2 = time('boot B', () => Kernel.boot(machine, target));
   } catch (e) {
-    // A panic while kernel B boots (KernelDeadError: a later call on the kernel that panicked).
-    if (e instanceof KernelPanic || e instanceof KernelDeadError) return { outcome: { kind: 'refused-incoming', reason: e.message }, from: k1, to: null, state, violations, timeline, faults, formats };
+    // A panic while kernel B boots (KernelDeadError: a later call on the kernel that panicked), or
+    // a boot that cannot go on (BootError: e.g. no room for the memmap in the scratch areas it was
+    // handed, where early boot panics): kernel B does not come up on this handover.
+    if (e instanceof KernelPanic || e instanceof KernelDeadError || e instanceof BootError) return { outcome: { kind: 'refused-incoming', reason: e.message }, from: k1, to: null, state, violations, timeline, faults, formats };
     throw e;
   }
   const revival = k2.dmesg.lines().find(isRefusal);
