@@ -14,7 +14,9 @@ import pci, {
   vfioAttachIommufdPt, vfioBindDevice, vfioBindIommufd, vfioConfigWrite, vfioKeepRunning, vfioMmapPortal, type PciPluginOptions,
 } from '@liveupdate/plugin-pci';
 import iommu, { type IommuPluginOptions } from '../src/index.js';
-import { CMDLINE, GUEST_IOVA, REG_BASE, guestRam, hwptAlloc, ioasAlloc, mapFile, markPreserve } from './support.js';
+import { CMDLINE, GUEST_IOVA, REG_BASE, guestRam, hwptAlloc, ioasAlloc, mapFile, markPreserve, type Passthrough } from './support.js';
+
+export type { Passthrough };
 
 /** dsa0 behind rp0 (bus 1, requester 0x0100), dsa1 behind rp1 (bus 2, requester 0x0200). */
 export const TWO_ENGINES: PciTopologySpec = {
@@ -68,14 +70,6 @@ export function bootNext(r: Rig): { k2: Kernel; p2: Process; dev2: number } {
   return { k2, p2, dev2: openLiveupdate(p2) };
 }
 
-export interface Passthrough {
-  readonly ram: number;
-  readonly ifd: number;
-  readonly ioas: number;
-  readonly cdev: number;
-  readonly devid: number;
-  readonly hwpt: number;
-}
 
 /**
  * A VMM passes `engine` through: guest RAM (`pages` pages, filled 0x11, sealed), /dev/iommu, an

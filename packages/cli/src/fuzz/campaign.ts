@@ -19,7 +19,7 @@ import { runScenario as runGeneric, type ScenarioRunResult } from '@liveupdate/s
 import { decodeHandover, type HandoverView } from '../handover/decode.js';
 import { resolvePlugins } from '../plugins.js';
 import { builtinScenario } from '../scenario/load.js';
-import { classify, FUZZ_CLASSES, type FuzzClass } from './classify.js';
+import { classify, FUZZ_CLASSES, type FuzzClass, type MutatedRun } from './classify.js';
 import { chooseMutation, inferWords, mutatedPage, MUTATIONS, rng, type Mutation, type MutationKind, type MutationTarget, type Word } from './mutate.js';
 import { CORE_STRUCTURES } from './targets.js';
 import { judgeViolations } from './violations.js';
@@ -49,24 +49,11 @@ export function structureList(targets: readonly MutationTarget[]): string[] {
   return [...core, ...[...present].filter((s) => !core.includes(s)).sort()];
 }
 
-export interface CampaignRun {
-  readonly seed: number;
-  readonly structure: string;
-  /** The page's role as its decoder names it. */
-  readonly role: string;
+export interface CampaignRun extends MutatedRun {
   readonly mutation: MutationKind;
   readonly pfn: number;
-  readonly what: string;
-  /** Every byte changed, as the XOR of its old and new value. */
-  readonly bytes: ReadonlyArray<{ readonly offset: number; readonly xor: number }>;
-  readonly outcome: FuzzClass;
-  readonly detail: string | null;
-  /** Invariants an 'updated' run broke that upstream would not (see violations.ts); empty otherwise. */
-  readonly violations: readonly string[];
   /** The corrupted page is in an upstream layout without integrity check (MutationTarget.upstream). */
   readonly upstream: boolean;
-  /** Invariants an 'updated' run broke as upstream does for this corruption (a leaked page whose reference was corrupted). */
-  readonly accepted: readonly string[];
 }
 
 export interface CampaignOptions {

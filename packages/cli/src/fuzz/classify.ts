@@ -13,6 +13,25 @@ import type { ScenarioRunResult } from '@liveupdate/sdk/testing';
 
 export const FUZZ_CLASSES = ['updated', 'file-error', 'refused-incoming', 'wrong-answer', 'uncaught', 'unexpected'] as const;
 export type FuzzClass = (typeof FUZZ_CLASSES)[number];
+
+/** One mutated handover and how it ended: what `liveupdate fuzz` and the campaign both report per run. */
+export interface MutatedRun {
+  readonly seed: number;
+  readonly structure: string;
+  /** The page's role as its decoder names it. */
+  readonly role: string;
+  /** What the mutation wrote, in words. */
+  readonly what: string;
+  /** Every byte changed, as the XOR of its old and new value. */
+  readonly bytes: ReadonlyArray<{ readonly offset: number; readonly xor: number }>;
+  readonly outcome: FuzzClass;
+  /** Why (the refusal, the errno, the data check problem, the exception); null for a clean update. */
+  readonly detail: string | null;
+  /** Invariants an 'updated' run broke where upstream would not (violations.ts): findings, listed. */
+  readonly violations: readonly string[];
+  /** Invariants an 'updated' run broke as upstream does for this corruption (a page whose only reference was corrupted, leaked). */
+  readonly accepted: readonly string[];
+}
 /** The outcome classes a corrupted handover may end in. */
 export const ACCEPTED: ReadonlySet<FuzzClass> = new Set<FuzzClass>(['updated', 'file-error', 'refused-incoming']);
 

@@ -28,7 +28,7 @@ import type { Scenario } from '@liveupdate/sdk';
 import { builtinScenario, loadScenario } from '../scenario/load.js';
 import { runScenario } from '../scenario/runner.js';
 import { runCampaign } from './campaign.js';
-import { ACCEPTED, classify, FUZZ_CLASSES, type FuzzClass } from './classify.js';
+import { ACCEPTED, classify, FUZZ_CLASSES, type FuzzClass, type MutatedRun } from './classify.js';
 import { MUTATIONS, rng as seededRng } from './mutate.js';
 import { fuzzTargets, structuresOf, type FuzzTarget } from './targets.js';
 import { judgeViolations } from './violations.js';
@@ -75,23 +75,10 @@ export function chooseCorruption(seed: number, targets: readonly FuzzTarget[]): 
   return { structure, role: target.role, page: target.pfn * PAGE_SIZE, bytes };
 }
 
-export interface FuzzRun {
-  readonly seed: number;
-  readonly structure: Structure;
-  readonly role: string;
+export interface FuzzRun extends MutatedRun {
   readonly page: string;
-  /** The mutation kind (MUTATIONS; 'xor' for the xor engine) and what it wrote, in words. */
+  /** The mutation kind (MUTATIONS; 'xor' for the xor engine). */
   readonly mutation: string;
-  readonly what: string;
-  /** Every byte changed, as the XOR of its old and new value. */
-  readonly bytes: ReadonlyArray<{ readonly offset: number; readonly xor: number }>;
-  readonly outcome: FuzzClass;
-  /** Why (the refusal, the errno, the data check problem, the exception); null for a clean update. */
-  readonly detail: string | null;
-  /** Invariants an 'updated' run broke where upstream would not (violations.ts): findings, listed. */
-  readonly violations: readonly string[];
-  /** Invariants an 'updated' run broke as upstream does for this corruption (a page whose only reference was corrupted, leaked). */
-  readonly accepted: readonly string[];
 }
 
 export interface FuzzReport {
