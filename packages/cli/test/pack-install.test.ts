@@ -56,6 +56,8 @@ describe.runIf(online || process.env.CI === 'true')('packed packages installed i
       const pkg = JSON.parse(readFileSync(path.join(ROOT, 'packages', x.name.slice('@liveupdate/'.length), 'package.json'), 'utf8')) as Record<string, unknown>;
       for (const f of ['README.md', 'LICENSE', 'package.json', 'dist/index.js', 'dist/index.d.ts']) expect(files, `${x.name}: ${f}`).toContain(f);
       for (const target of exportTargets(pkg.exports)) expect(files, `${x.name} exports ${target}`).toContain(target.replace(/^\.\//, ''));
+      // Third-party code a bundle carries ships with its licence (scripts/bundle.mjs).
+      if (x.name === '@liveupdate/runtime' || x.name === '@liveupdate/cli') expect(files, `${x.name}: notices`).toContain('dist/THIRD-PARTY-NOTICES.txt');
       expect(pkg).toMatchObject({ license: 'MIT', publishConfig: { access: 'public' }, repository: { type: 'git' } });
       expect(pkg.private).toBeUndefined();
       const deps = { ...(pkg.dependencies as Record<string, string> | undefined) };

@@ -13,14 +13,13 @@ const INDEX = pathToFileURL(path.join(path.dirname(BIN), 'index.js')).href;
 
 const SCRIPT = `
 const cli = await import(${JSON.stringify(INDEX)});
-const { noProgress } = await import(${JSON.stringify(INDEX.replace(/index\.js$/, 'output/progress.js'))});
 const versions = cli.installedVersions(cli.DEFAULT_PLUGIN);
 const newest = versions.at(-1);
 const { scenario } = await cli.builtinScenario('matrix', undefined, await cli.resolvePlugin(cli.DEFAULT_PLUGIN, newest));
 const report = await cli.runMatrix(scenario, cli.DEFAULT_PLUGIN, versions);
 const out = [];
 for (const row of report.rows) for (const cell of row.cells) {
-  const r = await cli.runScenario(cli.withReleases(scenario, cli.DEFAULT_PLUGIN, cell.from, cell.to), { progress: noProgress, decode: true });
+  const r = await cli.runScenario(cli.withReleases(scenario, cli.DEFAULT_PLUGIN, cell.from, cell.to), { progress: cli.noProgress, decode: true });
   out.push({ cell, decoded: cli.classifyCell(cell.from, cell.to, r), jumped: r.jumped, view: r.handover !== null });
 }
 process.stdout.write(JSON.stringify({ versions, out }));

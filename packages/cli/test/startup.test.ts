@@ -2,10 +2,11 @@
  * The CLI starts lazily: `--help`, `--version` and a usage error load commander and the
  * program's few own modules, never a kernel, a plugin or ajv; each command imports its work
  * when it runs. Shown from the module graph of the built bin (an ESM loader hook records every
- * module the process loads), not from timings.
+ * file the process loads; each file of the CLI's bundle names the source modules it holds in its
+ * source map), not from timings.
  */
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command } from 'commander';
@@ -15,6 +16,7 @@ import { buildProgram, FUZZ_LISTING, type CliIo } from '../src/program.js';
 import { BIN, removeDir, tempDir } from './support/cli.js';
 
 const CLI_DIST = path.dirname(BIN);
+const CLI_SRC = path.join(path.dirname(CLI_DIST), 'src');
 let dir = '';
 let hook = '';
 
@@ -30,15 +32,26 @@ beforeAll(() => {
 });
 afterAll(() => removeDir(dir));
 
-/** Every file the bin loads for these arguments, relative to the CLI's dist or as `pkg:<name>` outside it. */
+/**
+ * Every source module the bin loads for these arguments: the CLI's own as paths under src/ (as
+ * `x.js` for src/x.ts), from the source maps of the bundle files loaded; anything else as
+ * `pkg:<name>` (a package the bundle carries, or one loaded from outside it).
+ */
 function loaded(args: readonly string[]): { code: number | null; modules: string[] } {
   const r = spawnSync(process.execPath, ['--no-warnings', '--experimental-loader', pathToFileURL(hook).href, BIN, ...args], { encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' } });
   if (r.error) throw r.error;
-  const modules = r.stderr.split('\n').filter((l) => l.startsWith('LOADED ')).map((l) => {
-    const file = new URL(l.slice('LOADED '.length)).pathname;
-    if (file.startsWith(`${CLI_DIST}/`)) return path.relative(CLI_DIST, file);
+  const pkgOf = (file: string): string => {
     const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(file) ?? /\/packages\/([^/]+)\//.exec(file);
     return `pkg:${pkg?.[1] ?? file}`;
+  };
+  const modules = r.stderr.split('\n').filter((l) => l.startsWith('LOADED ')).flatMap((l) => {
+    const file = new URL(l.slice('LOADED '.length)).pathname;
+    if (!file.startsWith(`${CLI_DIST}/`)) return [pkgOf(file)];
+    const map = JSON.parse(readFileSync(`${file}.map`, 'utf8')) as { sources: string[] };
+    return map.sources.map((s) => {
+      const source = path.resolve(path.dirname(file), s);
+      return source.startsWith(`${CLI_SRC}/`) ? path.relative(CLI_SRC, source).replace(/\.ts$/, '.js') : pkgOf(source);
+    });
   });
   return { code: r.status, modules: [...new Set(modules)].sort() };
 }

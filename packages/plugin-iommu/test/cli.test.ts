@@ -131,7 +131,7 @@ describe('iommu-vfio-passthrough through the CLI', { timeout: 180_000 }, () => {
     writeFileSync(path.join(to, 'package.json'), JSON.stringify({ ...pkg, version: '0.0.1' }));
     const index = path.join(to, 'dist/index.js');
     const src = readFileSync(index, 'utf8');
-    const patched = src.replace("const DEFAULT_WRITES = ['1.0.0', '2.0.0', '2.1.0'];", "const DEFAULT_WRITES = ['1.0.0'];").replace("const DEFAULT_READS = '>=1.0.0 <3.0.0';", "const DEFAULT_READS = '^1.0.0';");
+    const patched = src.replace('DEFAULT_WRITES = ["1.0.0", "2.0.0", "2.1.0"];', 'DEFAULT_WRITES = ["1.0.0"];').replace('DEFAULT_READS = ">=1.0.0 <3.0.0";', 'DEFAULT_READS = "^1.0.0";');
     expect(patched).not.toBe(src);
     writeFileSync(index, patched);
     const r = cli(['matrix', scenarioFile, '--plugin', '@liveupdate/plugin-iommu', '--versions', '0.0.1,0.1.0', '--json', '--no-progress'], project);

@@ -110,7 +110,7 @@ describe('pci-continuous-dma through the CLI', { timeout: 180_000 }, () => {
 
   it('matrix of three releases: same-layout pairs update, a reader without the writer\'s pci_ser major refuses before freeze', () => {
     // Two older releases installed side by side (as `npm i pci-v6@...` would): copies of this
-    // package whose version and default pci_ser layout (version.js) are those of a v6-era build.
+    // package whose version and default pci_ser layout (DEFAULT_PCI_ABI) are those of a v6-era build.
     const project = path.join(dir, 'project');
     for (const [alias, version, abi] of [['pci-v6', '0.0.6', 'v6'], ['pci-p02', '0.0.2', 'v6-patch02']] as const) {
       const to = path.join(project, 'node_modules', alias);
@@ -118,8 +118,12 @@ describe('pci-continuous-dma through the CLI', { timeout: 180_000 }, () => {
       cpSync(path.join(PKG, 'dist'), path.join(to, 'dist'), { recursive: true });
       const pkg = JSON.parse(readFileSync(path.join(PKG, 'package.json'), 'utf8')) as Record<string, unknown>;
       writeFileSync(path.join(to, 'package.json'), JSON.stringify({ ...pkg, version }));
-      const v = path.join(to, 'dist/version.js');
-      writeFileSync(v, readFileSync(v, 'utf8').replace("DEFAULT_PCI_ABI = 'v7'", `DEFAULT_PCI_ABI = '${abi}'`));
+      // dist/index.js is the package's bundle (scripts/bundle.mjs): one declaration to rewrite.
+      const v = path.join(to, 'dist/index.js');
+      const src = readFileSync(v, 'utf8');
+      const patched = src.replace('DEFAULT_PCI_ABI = "v7"', `DEFAULT_PCI_ABI = "${abi}"`);
+      expect(patched).not.toBe(src);
+      writeFileSync(v, patched);
     }
     const r = cli(['matrix', scenarioFile, '--plugin', '@liveupdate/plugin-pci', '--versions', '0.0.2,0.0.6,0.1.0', '--json', '--no-progress'], project);
     expect(r.code).toBe(0);
