@@ -14,7 +14,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { checkSdkCopy, DuplicateSdkError, isPlugin, type Plugin } from '@liveupdate/sdk';
-import semver from 'semver';
+import { semver } from '@liveupdate/sdk';
 import { DEFAULT_PLUGIN } from './defaults.js';
 import { UsageError } from './exit.js';
 

@@ -3,7 +3,7 @@
  * of the VM file and guest_memfd.
  */
 import { defineFileHandler, definePlugin, type FileHandlerDefinition, type Plugin } from '@liveupdate/sdk';
-import semver from 'semver';
+import { semver } from '@liveupdate/sdk';
 import { GUEST_MEMFD_ALIASES, GUEST_MEMFD_FAMILY, KVM_VCPU_ALIASES, KVM_VCPU_FAMILY, KVM_VM_ALIASES, KVM_VM_FAMILY } from './abi/luo.js';
 import { gmemOf } from './gmem.js';
 import {

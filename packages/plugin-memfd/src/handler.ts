@@ -17,7 +17,7 @@ import {
   ErrnoError, KhoXarray, khoPreserveVmalloc, khoUnpreserveVmalloc, vfree, vzalloc,
   type HandlerContext, type Kernel, type KFile, type KhoVmallocDesc, type VmArea,
 } from '@liveupdate/sdk';
-import semver from 'semver';
+import { semver } from '@liveupdate/sdk';
 import {
   MEMFD_LUO_ALL_SEALS, MEMFD_LUO_FOLIO_DIRTY, MEMFD_LUO_FOLIO_PFN_BITS, MEMFD_LUO_FOLIO_UPTODATE,
   MEMFD_V3_1_CRC_BYTES, MEMFD_V3_2_META_CRC_OFFSET, memfdLuoFolioSer, memfdLuoSerV1, memfdLuoSerV2, memfdLuoSerV3,

@@ -9,7 +9,7 @@ import {
 import {
   HUGETLB_AS_MEMFD, HUGETLB_FAMILY, HUGETLB_FLB_COMPATIBLE, HUGETLB_MAX_HSTATES, MEMFD_ALIASES, MEMFD_FAMILY, hugetlbHstateSer,
 } from './abi/memfd.js';
-import semver from 'semver';
+import { semver } from '@liveupdate/sdk';
 import {
   freezeMemfd, preserveMemfd, unfreezeMemfd, unpreserveMemfd, type MemfdPreservation,
 } from './handler.js';

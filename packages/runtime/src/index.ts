@@ -41,3 +41,8 @@ export {
 export { imageManifest, type CoreAbiRanges } from './kernel/kernel.js';
 export { openLiveupdate, createSession, retrieveSession, preserveFd, retrieveFd, finishSession, getName, nameBytes } from './uapi/client.js';
 export { BOOT_PHASE_NS, SHUTDOWN_PHASE_NS, OP_NS, chargeOp, type KernelOp } from './kernel/costs.js';
+/**
+ * The semver implementation format negotiation uses (npm's semver, bundled once here): the SDK,
+ * the CLI and our plugins take it from this package, so a process loads one copy.
+ */
+export { default as semver } from 'semver';

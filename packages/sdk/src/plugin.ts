@@ -3,7 +3,7 @@
  * plugins are); `definePlugin` validates its manifest once, up front, and turns its file
  * handlers into LUO handler ops tables whose formats are negotiated before every kexec.
  */
-import semver from 'semver';
+import { semver } from '@liveupdate/runtime';
 import {
   compatibleFor, ErrnoError, tapView, versionOf, type BootPhase, type ShutdownPhase, type TapView,
   type FormatSpec, type Kernel, type KFile, type LiveupdateFileHandler, type LiveupdateFileOpArgs,

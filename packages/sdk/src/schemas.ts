@@ -7,7 +7,7 @@
  */
 import { createRequire } from 'node:module';
 import type { Ajv, ErrorObject, JSONSchemaType, ValidateFunction } from 'ajv';
-import semver from 'semver';
+import { semver } from '@liveupdate/runtime';
 import { checkerFor } from './schema-check.js';
 import { isSize, parseSizeStrict } from './size.js';
 import type { JsonSchema, ObjectKind, ScenarioSection } from './tools.js';

@@ -4,7 +4,7 @@
  * never set). These helpers are the pre-flight half of the negotiation the runtime performs
  * before every kexec.
  */
-import semver from 'semver';
+import { semver } from '@liveupdate/runtime';
 import {
   FormatNegotiationError, imageManifest,
   type BootConfig, type KernelManifest, type NegotiationRefusal,

@@ -16,7 +16,7 @@ import {
   ErrnoError, KhoXarray, khoPreserveVmalloc, khoUnpreserveVmalloc, vfree, vzalloc,
   type HandlerContext, type Kernel, type KFile, type KhoVmallocDesc, type VmArea,
 } from '@liveupdate/sdk';
-import semver from 'semver';
+import { semver } from '@liveupdate/sdk';
 import { GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP, hasPrivateMem } from '../abi/kvm.js';
 import {
   GMEM_V2_1_ID_OFFSET, GMEM_V2_HEADER_CRC_BYTES, GUEST_MEMFD_LUO_FOLIO_UPTODATE, guestMemfdLuoFolioSer, guestMemfdLuoSer, guestMemfdLuoSerV2,

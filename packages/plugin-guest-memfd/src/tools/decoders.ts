@@ -5,7 +5,7 @@
  */
 import { PAGE_SIZE, type PhysMemory } from '@liveupdate/hw';
 import { defineDecoder, xarrayAbi, type Decoded, type DecodeContext, type DecodedValue, type FormatDecoder, type OwnedPages } from '@liveupdate/sdk';
-import semver from 'semver';
+import { semver } from '@liveupdate/sdk';
 import { KVM_VM_TYPES_MODELED } from '../abi/kvm.js';
 import {
   GMEM_V2_HEADER_CRC_BYTES, GUEST_MEMFD_FAMILY, GUEST_MEMFD_LUO_FOLIO_UPTODATE, KVM_KHO_FOLIO_PA_BYTES, KVM_VCPU_FAMILY, KVM_VM_FAMILY,

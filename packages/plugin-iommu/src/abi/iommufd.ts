@@ -15,7 +15,7 @@
  *   area record. A reader of 2.1 refuses a mismatch, or a non-zero pad, with EINVAL.
  */
 import { bytes, defineStruct, u8, u32, u64 } from '@liveupdate/sdk';
-import semver from 'semver';
+import { semver } from '@liveupdate/sdk';
 
 export const IOMMUFD_FAMILY = 'iommufd';
 export const IOMMUFD_ALIASES = { 1: 'iommufd-v1' } as const;

@@ -9,7 +9,7 @@
  * An allocation failure in a 2.x retrieve is ENOMEM (issue 12): sticky, nothing kept, no FINISH.
  */
 import { ErrnoError, KFile, PAGE_SIZE, defineFileHandler, type FileHandlerDefinition, type HandlerContext, type LuoSessionRef } from '@liveupdate/sdk';
-import semver from 'semver';
+import { semver } from '@liveupdate/sdk';
 import {
   IOMMUFD_ALIASES, IOMMUFD_FAMILY, iommufdAreaSer, iommufdAreasSer, iommufdCrcSer, iommufdHasCrc, iommufdHwptSer, iommufdSer, iommufdV1Size, iommufdV21Size, iommufdV2Size,
 } from '../abi/iommufd.js';

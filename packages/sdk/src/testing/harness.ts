@@ -4,7 +4,7 @@
  * must keep: every preserved page restored or released, nothing leaked, no poison read,
  * liveupdate_num advanced. With faults it reports which outcome class the update fell into.
  */
-import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { createMachine, PAGE_SIZE, type Machine, type MachineConfig } from '@liveupdate/hw';
 import {
   BootError, ErrnoError, FormatNegotiationError, Kernel, KernelDeadError, KernelPanic,
@@ -12,6 +12,10 @@ import {
 } from '@liveupdate/runtime';
 import { checkSdkCopy, type SdkIdentity } from '../copies.js';
 import { applyCorruptions, armHookFaults, resolveCorruptions, type FaultRecord, type FaultSpec } from './faults.js';
+
+// node:crypto costs ~9 ms to load; most scenarios never ask for a digest.
+let cryptoModule: typeof import('node:crypto') | null = null;
+const nodeCrypto = (): typeof import('node:crypto') => (cryptoModule ??= createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto'));
 
 export interface KernelSide {
   readonly plugins: readonly RuntimePlugin[];
@@ -143,7 +147,7 @@ function run<S>(sides: { from: KernelSide; to: KernelSide }, scenario: LiveUpdat
   const procs: Process[] = [];
   const tools: ScenarioTools = {
     spawn: (k, name) => { const p = k.spawn(name); procs.push(p); return p; },
-    digest: (b) => createHash('sha256').update(b).digest('hex'),
+    digest: (b) => nodeCrypto().createHash('sha256').update(b).digest('hex'),
   };
   const violations: string[] = [];
 
