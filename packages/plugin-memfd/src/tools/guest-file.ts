@@ -93,11 +93,15 @@ export function guestFile(session: string, f: MemfdSpec): GuestFile {
   };
 }
 
-/** Folios that hold data, as ascending [start, end) runs spread evenly over the file. */
-export function* touchedRuns(g: GuestFile): Generator<[start: number, end: number]> {
+/**
+ * Folios that hold data, as ascending [start, end) runs spread evenly over the file. A list,
+ * not a generator: create and verify walk it for every object of every run.
+ */
+export function touchedRunList(g: GuestFile): Array<[start: number, end: number]> {
+  const out: Array<[number, number]> = [];
   const folios = g.size / g.folioBytes;
-  if (folios === 0 || g.touched <= 0) return;
-  if (g.touched >= 1) { yield [0, folios]; return; }
+  if (folios === 0 || g.touched <= 0) return out;
+  if (g.touched >= 1) { out.push([0, folios]); return out; }
   const n = Math.max(1, Math.round(folios * g.touched));
   const stride = folios / n;
   let start = -1;
@@ -105,11 +109,17 @@ export function* touchedRuns(g: GuestFile): Generator<[start: number, end: numbe
   for (let j = 0; j < n; j++) {
     const i = Math.floor(j * stride);
     if (i === end) { end++; continue; }
-    if (start >= 0) yield [start, end];
+    if (start >= 0) out.push([start, end]);
     start = i;
     end = i + 1;
   }
-  if (start >= 0) yield [start, end];
+  if (start >= 0) out.push([start, end]);
+  return out;
+}
+
+/** The runs of touchedRunList, one at a time. */
+export function* touchedRuns(g: GuestFile): Generator<[start: number, end: number]> {
+  yield* touchedRunList(g);
 }
 
 /** Folios that will hold data. */
@@ -144,8 +154,5 @@ export function patternBytes(seed: number, offset: number, length: number): Uint
   return new Uint8Array(words.buffer);
 }
 
-/** Split [start, end) folios into steps of at most CHUNK_BYTES (and at least one folio). */
-export function* steps(g: GuestFile, start: number, end: number): Generator<[offset: number, length: number]> {
-  const per = Math.max(1, Math.floor(CHUNK_BYTES / g.folioBytes));
-  for (let f = start; f < end; f += per) yield [f * g.folioBytes, Math.min(per, end - f) * g.folioBytes];
-}
+/** Folios per step: steps of at most CHUNK_BYTES (and at least one folio); [start, end) goes in steps of this many. */
+export const stepFolios = (g: GuestFile): number => Math.max(1, Math.floor(CHUNK_BYTES / g.folioBytes));
