@@ -278,7 +278,8 @@ export function definePlugin(def: PluginDefinition): Plugin {
       def.setup?.(kernel, {
         flbIncoming: (compatible) => {
           const f = flbs.get(compatible);
-          if (!f) return undefined;
+          // None handed over (a cold boot, or an update that did not use it): no exception per boot.
+          if (!f || !kernel.luo.flbs.hasIncoming(f)) return undefined;
           try {
             const obj = kernel.luo.flbs.getIncoming(f);
             kernel.luo.flbs.putIncoming(f);
