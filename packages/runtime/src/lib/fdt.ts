@@ -136,7 +136,8 @@ class StringTable {
     if (known !== undefined) return known;
     // dtc reuses any NUL-terminated tail already in the table ("data" inside
     // "preserved-data\0"); doing the same keeps our bytes identical to dtc's.
-    const key = `${String.fromCharCode(...encoded)}\0`;
+    // The bytes as one char each (an ASCII name's bytes are its own characters).
+    const key = `${encoded.length === name.length ? name : String.fromCharCode(...encoded)}\0`;
     let off = this.mirror.indexOf(key);
     if (off < 0) {
       off = this.sink.length;
