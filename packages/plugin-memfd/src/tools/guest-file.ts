@@ -154,5 +154,30 @@ export function patternBytes(seed: number, offset: number, length: number): Uint
   return new Uint8Array(words.buffer);
 }
 
+/** Host bytes of generated pattern kept for reuse; beyond this the cache starts over. */
+const PATTERN_CACHE_BYTES = 16 << 20;
+const patternCache = new Map<string, Uint8Array>();
+let patternCacheBytes = 0;
+
+/**
+ * patternBytes, generated once per (seed, offset, length) and shared: the bytes a pattern file
+ * is written with and checked against are a pure function of those, and every run of the same
+ * scenario (every cell of a matrix) asks for the same ones. The caller must only read them (the
+ * file's bytes are still read back and compared in full; only the expectation is reused).
+ */
+export function sharedPatternBytes(seed: number, offset: number, length: number): Uint8Array {
+  const key = `${seed}:${offset}:${length}`;
+  let bytes = patternCache.get(key);
+  if (bytes === undefined) {
+    bytes = patternBytes(seed, offset, length);
+    if (length <= PATTERN_CACHE_BYTES) {
+      if (patternCacheBytes + length > PATTERN_CACHE_BYTES) { patternCache.clear(); patternCacheBytes = 0; }
+      patternCache.set(key, bytes);
+      patternCacheBytes += length;
+    }
+  }
+  return bytes;
+}
+
 /** Folios per step: steps of at most CHUNK_BYTES (and at least one folio); [start, end) goes in steps of this many. */
 export const stepFolios = (g: GuestFile): number => Math.max(1, Math.floor(CHUNK_BYTES / g.folioBytes));

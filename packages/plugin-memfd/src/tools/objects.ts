@@ -15,7 +15,7 @@ import {
   MFD_ALLOW_SEALING, MFD_CLOEXEC, MFD_HUGETLB, type MemfdInode,
 } from '../memfd.js';
 import {
-  CHUNK_BYTES, dataFolios, dataPages, guestFile, HUGE_PAGE_BYTES, patternBytes, SEAL_BITS, stepFolios, touchedRunList,
+  CHUNK_BYTES, dataFolios, dataPages, guestFile, HUGE_PAGE_BYTES, SEAL_BITS, sharedPatternBytes, stepFolios, touchedRunList,
   type GuestFile, type MemfdSpec, type PfnRun,
 } from './guest-file.js';
 
@@ -44,7 +44,7 @@ function create(ctx: SessionStepContext, spec: MemfdSpec): { fd: number; preserv
     for (let f = run[0]; f < run[1]; f += per) {
       const offset = f * g.folioBytes;
       const length = Math.min(per, run[1] - f) * g.folioBytes;
-      if (g.fill === 'pattern') memfdStore(vmm, fd, patternBytes(g.seed, offset, length), offset);
+      if (g.fill === 'pattern') memfdStore(vmm, fd, sharedPatternBytes(g.seed, offset, length), offset);
       else if (g.fill === 'zero') memfdStore(vmm, fd, new Uint8Array(length), offset);
       else memfdFillSynthetic(vmm, fd, offset, length, g.seed);
       ctx.tick(length / PAGE_SIZE);
@@ -213,7 +213,7 @@ export function verifyGuestFile(ctx: SessionStepContext, fd: number, g: GuestFil
       const length = Math.min(per, run[1] - f) * g.folioBytes;
       if (g.fill === 'pattern') {
         const got = vmm.pread(fd, length, offset);
-        const want = patternBytes(g.seed, offset, length);
+        const want = sharedPatternBytes(g.seed, offset, length);
         if (!Buffer.from(got.buffer, got.byteOffset, got.length).equals(Buffer.from(want.buffer))) {
           let at = got.length === length ? 0 : got.length;
           while (at < length && got[at] === want[at]) at++;
