@@ -131,7 +131,6 @@ export function highestSatisfying(versions: readonly string[], range: string): s
   }
   return maxSatisfied(`${versions.join(' ')}\u0000${range}`);
 }
-const maxSatisfying = highestSatisfying;
 
 /** The newest of concrete versions (semver.rsort's first), remembered. */
 export function newestVersion(versions: readonly string[]): string | undefined {
@@ -194,7 +193,7 @@ export class FormatRegistry {
       const spec = this.specs.get(family);
       if (!spec) continue;
       const theirs = target.formats[family];
-      const v = theirs ? maxSatisfying(spec.writes, theirs.reads) : null;
+      const v = theirs ? highestSatisfying(spec.writes, theirs.reads) : null;
       if (v === null) refusals.push({ family, owner: spec.owner, offered: spec.writes, accepted: theirs?.reads ?? null });
       else picked.set(family, v);
     }
@@ -213,5 +212,5 @@ export const SDK_API_VERSION = '0.1.0';
 
 export function checkPluginSdk(plugin: string, range: string | undefined): void {
   if (range === undefined) return;
-  if (!isValidRange(range) || maxSatisfying([SDK_API_VERSION], range) === null) throw new PluginLoadError(plugin, range, SDK_API_VERSION);
+  if (!isValidRange(range) || highestSatisfying([SDK_API_VERSION], range) === null) throw new PluginLoadError(plugin, range, SDK_API_VERSION);
 }
