@@ -496,12 +496,13 @@ export class PhysMemory {
       for (let k = 0; k < PAGES_PER_CHUNK; k++) {
         if (survivors.has(first + k)) continue;
         c = this.own(i, c);
-        c.bytes.fill(POISON_BYTE, k * PAGE_SIZE, (k + 1) * PAGE_SIZE);
+        // Word stores, as in fill(): byte fills of shared memory cost several times more per page.
+        c.words.fill(POISON_U32, (k * PAGE_SIZE) >>> 2, ((k + 1) * PAGE_SIZE) >>> 2);
         c.state[k] = PAGE_POISONED;
       }
     }
     this.syntheticDirty = true;
-    this.synthetic.intersect(survivors.runs());
+    this.synthetic.intersect(survivors);
     this.zeroRuns = (this.zeroRuns ?? PfnRanges.of([0, this.pageCount])).intersect(survivors);
     this.lastIndex = -1;
     this.lastChunk = undefined;
@@ -513,8 +514,7 @@ export class PhysMemory {
   /** Every page of [first, end) (inside one chunk) reads as zero from the background. */
   private readsZero(first: number, end: number): boolean {
     if (this.zeroRuns !== null && !this.zeroRuns.covers(first, end)) return false;
-    if (this.synthetic.runCount > 0) for (let pfn = first; pfn < end; pfn++) if (this.synthetic.seedOf(pfn) >= 0) return false;
-    return true;
+    return !this.synthetic.overlaps(first, end);
   }
 
   private backgroundKind(pfn: number): PageKind {
@@ -546,9 +546,21 @@ export class PhysMemory {
     const index = Math.floor(phys / CHUNK_SIZE);
     const c = makeChunk(new SharedArrayBuffer(CHUNK_SIZE + PAGES_PER_CHUNK), this.snapEpoch);
     this.touch(index, undefined);
-    // A new chunk starts as what its pages read as before: zero, synthetic or poison.
+    // A new chunk starts as what its pages read as before: zero, synthetic or poison. Most
+    // chunks are made over memory that reads zero throughout: one range test, no per-page lookups.
+    const first = index * PAGES_PER_CHUNK;
+    if (!this.readsZero(first, first + PAGES_PER_CHUNK)) this.initChunk(c, first);
+    this.chunks.set(index, c);
+    Atomics.add(this.counters, 1, 1);
+    this.lastIndex = index;
+    this.lastChunk = c;
+    return c;
+  }
+
+  /** A new chunk's pages as they read before it existed (synthetic bytes, poison; zero as allocated). */
+  private initChunk(c: Chunk, first: number): void {
     for (let k = 0; k < PAGES_PER_CHUNK; k++) {
-      const pfn = index * PAGES_PER_CHUNK + k;
+      const pfn = first + k;
       const kind = this.backgroundKind(pfn);
       if (kind === 'synthetic') { c.bytes.set(this.synthAt(pfn), k * PAGE_SIZE); c.state[k] = PAGE_SYNTH; }
       else if (kind === 'poison') {
@@ -556,11 +568,6 @@ export class PhysMemory {
         c.state[k] = PAGE_POISONED;
       }
     }
-    this.chunks.set(index, c);
-    Atomics.add(this.counters, 1, 1);
-    this.lastIndex = index;
-    this.lastChunk = c;
-    return c;
   }
 
   private unpoison(c: Chunk, phys: number, length: number): void {

@@ -1,3 +1,4 @@
+import { PfnRanges } from './ranges.js';
 import { PAGE_SIZE } from './units.js';
 
 /**
@@ -88,6 +89,18 @@ export class SyntheticRuns {
     return x === NIL ? -1 : pageSeedAt(this.seedAt[x] as number, pfn - (this.startOf[x] as number));
   }
 
+  /** True when some page of [start, end) is synthetic. O(log n) expected. */
+  overlaps(start: number, end: number): boolean {
+    if (end <= start || this.n === 0) return false;
+    // Runs are sorted and disjoint: if any run meets [start, end), the last one starting before `end` does.
+    let x = HEAD;
+    for (let l = this.level - 1; l >= 0; l--) {
+      let nx = this.links[(this.linkAt[x] as number) + l] as number;
+      while (nx !== NIL && (this.startOf[nx] as number) < end) { x = nx; nx = this.links[(this.linkAt[x] as number) + l] as number; }
+    }
+    return x !== HEAD && (this.endOf[x] as number) > start;
+  }
+
   /** True when every page of [start, end) is synthetic and page i has seed (seed + i). */
   matches(start: number, end: number, seed: number): boolean {
     if (end <= start) return true;
@@ -154,18 +167,37 @@ export class SyntheticRuns {
     }
   }
 
-  /** Keep only the pages inside `keepRuns` (sorted [start, end) runs). O(n + keep runs + pieces). */
-  intersect(keepRuns: Iterable<[number, number]>): void {
-    const keep = [...keepRuns];
+  /**
+   * Keep only the pages inside `keepRuns` (sorted [start, end) runs, as a PfnRanges or any
+   * iterable of pairs). O(n + keep runs + pieces). Plain indexed loops over the typed arrays
+   * (no generator, no destructuring): this runs at every kexec, and code built on iterators
+   * costs many times more to run cold and to optimize.
+   */
+  intersect(keepRuns: PfnRanges | Iterable<readonly [number, number]>): void {
+    let keep: Float64Array | number[];
+    let nk: number;
+    if (keepRuns instanceof PfnRanges) {
+      nk = keepRuns.runCount;
+      keep = new Float64Array(2 * nk);
+      for (let i = 0; i < nk; i++) { keep[2 * i] = keepRuns.start(i); keep[2 * i + 1] = keepRuns.end(i); }
+    } else {
+      const flat: number[] = [];
+      for (const r of keepRuns) flat.push(r[0], r[1]);
+      keep = flat;
+      nk = flat.length / 2;
+    }
     const out: number[] = [];
     let j = 0;
-    for (const [s, e, seed] of this.runs()) {
-      while (j < keep.length && (keep[j] as [number, number])[1] <= s) j++;
-      for (let k = j; k < keep.length; k++) {
-        const [ks, ke] = keep[k] as [number, number];
+    for (let x = this.links[this.linkAt[HEAD] as number] as number; x !== NIL; x = this.links[this.linkAt[x] as number] as number) {
+      const s = this.startOf[x] as number;
+      const e = this.endOf[x] as number;
+      const seed = this.seedAt[x] as number;
+      while (j < nk && (keep[2 * j + 1] as number) <= s) j++;
+      for (let k = j; k < nk; k++) {
+        const ks = keep[2 * k] as number;
         if (ks >= e) break;
         const is = Math.max(s, ks);
-        const ie = Math.min(e, ke);
+        const ie = Math.min(e, keep[2 * k + 1] as number);
         if (ie > is) out.push(is, ie, pageSeedAt(seed, is - s));
       }
     }

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import { PfnRanges } from '../src/ranges.js';
 import { SyntheticRuns } from '../src/synthetic.js';
 
 const PAGES = 200;
@@ -86,6 +87,33 @@ describe('SyntheticRuns', () => {
       model.intersect(keep);
       expectSame(runs, model);
     }), { numRuns: 200 });
+  });
+
+  it('property: intersect with a PfnRanges keeps the same pages as with the pairs it holds', () => {
+    const cutsArb = fc.uniqueArray(fc.integer({ min: 0, max: PAGES - 1 }), { maxLength: 30 });
+    fc.assert(fc.property(fc.array(op, { maxLength: 40 }), cutsArb, (ops, cuts) => {
+      const c = [...cuts].sort((a, b) => a - b);
+      const keep: Array<[number, number]> = [];
+      for (let i = 0; i + 1 < c.length; i += 2) keep.push([c[i] as number, c[i + 1] as number]);
+      const runs = new SyntheticRuns();
+      const model = new PageModel();
+      for (const o of ops) apply(runs, model, o);
+      runs.intersect(PfnRanges.of(...keep));
+      model.intersect(keep);
+      expectSame(runs, model);
+    }), { numRuns: 200 });
+  });
+
+  it('property: overlaps(start, end) is true exactly when some page of the range is synthetic', () => {
+    const range = fc.tuple(fc.integer({ min: 0, max: PAGES }), fc.integer({ min: 0, max: PAGES }));
+    fc.assert(fc.property(fc.array(op, { maxLength: 40 }), fc.array(range, { minLength: 1, maxLength: 20 }), (ops, ranges) => {
+      const runs = new SyntheticRuns();
+      const model = new PageModel();
+      for (const o of ops) apply(runs, model, o);
+      for (const [start, end] of ranges) {
+        expect(runs.overlaps(start, end)).toBe(model.seeds.slice(start, Math.max(start, end)).some((x) => x >= 0));
+      }
+    }), { numRuns: 300 });
   });
 
   it('replaces the middle of a run: the head keeps its seeds, the tail continues them', () => {

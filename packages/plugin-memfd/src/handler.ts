@@ -65,13 +65,30 @@ export interface MemfdPreservation {
   onCount?: (order: number, delta: number) => void;
 }
 
-export const majorOf = (v: string): number => semver.major(v);
+/**
+ * Format versions parsed once each: every handler op asks these questions of the same few
+ * version strings, and semver.major/gte would parse them again on every call. Same answers
+ * (an invalid version throws semver's TypeError, as semver.major does); a full table starts over.
+ */
+const parsedVersions = new Map<string, semver.SemVer>();
+function parsed(v: string): semver.SemVer {
+  let p = parsedVersions.get(v);
+  if (p === undefined) {
+    p = new semver.SemVer(v);
+    if (parsedVersions.size >= 256) parsedVersions.clear();
+    parsedVersions.set(v, p);
+  }
+  return p;
+}
+const atLeast = (v: string, floor: string): boolean => parsed(v).compare(parsed(floor)) >= 0;
+
+export const majorOf = (v: string): number => parsed(v).major;
 /** memfd 3.1 and later 3.x minors append a CRC-32 of the 48-byte 3.0 header. */
-export const hasHeaderChecksum = (v: string): boolean => majorOf(v) === 3 && semver.gte(v, '3.1.0');
+export const hasHeaderChecksum = (v: string): boolean => majorOf(v) === 3 && atLeast(v, '3.1.0');
 /** memfd 3.2 and later 3.x minors add a CRC-32 over the header and every xarray entry. */
-export const hasMetaChecksum = (v: string): boolean => majorOf(v) === 3 && semver.gte(v, '3.2.0');
+export const hasMetaChecksum = (v: string): boolean => majorOf(v) === 3 && atLeast(v, '3.2.0');
 /** memfd 4.1 and later 4.x minors append a CRC-32 binding the header to the file's (session, token). */
-export const hasIdChecksum = (v: string): boolean => majorOf(v) === 4 && semver.gte(v, '4.1.0');
+export const hasIdChecksum = (v: string): boolean => majorOf(v) === 4 && atLeast(v, '4.1.0');
 
 function khoOut(kernel: Kernel) {
   const out = kernel.khoOut;

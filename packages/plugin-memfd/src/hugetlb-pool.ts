@@ -30,9 +30,21 @@ export function parseHugepages(cmdline: string): Map<number, number> {
   return out;
 }
 
+/** parseHugepages per command line, kept read-only (every boot of a matrix parses the same one). */
+const parsedCmdlines = new Map<string, ReadonlyMap<number, number>>();
+function hugepagesOf(cmdline: string): ReadonlyMap<number, number> {
+  let m = parsedCmdlines.get(cmdline);
+  if (m === undefined) {
+    m = parseHugepages(cmdline);
+    if (parsedCmdlines.size >= 256) parsedCmdlines.clear();
+    parsedCmdlines.set(cmdline, m);
+  }
+  return m;
+}
+
 /** Boot-time pool allocation, reduced by the pages the previous kernel preserved. */
 export function hugetlbInit(kernel: Kernel, preserved: ReadonlyMap<number, number>): Map<number, HugetlbPool> {
-  const config = parseHugepages(kernel.cmdline);
+  const config = hugepagesOf(kernel.cmdline);
   const map = new Map<number, HugetlbPool>();
   for (const order of new Set([...config.keys(), ...preserved.keys()])) {
     const configured = config.get(order) ?? 0;

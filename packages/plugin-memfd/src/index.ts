@@ -9,9 +9,8 @@ import {
 import {
   HUGETLB_AS_MEMFD, HUGETLB_FAMILY, HUGETLB_FLB_COMPATIBLE, HUGETLB_MAX_HSTATES, MEMFD_ALIASES, MEMFD_FAMILY, hugetlbHstateSer,
 } from './abi/memfd.js';
-import { semver } from '@liveupdate/sdk';
 import {
-  freezeMemfd, preserveMemfd, unfreezeMemfd, unpreserveMemfd, type MemfdPreservation,
+  freezeMemfd, majorOf, preserveMemfd, unfreezeMemfd, unpreserveMemfd, type MemfdPreservation,
 } from './handler.js';
 import { finishMemfd, retrieveMemfd } from './retrieve.js';
 import { hugetlbInit } from './hugetlb-pool.js';
@@ -127,7 +126,7 @@ export default function memfd(options: MemfdPluginOptions = {}): Plugin {
     retrieve: (ctx) => retrieveMemfd(ctx, false),
     finish: (ctx) => finishMemfd(ctx),
   });
-  const asMemfd = <C extends { version: string }>(ctx: C): C => ctxWithVersion(ctx, HUGETLB_AS_MEMFD[semver.major(ctx.version)] ?? '3.0.0');
+  const asMemfd = <C extends { version: string }>(ctx: C): C => ctxWithVersion(ctx, HUGETLB_AS_MEMFD[majorOf(ctx.version)] ?? '3.0.0');
   const huge: FileHandlerDefinition<MemfdPreservation> = defineFileHandler<MemfdPreservation>({
     format: { family: HUGETLB_FAMILY, writes: options.hugetlbWrites ?? HUGETLB_WRITES, reads: options.hugetlbReads ?? HUGETLB_READS },
     canPreserve: (file) => isMemfd(file) && inodeOf(file).hugetlb && file.inode.nlink === 0,

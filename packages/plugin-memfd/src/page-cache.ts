@@ -109,6 +109,14 @@ export class PageCache {
       c[slot] = pfn + 1;
       return;
     }
+    const n = c.slot.length;
+    // Folios usually arrive in index order (a file written or restored front to back): append.
+    if (n < SPARSE_MAX && (n === 0 || (c.slot[n - 1] as number) < slot)) {
+      c.slot.push(slot);
+      c.val.push(pfn + 1);
+      this.present++;
+      return;
+    }
     const at = find(c, slot);
     if (at >= 0) { c.val[at] = pfn + 1; return; }
     this.present++;

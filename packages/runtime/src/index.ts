@@ -36,6 +36,7 @@ export type {
 } from './luo/types.js';
 export {
   FormatRegistry, FormatNegotiationError, PluginLoadError, compatibleFor, versionOf, coreFormats, checkPluginSdk, SDK_API_VERSION,
+  highestSatisfying, newestVersion, versionSatisfies,
   type FormatSpec, type KernelManifest, type ManifestEntry, type NegotiationRefusal,
 } from './kernel/formats.js';
 export { imageManifest, type CoreAbiRanges } from './kernel/kernel.js';

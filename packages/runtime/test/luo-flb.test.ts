@@ -137,6 +137,25 @@ describe('FLB across a kexec', () => {
     expect(errnoOf(() => k2.luo.flbs.getIncoming(in1))).toBe('ENOENT');
     expect(errnoOf(() => k2.luo.flbs.getIncoming(in0))).toBe(0);
   });
+
+  it('hasIncoming is true exactly where getIncoming finds an object: not on a cold boot, not for an FLB not handed over, not after finish', () => {
+    const { k: k1, plugin, proc, dev } = bootLuo({ testfile: { flbs: 1 } });
+    const flb = plugin.handlerOf(k1).flbs[0]!;
+    expect(k1.luo.flbs.hasIncoming(flb)).toBe(false);
+    const s = createSession(proc, dev, 's');
+    preserveFd(proc, s, createTestFile(k1, proc, pattern(0, 1)), 0);
+    plugin.options.flbs = 2;
+    const k2 = k1.kexec({ cmdline: CMDLINE, plugins: [plugin] });
+    const [in0, in1] = plugin.handlerOf(k2).flbs as [TestFlb, TestFlb];
+    expect([k2.luo.flbs.hasIncoming(in0), k2.luo.flbs.hasIncoming(in1)]).toEqual([true, false]);
+    const p = k2.spawn('vmm');
+    const d = openLuo(p);
+    const sb = retrieveSession(p, d, 's');
+    retrieveFd(p, sb, 0);
+    finishSession(p, sb);
+    expect(k2.luo.flbs.hasIncoming(in0)).toBe(false);
+    expect(errnoOf(() => k2.luo.flbs.getIncoming(in0))).toBe('ENODATA');
+  });
 });
 
 describe('registration', () => {

@@ -3,9 +3,8 @@
  * plugins are); `definePlugin` validates its manifest once, up front, and turns its file
  * handlers into LUO handler ops tables whose formats are negotiated before every kexec.
  */
-import { semver } from '@liveupdate/runtime';
 import {
-  compatibleFor, ErrnoError, tapView, versionOf, type BootPhase, type ShutdownPhase, type TapView,
+  compatibleFor, ErrnoError, newestVersion, tapView, versionOf, versionSatisfies, type BootPhase, type ShutdownPhase, type TapView,
   type FormatSpec, type Kernel, type KFile, type LiveupdateFileHandler, type LiveupdateFileOpArgs,
   type LiveupdateFlb, type LiveupdateFlbOpArgs, type LuoSessionRef, type RuntimePlugin,
 } from '@liveupdate/runtime';
@@ -150,7 +149,7 @@ export function isPlugin(x: unknown): x is Plugin {
 }
 
 function newest(format: FormatDeclaration): string {
-  return semver.rsort([...format.writes])[0] as string;
+  return newestVersion(format.writes) as string;
 }
 
 /** The LUO handler for one definition in one kernel. */
@@ -183,7 +182,7 @@ function toLuoHandler<S>(plugin: string, def: FileHandlerDefinition<S>, kernel: 
     format: format.family,
     accepts: (compatible) => {
       const v = versionOf(format, compatible);
-      return v !== null && semver.satisfies(v, format.reads);
+      return v !== null && versionSatisfies(v, format.reads);
     },
     ops: {
       canPreserve: (_h, file) => def.canPreserve(file, kernel),
@@ -279,7 +278,8 @@ export function definePlugin(def: PluginDefinition): Plugin {
       def.setup?.(kernel, {
         flbIncoming: (compatible) => {
           const f = flbs.get(compatible);
-          if (!f) return undefined;
+          // None handed over (a cold boot, or an update that did not use it): no exception per boot.
+          if (!f || !kernel.luo.flbs.hasIncoming(f)) return undefined;
           try {
             const obj = kernel.luo.flbs.getIncoming(f);
             kernel.luo.flbs.putIncoming(f);

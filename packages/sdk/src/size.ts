@@ -22,8 +22,20 @@ export class SizeFormatError extends RangeError {
   override readonly name = 'SizeFormatError';
 }
 
+/** Sizes already parsed (a pure function of the text; scenarios repeat the same few on every run). */
+const parsedSizes = new Map<string, number>();
+
 /** Bytes of a size text, or a SizeFormatError saying why not (and what is accepted). */
 export function parseSizeStrict(text: string): number {
+  const known = parsedSizes.get(text);
+  if (known !== undefined) return known;
+  const bytes = parseSize(text);
+  if (parsedSizes.size >= 4096) parsedSizes.clear();
+  parsedSizes.set(text, bytes);
+  return bytes;
+}
+
+function parseSize(text: string): number {
   const m = /^\s*(\d+)(?:\.(\d+))?\s*([A-Za-z]*)\s*$/.exec(text);
   if (!m) throw new SizeFormatError(`'${text}' is not a size: use ${SIZE_UNITS_HELP}`);
   const unit = (m[3] ?? '').toLowerCase();

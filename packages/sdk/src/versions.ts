@@ -6,13 +6,13 @@
  */
 import { semver } from '@liveupdate/runtime';
 import {
-  FormatNegotiationError, imageManifest,
+  FormatNegotiationError, highestSatisfying, imageManifest,
   type BootConfig, type KernelManifest, type NegotiationRefusal,
 } from '@liveupdate/runtime';
 
-/** The highest version `writes` offers that `reads` accepts, or null. */
+/** The highest version `writes` offers that `reads` accepts, or null (remembered: a pure function of the strings). */
 export function pickVersion(writes: readonly string[], reads: string): string | null {
-  return semver.maxSatisfying([...writes], reads);
+  return highestSatisfying(writes, reads);
 }
 
 /** The intersection of two ranges, distributed over their OR-sets (never by concatenation), or null. */

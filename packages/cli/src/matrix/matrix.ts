@@ -13,7 +13,7 @@ import { sessionObjects, type Scenario } from '@liveupdate/sdk';
 import { EXIT, UsageError } from '../exit.js';
 import { count, ms, plural, table } from '../output/format.js';
 import { noProgress } from '../output/progress.js';
-import { summarize, type RunSummary } from '../output/summary.js';
+import { verdictOf, type RunSummary, type RunVerdict } from '../output/summary.js';
 import { DEFAULT_PLUGIN, installedVersions, resolvePlugin } from '../plugins.js';
 import type { CliIo } from '../program.js';
 import { builtinScenario, loadScenarioFile } from '../scenario/load.js';
@@ -64,7 +64,7 @@ export function withReleases(s: Scenario, plugin: string, a: string, b: string):
 }
 
 /** Why a run that is not ok failed, in one line (the summary's reasons, most telling first). */
-function failureReason(r: RunResult, s: RunSummary): string {
+function failureReason(r: RunResult, s: RunVerdict): string {
   if (r.refusal) {
     const broken = [
       r.refusal.freezes > 0 ? `${plural(r.refusal.freezes, 'file')} had been frozen` : '',
@@ -87,7 +87,8 @@ function failureReason(r: RunResult, s: RunSummary): string {
 }
 
 export function classify(from: string, to: string, r: RunResult): MatrixCell {
-  const s = summarize(r);
+  // The verdict only: a cell shows no summary text, so none is formatted.
+  const s = verdictOf(r);
   const compatible = [...new Set(r.objects.map((f) => f.compatible).filter((c): c is string => c !== null))];
   if (r.outcome === 'not-supported') {
     return {

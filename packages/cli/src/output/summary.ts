@@ -115,6 +115,44 @@ const whatOf = (spec: Readonly<Record<string, unknown>>): string => Object.entri
   .filter(([k]) => k !== 'type' && k !== 'token')
   .map(([k, v]) => `${k} ${valueText(v)}`).join(', ');
 
+/** What decides a run's verdict, without the view: all a matrix cell needs (no text is formatted). */
+export interface RunVerdict {
+  readonly ok: boolean;
+  readonly outcome: RunOutcome;
+  readonly error: string | null;
+  readonly leaks: RunSummary['leaks'];
+  readonly dataCheck: RunSummary['dataCheck'];
+  readonly violations: readonly string[];
+  readonly restored: { readonly sessions: number; readonly finishedSessions: number };
+}
+
+/** The problems of one object as the summary lists them: why it was not retrieved, then its check's. */
+const problemsOf = (o: RunResult['objects'][number]): string[] => [...(o.error ? [o.error] : []), ...(o.check?.problems ?? [])];
+
+/** The verdict of a run (`summarize` reports the same one, with the view around it). */
+export function verdictOf(r: RunResult): RunVerdict {
+  const s = r.scenario;
+  const checks = r.objects.map((o) => o.check).filter((c) => c !== null);
+  const counts: Record<string, number> = {};
+  for (const c of checks) for (const [k, v] of Object.entries(c.counts ?? {})) counts[k] = (counts[k] ?? 0) + v;
+  const problems = [...r.objects.flatMap(problemsOf), ...r.sectionChecks.flatMap((c) => c.problems)];
+  const leaks = { blocks: r.leaks?.blocks ?? 0, pages: r.leaks?.pages ?? 0, poisonReads: r.poisonReads };
+  const dataPassed = r.outcome === 'updated' && r.objects.every((o) => o.check !== null && o.check.ok) && r.sectionChecks.every((c) => c.ok);
+  const expected = s.expect ?? 'updated';
+  const outcomeOk = expected === 'updated'
+    ? r.outcome === 'updated' && dataPassed
+    : (expected === 'rolled-back' && r.outcome === 'rolled-back') || (expected === 'refused-incoming' && r.outcome === 'refused-incoming')
+      || (expected === 'file-error' && r.harnessOutcome === 'file-error');
+  const ok = outcomeOk && r.violations.length === 0 && leaks.blocks === 0 && leaks.poisonReads === 0
+    && (r.outcome !== 'updated' || r.sessions.every((x) => x.finished));
+  return {
+    ok, outcome: r.outcome, error: r.error, leaks,
+    dataCheck: { passed: dataPassed, objectsChecked: checks.length, counts, problems },
+    violations: r.violations,
+    restored: { sessions: r.sessions.filter((x) => x.restored).length, finishedSessions: r.sessions.filter((x) => x.finished).length },
+  };
+}
+
 export function summarize(r: RunResult, outputs: { dump?: string | null; report?: string | null } = {}): RunSummary {
   const s = r.scenario;
   const objects: ObjectSummary[] = r.objects.map((o) => ({
@@ -122,7 +160,7 @@ export function summarize(r: RunResult, outputs: { dump?: string | null; report?
     preservedPages: o.preservedPages, restoredPages: o.restoredPages, compatible: o.compatible,
     check: o.check ? (o.check.ok ? 'passed' : 'failed') : o.error ? 'not retrieved' : 'not run',
     checked: o.check?.summary ?? null, counts: o.check?.counts ?? {},
-    problems: [...(o.error ? [o.error] : []), ...(o.check?.problems ?? [])],
+    problems: problemsOf(o),
   }));
   const preserved = r.objects.filter((o) => o.preserved);
   const restored = r.objects.filter((o) => o.check !== null);
@@ -152,19 +190,9 @@ export function summarize(r: RunResult, outputs: { dump?: string | null; report?
       preservedBlocks: h.tracker.blocks, preservedPages: h.tracker.pages, structures,
     };
   }
-  const checks = r.objects.map((o) => o.check).filter((c) => c !== null);
-  const counts: Record<string, number> = {};
-  for (const c of checks) for (const [k, v] of Object.entries(c.counts ?? {})) counts[k] = (counts[k] ?? 0) + v;
-  const problems = [...objects.flatMap((o) => o.problems), ...r.sectionChecks.flatMap((c) => c.problems)];
-  const leaks = { blocks: r.leaks?.blocks ?? 0, pages: r.leaks?.pages ?? 0, poisonReads: r.poisonReads };
-  const dataPassed = r.outcome === 'updated' && objects.every((o) => o.check === 'passed') && r.sectionChecks.every((c) => c.ok);
+  const v = verdictOf(r);
+  const { ok, leaks } = v;
   const expected = s.expect ?? 'updated';
-  const outcomeOk = expected === 'updated'
-    ? r.outcome === 'updated' && dataPassed
-    : (expected === 'rolled-back' && r.outcome === 'rolled-back') || (expected === 'refused-incoming' && r.outcome === 'refused-incoming')
-      || (expected === 'file-error' && r.harnessOutcome === 'file-error');
-  const ok = outcomeOk && r.violations.length === 0 && leaks.blocks === 0 && leaks.poisonReads === 0
-    && (r.outcome !== 'updated' || r.sessions.every((x) => x.finished));
   return {
     command: 'run', ok, exitCode: ok ? EXIT.ok : EXIT.failed,
     scenario: {
@@ -177,8 +205,8 @@ export function summarize(r: RunResult, outputs: { dump?: string | null; report?
       sessions: r.sessions.filter((x) => x.preserved).length, objects: preserved.length, pages: preservedPages, bytes: preservedPages * PAGE_SIZE,
     },
     restored: {
-      sessions: r.sessions.filter((x) => x.restored).length, objects: restored.length, pages: restoredPages,
-      bytes: restoredPages * PAGE_SIZE, finishedSessions: r.sessions.filter((x) => x.finished).length,
+      sessions: v.restored.sessions, objects: restored.length, pages: restoredPages,
+      bytes: restoredPages * PAGE_SIZE, finishedSessions: v.restored.finishedSessions,
     },
     formats: {
       files: [...uses.values()], kho: h?.fdt?.compatible ?? null, luo: h?.luo?.compatible ?? null,
@@ -188,7 +216,7 @@ export function summarize(r: RunResult, outputs: { dump?: string | null; report?
     phases: r.phases.map((p) => ({ phase: p.phase, ms: round1(p.ms), ...(p.parts ? { parts: p.parts.map((q) => ({ phase: q.phase, ms: round1(q.ms) })) } : {}) })),
     handover,
     leaks,
-    dataCheck: { passed: dataPassed, objectsChecked: checks.length, counts, problems },
+    dataCheck: v.dataCheck,
     sectionChecks: r.sectionChecks.map((c) => ({ section: c.section, ok: c.ok, summary: c.summary, problems: c.problems, counts: c.counts ?? {} })),
     liveupdateNum: r.liveupdateNum,
     violations: r.violations,

@@ -93,11 +93,15 @@ export function guestFile(session: string, f: MemfdSpec): GuestFile {
   };
 }
 
-/** Folios that hold data, as ascending [start, end) runs spread evenly over the file. */
-export function* touchedRuns(g: GuestFile): Generator<[start: number, end: number]> {
+/**
+ * Folios that hold data, as ascending [start, end) runs spread evenly over the file. A list,
+ * not a generator: create and verify walk it for every object of every run.
+ */
+export function touchedRunList(g: GuestFile): Array<[start: number, end: number]> {
+  const out: Array<[number, number]> = [];
   const folios = g.size / g.folioBytes;
-  if (folios === 0 || g.touched <= 0) return;
-  if (g.touched >= 1) { yield [0, folios]; return; }
+  if (folios === 0 || g.touched <= 0) return out;
+  if (g.touched >= 1) { out.push([0, folios]); return out; }
   const n = Math.max(1, Math.round(folios * g.touched));
   const stride = folios / n;
   let start = -1;
@@ -105,11 +109,17 @@ export function* touchedRuns(g: GuestFile): Generator<[start: number, end: numbe
   for (let j = 0; j < n; j++) {
     const i = Math.floor(j * stride);
     if (i === end) { end++; continue; }
-    if (start >= 0) yield [start, end];
+    if (start >= 0) out.push([start, end]);
     start = i;
     end = i + 1;
   }
-  if (start >= 0) yield [start, end];
+  if (start >= 0) out.push([start, end]);
+  return out;
+}
+
+/** The runs of touchedRunList, one at a time. */
+export function* touchedRuns(g: GuestFile): Generator<[start: number, end: number]> {
+  yield* touchedRunList(g);
 }
 
 /** Folios that will hold data. */
@@ -144,8 +154,30 @@ export function patternBytes(seed: number, offset: number, length: number): Uint
   return new Uint8Array(words.buffer);
 }
 
-/** Split [start, end) folios into steps of at most CHUNK_BYTES (and at least one folio). */
-export function* steps(g: GuestFile, start: number, end: number): Generator<[offset: number, length: number]> {
-  const per = Math.max(1, Math.floor(CHUNK_BYTES / g.folioBytes));
-  for (let f = start; f < end; f += per) yield [f * g.folioBytes, Math.min(per, end - f) * g.folioBytes];
+/** Host bytes of generated pattern kept for reuse; beyond this the cache starts over. */
+const PATTERN_CACHE_BYTES = 16 << 20;
+const patternCache = new Map<string, Uint8Array>();
+let patternCacheBytes = 0;
+
+/**
+ * patternBytes, generated once per (seed, offset, length) and shared: the bytes a pattern file
+ * is written with and checked against are a pure function of those, and every run of the same
+ * scenario (every cell of a matrix) asks for the same ones. The caller must only read them (the
+ * file's bytes are still read back and compared in full; only the expectation is reused).
+ */
+export function sharedPatternBytes(seed: number, offset: number, length: number): Uint8Array {
+  const key = `${seed}:${offset}:${length}`;
+  let bytes = patternCache.get(key);
+  if (bytes === undefined) {
+    bytes = patternBytes(seed, offset, length);
+    if (length <= PATTERN_CACHE_BYTES) {
+      if (patternCacheBytes + length > PATTERN_CACHE_BYTES) { patternCache.clear(); patternCacheBytes = 0; }
+      patternCache.set(key, bytes);
+      patternCacheBytes += length;
+    }
+  }
+  return bytes;
 }
+
+/** Folios per step: steps of at most CHUNK_BYTES (and at least one folio); [start, end) goes in steps of this many. */
+export const stepFolios = (g: GuestFile): number => Math.max(1, Math.floor(CHUNK_BYTES / g.folioBytes));

@@ -15,7 +15,7 @@ import {
   MFD_ALLOW_SEALING, MFD_CLOEXEC, MFD_HUGETLB, type MemfdInode,
 } from '../memfd.js';
 import {
-  CHUNK_BYTES, dataFolios, dataPages, guestFile, HUGE_PAGE_BYTES, patternBytes, SEAL_BITS, steps, touchedRuns,
+  CHUNK_BYTES, dataFolios, dataPages, guestFile, HUGE_PAGE_BYTES, SEAL_BITS, sharedPatternBytes, stepFolios, touchedRunList,
   type GuestFile, type MemfdSpec, type PfnRun,
 } from './guest-file.js';
 
@@ -39,9 +39,12 @@ function create(ctx: SessionStepContext, spec: MemfdSpec): { fd: number; preserv
   const flags = MFD_CLOEXEC | (g.seals ? MFD_ALLOW_SEALING : 0) | (g.type === 'hugetlb-memfd' ? MFD_HUGETLB : 0);
   const fd = memfdCreate(vmm, `guest-ram:${g.session}:${g.token}`, flags);
   vmm.ftruncate(fd, g.size);
-  for (const [start, end] of touchedRuns(g)) {
-    for (const [offset, length] of steps(g, start, end)) {
-      if (g.fill === 'pattern') memfdStore(vmm, fd, patternBytes(g.seed, offset, length), offset);
+  const per = stepFolios(g);
+  for (const run of touchedRunList(g)) {
+    for (let f = run[0]; f < run[1]; f += per) {
+      const offset = f * g.folioBytes;
+      const length = Math.min(per, run[1] - f) * g.folioBytes;
+      if (g.fill === 'pattern') memfdStore(vmm, fd, sharedPatternBytes(g.seed, offset, length), offset);
       else if (g.fill === 'zero') memfdStore(vmm, fd, new Uint8Array(length), offset);
       else memfdFillSynthetic(vmm, fd, offset, length, g.seed);
       ctx.tick(length / PAGE_SIZE);
@@ -165,7 +168,7 @@ export function verifyGuestFile(ctx: SessionStepContext, fd: number, g: GuestFil
   const { problems, problem, where, m } = checkShape(ctx, fd, g);
 
   // One pass over the resident folios, merged with the (ascending) written runs.
-  const runs = [...touchedRuns(g)];
+  const runs = touchedRunList(g);
   let r = 0;
   const written: Array<[number, number]> = [];
   let zeroFolios = 0;
@@ -203,11 +206,14 @@ export function verifyGuestFile(ctx: SessionStepContext, fd: number, g: GuestFil
 
   let patternChecked = 0;
   let syntheticPages = 0;
-  for (const [start, end] of written) {
-    for (const [offset, length] of steps(g, start, end)) {
+  const per = stepFolios(g);
+  for (const run of written) {
+    for (let f = run[0]; f < run[1]; f += per) {
+      const offset = f * g.folioBytes;
+      const length = Math.min(per, run[1] - f) * g.folioBytes;
       if (g.fill === 'pattern') {
         const got = vmm.pread(fd, length, offset);
-        const want = patternBytes(g.seed, offset, length);
+        const want = sharedPatternBytes(g.seed, offset, length);
         if (!Buffer.from(got.buffer, got.byteOffset, got.length).equals(Buffer.from(want.buffer))) {
           let at = got.length === length ? 0 : got.length;
           while (at < length && got[at] === want[at]) at++;

@@ -127,15 +127,20 @@ function view(buf: Uint8Array): DataView {
   return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
-/** Validate and write one field; `at` is the absolute offset within `dv`. */
+function fieldError(struct: string, f: FieldPlan, value: unknown, why: string): StructError {
+  return new StructError(struct, f.name, `${show(value)} ${why}`);
+}
+
+/** Validate and write one field; `at` is the absolute offset within `dv`. (No closure, no destructuring: this runs for every field of every struct.) */
 function writeField(struct: string, f: FieldPlan, dv: DataView, at: number, value: unknown): void {
-  const fail = (why: string): never => { throw new StructError(struct, f.name, `${show(value)} ${why}`); };
   const spec = f.spec;
   switch (spec.kind) {
     case 'u8': case 'u16': case 'u32': case 's32': {
-      const [min, max] = INT_RANGE[spec.kind];
-      if (typeof value !== 'number' || !Number.isInteger(value)) return fail(`is not an integer (${spec.kind})`);
-      if (value < min || value > max) return fail(`is out of range for ${spec.kind} [${min}, ${max}]`);
+      const range = INT_RANGE[spec.kind];
+      const min = range[0];
+      const max = range[1];
+      if (typeof value !== 'number' || !Number.isInteger(value)) throw fieldError(struct, f, value, `is not an integer (${spec.kind})`);
+      if (value < min || value > max) throw fieldError(struct, f, value, `is out of range for ${spec.kind} [${min}, ${max}]`);
       if (spec.kind === 'u8') dv.setUint8(at, value);
       else if (spec.kind === 'u16') dv.setUint16(at, value, true);
       else if (spec.kind === 'u32') dv.setUint32(at, value, true);
@@ -144,25 +149,25 @@ function writeField(struct: string, f: FieldPlan, dv: DataView, at: number, valu
     }
     case 'u64':
       // No implicit number -> bigint: a number above 2^53 has already lost precision.
-      if (typeof value !== 'bigint') return fail('is not a bigint (u64)');
-      if (value < 0n || value > U64_MAX) return fail('is out of range for u64 [0, 2^64-1]');
+      if (typeof value !== 'bigint') throw fieldError(struct, f, value, 'is not a bigint (u64)');
+      if (value < 0n || value > U64_MAX) throw fieldError(struct, f, value, 'is out of range for u64 [0, 2^64-1]');
       dv.setBigUint64(at, value, true);
       return;
     case 'bytes': {
-      if (!(value instanceof Uint8Array)) return fail('is not a Uint8Array');
-      if (value.length > spec.length) return fail(`is longer than bytes(${spec.length})`);
+      if (!(value instanceof Uint8Array)) throw fieldError(struct, f, value, 'is not a Uint8Array');
+      if (value.length > spec.length) throw fieldError(struct, f, value, `is longer than bytes(${spec.length})`);
       // Shorter arrays are zero-padded, like a partially initialised C array.
       new Uint8Array(dv.buffer, dv.byteOffset + at, f.size).fill(0).set(value);
       return;
     }
     case 'cstring': {
-      if (typeof value !== 'string') return fail('is not a string');
+      if (typeof value !== 'string') throw fieldError(struct, f, value, 'is not a string');
       // An embedded NUL would be truncated on decode: the round trip would silently lose data.
-      if (value.includes('\0')) return fail('contains a NUL character');
-      if (LONE_SURROGATE.test(value)) return fail('contains a lone UTF-16 surrogate');
+      if (value.includes('\0')) throw fieldError(struct, f, value, 'contains a NUL character');
+      if (LONE_SURROGATE.test(value)) throw fieldError(struct, f, value, 'contains a lone UTF-16 surrogate');
       const encoded = utf8Encoder.encode(value);
       if (encoded.length >= spec.length) {
-        return fail(`is ${encoded.length} UTF-8 bytes; cstring(${spec.length}) holds at most ${spec.length - 1} plus NUL`);
+        throw fieldError(struct, f, value, `is ${encoded.length} UTF-8 bytes; cstring(${spec.length}) holds at most ${spec.length - 1} plus NUL`);
       }
       new Uint8Array(dv.buffer, dv.byteOffset + at, f.size).fill(0).set(encoded);
       return;

@@ -52,7 +52,7 @@ export const FAMILY_RE = /^[a-z][a-z0-9_-]{0,30}$/;
 
 /** The compatible string a version is written under: the upstream alias for x.0.0, else "family@version". */
 export function compatibleFor(spec: Pick<FormatSpec, 'family' | 'aliases'>, version: string): string {
-  const v = semver.parse(version);
+  const v = parsedVersion(version);
   const alias = v && v.minor === 0 && v.patch === 0 && v.prerelease.length === 0 ? spec.aliases?.[v.major] : undefined;
   return alias ?? `${spec.family}@${version}`;
 }
@@ -62,8 +62,7 @@ export function versionOf(spec: Pick<FormatSpec, 'family' | 'aliases'>, compatib
   for (const [major, alias] of Object.entries(spec.aliases ?? {})) if (alias === compatible) return `${major}.0.0`;
   const prefix = `${spec.family}@`;
   if (!compatible.startsWith(prefix)) return null;
-  const v = semver.valid(compatible.slice(prefix.length));
-  return v;
+  return validVersion(compatible.slice(prefix.length));
 }
 
 export interface NegotiationRefusal {
@@ -97,28 +96,53 @@ export class PluginLoadError extends Error {
 
 /**
  * semver's answers are pure functions of their strings, and every boot asks the same few
- * (each plugin's writes and reads, each negotiation): remember them, so a boot does not parse
- * the same ranges again (a matrix boots two kernels per cell).
+ * (each plugin's writes and reads, each negotiation, each handler op's compatible string):
+ * remember them, so a boot does not parse the same versions and ranges again (a matrix boots
+ * two kernels per cell). Each table is bounded; a full one starts over.
  */
-const validVersions = new Map<string, boolean>();
-const validRanges = new Map<string, boolean>();
-const maxSatisfied = new Map<string, string | null>();
-const isValidVersion = (v: string): boolean => {
-  let ok = validVersions.get(v);
-  if (ok === undefined) { ok = semver.valid(v) !== null; validVersions.set(v, ok); }
-  return ok;
-};
-const isValidRange = (r: string): boolean => {
-  let ok = validRanges.get(r);
-  if (ok === undefined) { ok = semver.validRange(r) !== null; validRanges.set(r, ok); }
-  return ok;
-};
-const maxSatisfying = (versions: readonly string[], range: string): string | null => {
-  const key = `${versions.join(' ')}\u0000${range}`;
-  let v = maxSatisfied.get(key);
-  if (v === undefined) { v = semver.maxSatisfying([...versions], range); maxSatisfied.set(key, v); }
-  return v;
-};
+function remembered<T>(answer: (key: string) => T): (key: string) => T {
+  const seen = new Map<string, T>();
+  return (key) => {
+    if (seen.has(key)) return seen.get(key) as T;
+    const v = answer(key);
+    if (seen.size >= 4096) seen.clear();
+    seen.set(key, v);
+    return v;
+  };
+}
+const isValidVersion = remembered((v) => semver.valid(v) !== null);
+const isValidRange = remembered((r) => semver.validRange(r) !== null);
+const validVersion = remembered((v) => semver.valid(v));
+const parsedVersion = remembered((v) => semver.parse(v));
+const maxSatisfied = remembered((key) => {
+  const cut = key.indexOf('\u0000');
+  return semver.maxSatisfying(key.slice(0, cut).split(' '), key.slice(cut + 1));
+});
+const newestOfKey = remembered((key) => semver.rsort(key.split(' '))[0]);
+const satisfiedKey = remembered((key) => {
+  const cut = key.indexOf('\u0000');
+  return semver.satisfies(key.slice(0, cut), key.slice(cut + 1));
+});
+
+/** semver.maxSatisfying(versions, range), remembered (versions are concrete: no spaces). */
+export function highestSatisfying(versions: readonly string[], range: string): string | null {
+  if (versions.length === 0 || versions.some((v) => v === '' || v.includes(' ') || v.includes('\u0000')) || range.includes('\u0000')) {
+    return semver.maxSatisfying([...versions], range);
+  }
+  return maxSatisfied(`${versions.join(' ')}\u0000${range}`);
+}
+
+/** The newest of concrete versions (semver.rsort's first), remembered. */
+export function newestVersion(versions: readonly string[]): string | undefined {
+  if (versions.length === 0 || versions.some((v) => v === '' || v.includes(' '))) return semver.rsort([...versions])[0];
+  return newestOfKey(versions.join(' '));
+}
+
+/** semver.satisfies(version, range), remembered. */
+export function versionSatisfies(version: string, range: string): boolean {
+  if (version.includes('\u0000') || range.includes('\u0000')) return semver.satisfies(version, range);
+  return satisfiedKey(`${version}\u0000${range}`);
+}
 
 export class FormatRegistry {
   private readonly specs = new Map<string, FormatSpec>();
@@ -152,7 +176,7 @@ export class FormatRegistry {
     const c = this.chosenVersions.get(family);
     if (c) return c;
     const s = this.specs.get(family);
-    return s ? semver.rsort([...s.writes])[0] : undefined;
+    return s ? newestVersion(s.writes) : undefined;
   }
 
   /**
@@ -169,7 +193,7 @@ export class FormatRegistry {
       const spec = this.specs.get(family);
       if (!spec) continue;
       const theirs = target.formats[family];
-      const v = theirs ? maxSatisfying(spec.writes, theirs.reads) : null;
+      const v = theirs ? highestSatisfying(spec.writes, theirs.reads) : null;
       if (v === null) refusals.push({ family, owner: spec.owner, offered: spec.writes, accepted: theirs?.reads ?? null });
       else picked.set(family, v);
     }
@@ -188,5 +212,5 @@ export const SDK_API_VERSION = '0.1.0';
 
 export function checkPluginSdk(plugin: string, range: string | undefined): void {
   if (range === undefined) return;
-  if (!isValidRange(range) || maxSatisfying([SDK_API_VERSION], range) === null) throw new PluginLoadError(plugin, range, SDK_API_VERSION);
+  if (!isValidRange(range) || highestSatisfying([SDK_API_VERSION], range) === null) throw new PluginLoadError(plugin, range, SDK_API_VERSION);
 }

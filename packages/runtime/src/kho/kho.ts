@@ -40,6 +40,9 @@ export function splitRun(pfn: number, nrPages: number, nodeOf?: (pfn: number) =>
   return out;
 }
 
+/** The root node's compatible property for writeFdt (fdtCreate only reads it; the root FDT is rewritten on every kho_add_subtree). */
+const KHO_FDT_COMPATIBLE_PROP = propString(KHO_FDT_COMPATIBLE);
+
 export interface Subtree {
   readonly name: string;
   readonly phys: number;
@@ -191,8 +194,12 @@ export class KhoOut {
 
   /** The root FDT as it stands in its page now. */
   fdtTree(): FdtNode {
+    return this.rootNode(propString(KHO_FDT_COMPATIBLE));
+  }
+
+  private rootNode(compatible: Uint8Array): FdtNode {
     return fdtNode('', {
-      compatible: propString(KHO_FDT_COMPATIBLE),
+      compatible,
       [KHO_FDT_MEMORY_MAP_PROP_NAME]: propU64LE(BigInt(this.trackerRootPhys)),
     }, this.subtrees.map((s) => fdtNode(s.name, {
       [KHO_SUB_TREE_PROP_NAME]: propU64LE(BigInt(s.phys)),
@@ -201,7 +208,7 @@ export class KhoOut {
   }
 
   private writeFdt(): void {
-    const bytes = fdtCreate(this.fdtTree(), { maxSize: PAGE_SIZE });
+    const bytes = fdtCreate(this.rootNode(KHO_FDT_COMPATIBLE_PROP), { maxSize: PAGE_SIZE });
     const page = this.mm.memory.mapPage(this.fdtPfn);
     page.fill(0);
     page.set(bytes);

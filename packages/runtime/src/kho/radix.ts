@@ -210,6 +210,35 @@ export function leafRuns(words: Uint32Array, firstIndex: number, order: number, 
 }
 
 /**
+ * The non-zero entries of a table node, in slot order, appended to `slots` / `children`
+ * (child physical addresses); returns how many. Its own small function, as are leafPopcount
+ * and nextSetBit: the walk below calls them once per node, so the per-entry and per-word loops
+ * get optimized on their own, cheaply, while the walk itself (which calls the caller's
+ * callbacks, different for every walker) never gets hot enough to be compiled with them inlined.
+ */
+function tableChildren(page: Uint32Array, slots: number[], children: number[]): number {
+  let n = 0;
+  for (let slot = 0; slot < TABLE_ENTRIES; slot++) {
+    const lo = page[2 * slot] as number;
+    const hi = page[2 * slot + 1] as number;
+    if (lo !== 0 || hi !== 0) { slots.push(slot); children.push(hi * 0x1_0000_0000 + lo); n++; }
+  }
+  return n;
+}
+
+/** The first set bit of a leaf bitmap at or after bit `from`, or -1. */
+function nextSetBit(words: Uint32Array, from: number): number {
+  let w = from >>> 5;
+  if (w >= words.length) return -1;
+  let bits = ((words[w] as number) >>> (from & 31)) << (from & 31);
+  for (;;) {
+    if (bits !== 0) return w * 32 + (31 - Math.clz32(bits & -bits));
+    if (++w >= words.length) return -1;
+    bits = words[w] as number;
+  }
+}
+
+/**
  * Depth-first walk in ascending index order (leaf bits ascending), over bytes that may be
  * hostile: node pointers must be page-aligned pages inside RAM that `nodeOk` accepts, no node
  * may be reached twice (that is how a cycle or a shared subtree shows), and every key must
@@ -250,28 +279,22 @@ export function walkTracker(
         return cb.leaf(base.order, first, page);
       }
     }
-    for (let w = 0; w < LEAF_BITS / 32; w++) {
-      let bits = page[w] as number;
-      while (bits !== 0) {
-        const low = bits & -bits;
-        const bit = w * 32 + (31 - Math.clz32(low));
-        bits = (bits ^ low) >>> 0;
-        let pfn: number;
-        let order: number;
-        if (base && base.order >= 0) {
-          order = base.order;
-          pfn = base.pfn + bit * (POW2[order] as number);
-        } else {
-          const d = decodeKey(keyBase + bit);
-          order = d.order;
-          pfn = d.pfn;
-        }
-        if (order < 0) return `invalid key 0x${(keyBase + bit).toString(16)}`;
-        if (pfn + (POW2[order] as number) > ramPages) return `preserved block pfn 0x${pfn.toString(16)} order ${order} is outside RAM`;
-        keys++;
-        const stop = cb.key(pfn, order);
-        if (stop) return stop;
+    for (let bit = nextSetBit(page, 0); bit >= 0; bit = nextSetBit(page, bit + 1)) {
+      let pfn: number;
+      let order: number;
+      if (base && base.order >= 0) {
+        order = base.order;
+        pfn = base.pfn + bit * (POW2[order] as number);
+      } else {
+        const d = decodeKey(keyBase + bit);
+        order = d.order;
+        pfn = d.pfn;
       }
+      if (order < 0) return `invalid key 0x${(keyBase + bit).toString(16)}`;
+      if (pfn + (POW2[order] as number) > ramPages) return `preserved block pfn 0x${pfn.toString(16)} order ${order} is outside RAM`;
+      keys++;
+      const stop = cb.key(pfn, order);
+      if (stop) return stop;
     }
     return undefined;
   };
@@ -284,13 +307,9 @@ export function walkTracker(
     // Copy the entries: the recursion below reuses the page buffer.
     const slots: number[] = [];
     const children: number[] = [];
-    for (let slot = 0; slot < TABLE_ENTRIES; slot++) {
-      const lo = page[2 * slot] as number;
-      const hi = page[2 * slot + 1] as number;
-      if (lo !== 0 || hi !== 0) { slots.push(slot); children.push(hi * 0x1_0000_0000 + lo); }
-    }
+    const n = tableChildren(page, slots, children);
     const shift = 2 ** ((level - 1) * KHO_TABLE_SIZE_LOG2 + KHO_BITMAP_SIZE_LOG2);
-    for (let i = 0; i < slots.length; i++) {
+    for (let i = 0; i < n; i++) {
       const bad2 = visit(children[i] as number, level - 1, keyBase + (slots[i] as number) * shift);
       if (bad2) return bad2;
     }

@@ -104,14 +104,26 @@ class ByteSink {
     next.set(this.buf.subarray(0, this.length));
     this.buf = next;
   }
-  u32(v: number): void { this.bytes(new Uint8Array([v >>> 24, v >>> 16, v >>> 8, v])); }
+  /** Big-endian, stored in place: a token costs no allocation. */
+  u32(v: number): void {
+    this.grow(4);
+    const b = this.buf;
+    const at = this.length;
+    b[at] = v >>> 24; b[at + 1] = v >>> 16; b[at + 2] = v >>> 8; b[at + 3] = v;
+    this.length = at + 4;
+  }
   bytes(b: Uint8Array): void {
     this.grow(b.length);
     this.buf.set(b, this.length);
     this.length += b.length;
   }
+  /** n zero bytes (the buffer is never rewound, so they are zero already). */
+  zeros(n: number): void {
+    this.grow(n);
+    this.length += n;
+  }
   /** Tokens are 32-bit aligned relative to the block start, so names and values are padded. */
-  pad4(): void { this.bytes(new Uint8Array(align4(this.length) - this.length)); }
+  pad4(): void { this.zeros(align4(this.length) - this.length); }
   view(): Uint8Array { return this.buf.subarray(0, this.length); }
 }
 
@@ -124,12 +136,13 @@ class StringTable {
     if (known !== undefined) return known;
     // dtc reuses any NUL-terminated tail already in the table ("data" inside
     // "preserved-data\0"); doing the same keeps our bytes identical to dtc's.
-    const key = `${String.fromCharCode(...encoded)}\0`;
+    // The bytes as one char each (an ASCII name's bytes are its own characters).
+    const key = `${encoded.length === name.length ? name : String.fromCharCode(...encoded)}\0`;
     let off = this.mirror.indexOf(key);
     if (off < 0) {
       off = this.sink.length;
       this.sink.bytes(encoded);
-      this.sink.bytes(new Uint8Array(1));
+      this.sink.zeros(1);
       this.mirror += key;
     }
     this.offsets.set(name, off);
@@ -137,7 +150,17 @@ class StringTable {
   }
 }
 
+/**
+ * Valid names by kind, encoded: a name's bytes and validity are a pure function of the name,
+ * and the writer sees the same few names on every write (the KHO root FDT is rewritten on
+ * every kho_add_subtree of every boot). Callers only read the bytes.
+ */
+const encodedNames = { node: new Map<string, Uint8Array>(), property: new Map<string, Uint8Array>() };
+const ENCODED_NAMES_MAX = 4096;
+
 function encodeName(name: string, kind: 'node' | 'property'): Uint8Array {
+  const known = encodedNames[kind].get(name);
+  if (known !== undefined) return known;
   const enc = utf8.encode(name);
   // NUL ends a name in both blocks, '/' separates path components, an empty name is the
   // root's alone, and a lone surrogate would not survive UTF-8.
@@ -145,6 +168,7 @@ function encodeName(name: string, kind: 'node' | 'property'): Uint8Array {
     || (kind === 'node' ? name.includes('/') : enc.length > MAX_PROP_NAME)) {
     fail('FDT_ERR_BADNAME', `invalid ${kind} name ${JSON.stringify(name)}`);
   }
+  if (encodedNames[kind].size < ENCODED_NAMES_MAX) encodedNames[kind].set(name, enc);
   return enc;
 }
 
@@ -152,8 +176,8 @@ function emitNode(node: FdtNode, depth: number, out: ByteSink, strings: StringTa
   if (depth > MAX_DEPTH) fail('FDT_ERR_TOODEEP', `nesting deeper than ${MAX_DEPTH}`);
   out.u32(FDT_BEGIN_NODE);
   // The root's name is always empty in a DTB (spec 5.4.1), whatever the caller named it.
-  out.bytes(depth === 1 ? new Uint8Array(0) : encodeName(node.name, 'node'));
-  out.bytes(new Uint8Array(1));
+  if (depth !== 1) out.bytes(encodeName(node.name, 'node'));
+  out.zeros(1);
   out.pad4();
   for (const [name, value] of node.props) {
     const nameoff = strings.offsetOf(name, encodeName(name, 'property'));
@@ -191,8 +215,8 @@ export function fdtCreate(root: FdtNode, opts?: { maxSize?: number }): Uint8Arra
   const dv = viewOf(blob);
   // magic, totalsize, off_dt_struct, off_dt_strings, off_mem_rsvmap, version,
   // last_comp_version (16: a v16 reader can use this blob), boot_cpuid_phys, the two sizes.
-  [FDT_MAGIC, total, offStruct, offStrings, offRsvmap, 17, 16, 0, strings.sink.length, struct.length]
-    .forEach((word, i) => dv.setUint32(i * 4, word));
+  const header = [FDT_MAGIC, total, offStruct, offStrings, offRsvmap, 17, 16, 0, strings.sink.length, struct.length];
+  for (let i = 0; i < header.length; i++) dv.setUint32(i * 4, header[i] as number);
   blob.set(struct.view(), offStruct);
   blob.set(strings.sink.view(), offStrings);
   return blob;

@@ -187,6 +187,16 @@ export class LuoFlbs<K> {
     st.inRetrieved = true;
   }
 
+  /**
+   * Whether liveupdate_flb_get_incoming would find an object (the FLB is registered, was handed
+   * over and is not finished): a plugin's setup asks on every boot, and most boots (a cold one, or
+   * an update that did not use the FLB) have none, which getIncoming reports by throwing.
+   */
+  hasIncoming(flb: LiveupdateFlb<K>): boolean {
+    const st = this.state(flb);
+    return st !== undefined && this.incoming !== null && this.incoming.length > 0 && !st.inFinished && st.inFound;
+  }
+
   /** liveupdate_flb_get_incoming: lazily retrieved; takes a reference to pair with putIncoming. */
   getIncoming(flb: LiveupdateFlb<K>): unknown {
     const st = this.state(flb);
