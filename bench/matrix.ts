@@ -90,20 +90,22 @@ const PROBE = [
   'let first = null;',
   'const write = process.stderr.write.bind(process.stderr);',
   "process.stderr.write = (chunk, ...rest) => { if (first === null && String(chunk).startsWith('[matrix] ')) { const u = process.cpuUsage(); first = performance.now() + ' ' + (u.user + u.system) / 1000; } return write(chunk, ...rest); };",
-  "process.on('exit', () => { const u = process.cpuUsage(); write('\\nBENCH-CPU ' + (u.user + u.system) / 1000 + '\\n' + (first === null ? '' : 'BENCH-FIRST ' + first + '\\n')); });",
+  "process.on('exit', () => { const u = process.cpuUsage(); write('\\nBENCH-CPU ' + (u.user + u.system) / 1000 + ' ' + performance.now() + '\\n' + (first === null ? '' : 'BENCH-FIRST ' + first + '\\n')); });",
 ].join('\n');
 const CPU_PROBE = `data:text/javascript,${encodeURIComponent(PROBE)}`;
 
-interface Spawned { ms: number; cpu: number; stdout: string; stderr: string; code: number | null; first: { ms: number; cpu: number } | null }
+interface Spawned { ms: number; cpu: number; exitMs: number; stdout: string; stderr: string; code: number | null; first: { ms: number; cpu: number } | null }
 
 function spawnMs(args: readonly string[]): Spawned {
   const t0 = performance.now();
   const r = spawnSync(process.execPath, ['--import', CPU_PROBE, ...args], { encoding: 'utf8', env, maxBuffer: 64 << 20 });
   const ms = performance.now() - t0;
   if (r.error) throw r.error;
-  const cpu = Number(/^BENCH-CPU ([\d.]+)$/m.exec(r.stderr)?.[1] ?? NaN);
+  const end = /^BENCH-CPU ([\d.]+) ([\d.]+)$/m.exec(r.stderr);
+  const cpu = Number(end?.[1] ?? NaN);
+  const exitMs = Number(end?.[2] ?? NaN);
   const f = /^BENCH-FIRST ([\d.]+) ([\d.]+)$/m.exec(r.stderr);
-  return { ms, cpu, stdout: r.stdout, stderr: r.stderr, code: r.status, first: f ? { ms: Number(f[1]), cpu: Number(f[2]) } : null };
+  return { ms, cpu, exitMs, stdout: r.stdout, stderr: r.stderr, code: r.status, first: f ? { ms: Number(f[1]), cpu: Number(f[2]) } : null };
 }
 
 /** CPU milliseconds of this process during fn. */
@@ -139,14 +141,16 @@ try {
 
   // --- the whole `liveupdate matrix` process --------------------------------------------------------
   const cellTimes = (stderr: string): number[] => [...stderr.matchAll(/^\[matrix\] .* \(([\d.]+) (ms|s)\)$/gm)].map((m) => Number(m[1]) * (m[2] === 's' ? 1000 : 1));
-  interface ProcessRun { ms: number; cpu: number; cells: number[]; first: { ms: number; cpu: number } }
+  // `further`: from the first cell line to the process's exit, per pair after the first (the
+  // cost of each further pair in one process, the issue's "each further pair in matrix").
+  interface ProcessRun { ms: number; cpu: number; cells: number[]; first: { ms: number; cpu: number }; further: { ms: number; cpu: number } }
   const processRun = (n: number): ProcessRun => {
     const r = spawnMs([BIN, 'matrix', scenarioFile, '--plugin', PLUGIN, '--versions', versions.slice(0, n).join(',')]);
     if (r.code !== 0) throw new Error(`liveupdate matrix (${n}x${n}) exited ${r.code}: ${r.stderr.slice(-2000)}\n${r.stdout.slice(-2000)}`);
     const cells = cellTimes(r.stderr);
     if (cells.length !== n * n) throw new Error(`liveupdate matrix (${n}x${n}) printed ${cells.length} cell lines`);
     if (!r.first) throw new Error(`liveupdate matrix (${n}x${n}): the probe saw no cell line`);
-    return { ms: r.ms, cpu: r.cpu, cells, first: r.first };
+    return { ms: r.ms, cpu: r.cpu, cells, first: r.first, further: { ms: (r.exitMs - r.first.ms) / (n * n - 1), cpu: (r.cpu - r.first.cpu) / (n * n - 1) } };
   };
   // The run whose CPU time is the median of `runs` runs (each figure of one run stays from that run).
   const medianRun = (n: number, runs: number): ProcessRun => {
@@ -172,6 +176,9 @@ try {
     console.log(`  ${String(n).padStart(3)} pairs: ${f1(p.ms)} ms wall (${f1(p.cpu)} ms CPU) in all; per pair ${f2(p.ms / n)} ms wall (${f2(p.cpu / n)} ms CPU) with start-up, ${f2((p.ms - startWall) / n)} ms wall (${f2((p.cpu - startCpu) / n)} ms CPU) after start-up; median cell ${f2(median(p.cells))} ms`);
   }
   console.log(`  each pair beyond 16: ${f2(marginal)} ms wall, ${f2(marginalCpu)} ms CPU ((256-pair run - 16-pair run) / 240)`);
+  for (const [n, p] of [[16, p16], [256, p256]] as const) {
+    console.log(`  ${String(n).padStart(3)} pairs, each pair after the first (first cell line -> exit, / ${n - 1}): ${f2(p.further.ms)} ms wall, ${f2(p.further.cpu)} ms CPU`);
+  }
 
   // --- the in-process runner ------------------------------------------------------------------------
   const cli = await import(CLI) as typeof import('@liveupdate/cli');
@@ -198,6 +205,8 @@ try {
 
   // --- against a real kexec cycle -------------------------------------------------------------------
   const per = [
+    ['whole process, 16 pairs, each pair after the first, CPU', p16.further.cpu],
+    ['whole process, 256 pairs, each pair after the first, CPU', p256.further.cpu],
     ['whole process, 16 pairs, CPU after start-up', (p16.cpu - startCpu) / 16],
     ['whole process, 256 pairs, CPU after start-up', (p256.cpu - startCpu) / 256],
     ['whole process, 256 pairs, wall with start-up', p256.ms / 256], ['whole process, 256 pairs, CPU with start-up', p256.cpu / 256],
