@@ -98,11 +98,13 @@ const SCENARIOS: Record<string, Scenario> = {
 type Format = '2' | '3.1' | '3.2' | '4';
 const FORMATS: readonly Format[] = ['2', '3.1', '3.2', '4'];
 const WRITES: Record<Format, string[]> = { 2: ['2.0.0'], 3.1: ['3.1.0'], 3.2: ['3.2.0'], 4: ['4.1.0'] };
+/** The hugetlb-memfd format written for a hugeTLB file in each column: the xarray layout, or memfd 4.1's. */
+const HUGETLB_WRITES: Record<Format, string[]> = { 2: ['1.0.0'], 3.1: ['1.0.0'], 3.2: ['1.0.0'], 4: ['2.0.0'] };
 
 /** Why a (scenario, format) pair is not run. */
 function skipReason(sc: Scenario, format: Format): string | null {
-  if ((format === '3.2' || format === '4') && sc.name === 'huge') {
-    return 'hugeTLB memfds go through the hugetlb-memfd handler, whose only format is the 3.0 xarray layout (shown under 3.1)';
+  if (format === '3.2' && sc.name === 'huge') {
+    return 'hugeTLB memfds go through the hugetlb-memfd handler: 1.0.0 is the 3.0 xarray layout (shown under 3.1), 2.0.0 the memfd@4.1.0 layout (shown under 4)';
   }
   if (format === '2' && sc.name === 'sparse4k') return 'format 2 materializes every hole below i_size: 256 GiB of folios on a 16 GiB machine';
   if (format === '2' && sc.name === 'sparse') {
@@ -111,7 +113,7 @@ function skipReason(sc: Scenario, format: Format): string | null {
   }
   if (format === '2' && sc.name === 'huge') {
     return 'memfd-v2 has no folio order: upstream does not preserve hugeTLB memfds (PRESERVE_FD ENOENT); '
-      + 'here they go through the hugetlb-memfd handler, whose only format is the xarray layout';
+      + 'here they go through the hugetlb-memfd handler (formats 1.0.0 and 2.0.0, under 3.1 and 4)';
   }
   return null;
 }
@@ -144,8 +146,11 @@ function fileSer(k1: Kernel): { compatible: string; data: bigint } {
 }
 
 /** Walk the handover from its bytes: pages of the ser struct + the folio array and its chunk chain, or the xarray nodes. */
-function formatPages(k1: Kernel, compatible: string, serPhys: number): { pages: number; detail: string } {
+function formatPages(k1: Kernel, fileCompatible: string, serPhys: number): { pages: number; detail: string } {
   const memory = k1.machine.memory;
+  // A hugeTLB memfd's format is memfd's layout with the folio order filled in (HUGETLB_AS_MEMFD).
+  const huge = /^hugetlb-memfd@(\d+)\./.exec(fileCompatible);
+  const compatible = huge ? `memfd@${memfdAbi.HUGETLB_AS_MEMFD[Number(huge[1])] ?? '3.0.0'}` : fileCompatible;
   if (compatible === 'memfd-v2') {
     const h = memfdAbi.memfdLuoSerV2.decode(memory.read(serPhys, memfdAbi.memfdLuoSerV2.size));
     let chunks = 0;
@@ -173,7 +178,7 @@ function formatPages(k1: Kernel, compatible: string, serPhys: number): { pages: 
 }
 
 function run(sc: Scenario, format: Format): Result {
-  const plugin = memfd({ writes: WRITES[format] });
+  const plugin = memfd({ writes: WRITES[format], hugetlbWrites: HUGETLB_WRITES[format] });
   const cfg = { cmdline: sc.cmdline, plugins: [plugin], release: '7.1.0' };
   const machine = createMachine({ memory: sc.machine });
   const ms: Record<string, number> = {};
