@@ -22,6 +22,7 @@
  *
  *   node scripts/bundle.mjs [--verbose]     # every package in BUNDLED
  *   node scripts/bundle.mjs packages/sdk    # one package (its prepack)
+ *   node scripts/bundle.mjs --clean         # remove the bundles (npm run clean)
  */
 import { build } from 'esbuild';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -135,11 +136,21 @@ export async function bundlePackage(dir) {
   return { name: pkg.name, entries: Object.keys(entries), files: [...written].filter((f) => f.endsWith('.js')).length, bytes, bundled: third.map((t) => t.split(' ')[0]) };
 }
 
+/** Remove what bundlePackage wrote (dist/'s JavaScript, maps and notices); tsc -b --clean removes the declarations. */
+export function cleanPackage(dir) {
+  const outdir = path.join(dir, 'dist');
+  for (const f of [...filesUnder(outdir, OUTPUT), path.join(outdir, 'THIRD-PARTY-NOTICES.txt')]) rmSync(f, { force: true });
+}
+
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const args = process.argv.slice(2);
   const verbose = args.includes('--verbose');
-  const named = args.filter((a) => a !== '--verbose');
+  const named = args.filter((a) => a !== '--verbose' && a !== '--clean');
   const dirs = named.length ? named.map((d) => path.resolve(d)) : BUNDLED.map((p) => path.join(root, 'packages', p));
+  if (args.includes('--clean')) {
+    for (const dir of dirs) cleanPackage(dir);
+    process.exit(0);
+  }
   const t0 = performance.now();
   let files = 0;
   let bytes = 0;
