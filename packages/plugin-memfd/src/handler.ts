@@ -17,7 +17,7 @@ import {
   ErrnoError, KhoXarray, khoPreserveVmalloc, khoUnpreserveVmalloc, vfree, vzalloc,
   type HandlerContext, type Kernel, type KFile, type KhoVmallocDesc, type VmArea,
 } from '@liveupdate/sdk';
-import { semver } from '@liveupdate/sdk';
+import { remembered, semver } from '@liveupdate/sdk';
 import {
   MEMFD_LUO_ALL_SEALS, MEMFD_LUO_FOLIO_DIRTY, MEMFD_LUO_FOLIO_PFN_BITS, MEMFD_LUO_FOLIO_UPTODATE,
   MEMFD_V3_1_CRC_BYTES, MEMFD_V3_2_META_CRC_OFFSET, memfdLuoFolioSer, memfdLuoSerV1, memfdLuoSerV2, memfdLuoSerV3,
@@ -70,16 +70,7 @@ export interface MemfdPreservation {
  * version strings, and semver.major/gte would parse them again on every call. Same answers
  * (an invalid version throws semver's TypeError, as semver.major does); a full table starts over.
  */
-const parsedVersions = new Map<string, semver.SemVer>();
-function parsed(v: string): semver.SemVer {
-  let p = parsedVersions.get(v);
-  if (p === undefined) {
-    p = new semver.SemVer(v);
-    if (parsedVersions.size >= 256) parsedVersions.clear();
-    parsedVersions.set(v, p);
-  }
-  return p;
-}
+const parsed = remembered((v) => new semver.SemVer(v), 256);
 const atLeast = (v: string, floor: string): boolean => parsed(v).compare(parsed(floor)) >= 0;
 
 export const majorOf = (v: string): number => parsed(v).major;

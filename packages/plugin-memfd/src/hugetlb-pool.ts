@@ -3,7 +3,7 @@
  * `hugepages=N` for 2 MiB) reserve huge pages at boot. After a live update the pool is sized
  * minus the preserved pages the hugetlb FLB reports, so the new kernel does not over-allocate.
  */
-import type { Kernel } from '@liveupdate/sdk';
+import { remembered, type Kernel } from '@liveupdate/sdk';
 
 export interface HugetlbPool {
   readonly order: number;
@@ -31,16 +31,7 @@ export function parseHugepages(cmdline: string): Map<number, number> {
 }
 
 /** parseHugepages per command line, kept read-only (every boot of a matrix parses the same one). */
-const parsedCmdlines = new Map<string, ReadonlyMap<number, number>>();
-function hugepagesOf(cmdline: string): ReadonlyMap<number, number> {
-  let m = parsedCmdlines.get(cmdline);
-  if (m === undefined) {
-    m = parseHugepages(cmdline);
-    if (parsedCmdlines.size >= 256) parsedCmdlines.clear();
-    parsedCmdlines.set(cmdline, m);
-  }
-  return m;
-}
+const hugepagesOf: (cmdline: string) => ReadonlyMap<number, number> = remembered(parseHugepages, 256);
 
 /** Boot-time pool allocation, reduced by the pages the previous kernel preserved. */
 export function hugetlbInit(kernel: Kernel, preserved: ReadonlyMap<number, number>): Map<number, HugetlbPool> {

@@ -21,6 +21,7 @@ export {
   fdtCreate, fdtParse, fdtCheckHeader, fdtTotalSize, fdtFindNode, fdtNode, fdtToDts, FdtError,
   propU64LE, readPropU64LE, propString, readPropString, type FdtNode, type FdtErrorCode,
 } from './lib/fdt.js';
+export { remembered } from './lib/remembered.js';
 export { type RuntimePlugin } from './kernel/kernel.js';
 export {
   createBootHooks, createShutdownHooks, tapView,

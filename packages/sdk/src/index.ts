@@ -37,7 +37,7 @@ export {
 export { fdtCreate, fdtParse, fdtNode, fdtCheckHeader, fdtTotalSize, FdtError, propString, propU64LE, readPropString, readPropU64LE, type FdtNode } from '@liveupdate/runtime';
 export { BOOT_PHASE_NS, SHUTDOWN_PHASE_NS, OP_NS, chargeOp, type KernelOp } from '@liveupdate/runtime';
 /** npm's semver, the one copy the runtime negotiates formats with (handlers compare versions with it). */
-export { semver } from '@liveupdate/runtime';
+export { semver, remembered } from '@liveupdate/runtime';
 export { KhoSlab } from './slab.js';
 /** CRC-32 (IEEE 802.3 / zlib) for the integrity checks the project's own formats carry. */
 export { CRC32_START, Crc32, crc32, crc32Final, crc32Identity, crc32U32, crc32Update, crc32Word, identityCrc32, identityProblem } from './crc32.js';

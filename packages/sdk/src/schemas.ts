@@ -7,7 +7,7 @@
  */
 import { createRequire } from 'node:module';
 import type { Ajv, ErrorObject, JSONSchemaType, ValidateFunction } from 'ajv';
-import { semver } from '@liveupdate/runtime';
+import { remembered, semver } from '@liveupdate/runtime';
 import { checkerFor } from './schema-check.js';
 import { isSize, parseSizeStrict } from './size.js';
 import type { JsonSchema, ObjectKind, ScenarioSection } from './tools.js';
@@ -32,20 +32,6 @@ export interface PluginManifest {
   sdk: string;
   formats: ManifestFormat[];
   requires: ManifestDependency[];
-}
-
-/** A pure string test remembered per string (manifests and scenarios repeat the same versions, ranges and sizes). */
-function remembered(test: (s: string) => boolean): (s: string) => boolean {
-  const seen = new Map<string, boolean>();
-  return (s) => {
-    let ok = seen.get(s);
-    if (ok === undefined) {
-      ok = test(s);
-      if (seen.size >= 4096) seen.clear();
-      seen.set(s, ok);
-    }
-    return ok;
-  };
 }
 
 /** The schemas' formats, for ajv and for the interpreting checker alike. */

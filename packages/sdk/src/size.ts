@@ -6,6 +6,7 @@
  * model addresses (52-bit physical addresses: 4 PiB).
  */
 import { MAX_PHYS_BITS } from '@liveupdate/hw';
+import { remembered } from '@liveupdate/runtime';
 
 /** The largest size a scenario may name: the physical address space (4 PiB). */
 export const MAX_SIZE = 2 ** MAX_PHYS_BITS;
@@ -22,18 +23,8 @@ export class SizeFormatError extends RangeError {
   override readonly name = 'SizeFormatError';
 }
 
-/** Sizes already parsed (a pure function of the text; scenarios repeat the same few on every run). */
-const parsedSizes = new Map<string, number>();
-
-/** Bytes of a size text, or a SizeFormatError saying why not (and what is accepted). */
-export function parseSizeStrict(text: string): number {
-  const known = parsedSizes.get(text);
-  if (known !== undefined) return known;
-  const bytes = parseSize(text);
-  if (parsedSizes.size >= 4096) parsedSizes.clear();
-  parsedSizes.set(text, bytes);
-  return bytes;
-}
+/** Bytes of a size text, or a SizeFormatError saying why not (and what is accepted); remembered per text (scenarios repeat the same few on every run). */
+export const parseSizeStrict: (text: string) => number = remembered(parseSize);
 
 function parseSize(text: string): number {
   const m = /^\s*(\d+)(?:\.(\d+))?\s*([A-Za-z]*)\s*$/.exec(text);

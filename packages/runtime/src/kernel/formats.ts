@@ -6,6 +6,7 @@
  * before anything is frozen.
  */
 import semver from 'semver';
+import { remembered } from '../lib/remembered.js';
 import { KHO_ABI_VERSION } from '../abi/kho.js';
 import { LUO_ABI_VERSION } from '../abi/luo.js';
 
@@ -94,22 +95,8 @@ export class PluginLoadError extends Error {
   }
 }
 
-/**
- * semver's answers are pure functions of their strings, and every boot asks the same few
- * (each plugin's writes and reads, each negotiation, each handler op's compatible string):
- * remember them, so a boot does not parse the same versions and ranges again (a matrix boots
- * two kernels per cell). Each table is bounded; a full one starts over.
- */
-function remembered<T>(answer: (key: string) => T): (key: string) => T {
-  const seen = new Map<string, T>();
-  return (key) => {
-    if (seen.has(key)) return seen.get(key) as T;
-    const v = answer(key);
-    if (seen.size >= 4096) seen.clear();
-    seen.set(key, v);
-    return v;
-  };
-}
+// semver's answers are pure functions of their strings, and every boot asks the same few (each
+// plugin's writes and reads, each negotiation, each handler op's compatible string).
 const isValidVersion = remembered((v) => semver.valid(v) !== null);
 const isValidRange = remembered((r) => semver.validRange(r) !== null);
 const validVersion = remembered((v) => semver.valid(v));
