@@ -64,9 +64,11 @@ function ajv(): Ajv {
  * (so a schema ajv rejects is rejected where it is made, as before).
  */
 function validatorOf<T>(schema: object, eager = false): ValidateFunction<T> {
-  const check = checkerFor(schema, FORMATS);
+  // The checker is built on first use (a module-level validator nobody calls costs nothing at load).
+  let check: ReturnType<typeof checkerFor> | undefined = eager ? checkerFor(schema, FORMATS) : undefined;
   let compiled: ValidateFunction<T> | null = check === null && eager ? ajv().compile<T>(schema) : null;
   const validate = ((data: unknown): boolean => {
+    if (check === undefined) check = checkerFor(schema, FORMATS); // null: the checker cannot take it, ajv answers
     if (check?.(data)) {
       validate.errors = null;
       return true;
