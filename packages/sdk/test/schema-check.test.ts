@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { composeScenarioSchema, isSize, validateManifest, type ScenarioVocabulary } from '@liveupdate/sdk';
 import semver from 'semver';
 import { checkerFor } from '../src/schema-check.js';
+import { fileKind } from './support/vocabulary.js';
 
 const FORMATS = {
   semver: (s: string) => semver.valid(s) === s,
@@ -23,17 +24,10 @@ const strictAjv = (): Ajv => {
 
 const VOCAB: ScenarioVocabulary[] = [
   {
-    objects: ['memfd', 'hugetlb-memfd'].map((type) => ({
-      type,
-      required: ['size', 'fill'],
-      properties: {
-        size: { type: 'string', format: 'size' },
-        fill: { type: 'string', enum: ['pattern', 'synthetic', 'zero'] },
-        touched: { type: 'number', minimum: 0, maximum: 1 },
-        pages: { type: 'integer', minimum: 1, multipleOf: 512 },
-        label: { type: 'string', minLength: 2, maxLength: 3, pattern: '^[a-z\u{1F600}]+$' },
-        seals: { type: 'array', minItems: 1, maxItems: 2, items: { type: 'string', enum: ['shrink', 'grow'] } },
-      },
+    objects: ['memfd', 'hugetlb-memfd'].map((type) => fileKind(type, {
+      pages: { type: 'integer', minimum: 1, multipleOf: 512 },
+      label: { type: 'string', minLength: 2, maxLength: 3, pattern: '^[a-z\u{1F600}]+$' },
+      seals: { type: 'array', minItems: 1, maxItems: 2, items: { type: 'string', enum: ['shrink', 'grow'] } },
     })),
   },
   { sections: [{ key: 'pci', schema: { type: 'object', additionalProperties: false, properties: { devices: { type: 'integer', minimum: 1 }, mode: { const: 'vfio' } } } }] },

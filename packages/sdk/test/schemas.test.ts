@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import { fileKind as memfdKind } from './support/vocabulary.js';
 import {
   checkScenarioData, defineFileHandler, definePlugin, lineOfPointer, parseScenario, parseScenarioJson, SchemaError, validateManifest,
   parseSizeStrict, SIZE_UNITS_HELP, type FormatDeclaration, type JsonSchema, type PluginDefinition, type ScenarioVocabulary,
@@ -89,16 +90,7 @@ const SCENARIO = `{
 const withLine = (line: number, text: string): string => SCENARIO.split('\n').map((l, i) => (i === line - 1 ? text : l)).join('\n');
 
 /** A plugin's scenario vocabulary: two file kinds with the fields memfds have, and a 'pci' section. */
-const fileKind = (type: string): ScenarioVocabulary['objects'] extends ReadonlyArray<infer K> | undefined ? K : never => ({
-  type,
-  required: ['size', 'fill'],
-  properties: {
-    size: { type: 'string', format: 'size' },
-    fill: { type: 'string', enum: ['pattern', 'synthetic', 'zero'] },
-    touched: { type: 'number', minimum: 0, maximum: 1 },
-    seals: { type: 'array', items: { type: 'string' } },
-  },
-});
+const fileKind = (type: string) => memfdKind(type, { seals: { type: 'array', items: { type: 'string' } } });
 const VOCAB: ScenarioVocabulary[] = [
   { objects: [fileKind('memfd'), fileKind('hugetlb-memfd')] },
   { sections: [{ key: 'pci', schema: { type: 'object', additionalProperties: false, properties: { devices: { type: 'integer', minimum: 1 } } } }] },
